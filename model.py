@@ -1,0 +1,359 @@
+"""
+MiniGPT: a Llama-style decoder-only transformer, small enough to read in one sitting.
+
+    tokens -> embedding -> n_layers x [RMSNorm -> attention (RoPE, GQA) -> +residual,
+                                       RMSNorm -> SwiGLU MLP or MoE      -> +residual]
+           -> RMSNorm -> lm_head (tied to the embedding) -> logits
+
+Weight layout and the RoPE convention (rotate-half) are those of Hugging Face's
+LlamaForCausalLM, so export_hf.py maps weights one to one; we only fuse q/k/v into one
+matmul and gate/up into another, which is one of the reasons we train faster than it.
+"""
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+
+@dataclass
+class MiniGPTConfig:
+    vocab_size: int = 6400
+    dim: int = 512
+    n_layers: int = 8
+    n_heads: int = 8
+    n_kv_heads: int = 2             # GQA: == n_heads is multi-head, 1 is multi-query
+    ffn_hidden: Optional[int] = None  # SwiGLU hidden size; None -> ~8/3 * dim rounded up to 64
+    max_seq_len: int = 512
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+    n_experts: int = 0              # 0 = dense MLP; >0 = mixture of experts in every layer
+    experts_per_token: int = 2      # top-k routing
+    aux_loss_coef: float = 0.01     # weight of the load-balancing loss
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self):
+        if self.ffn_hidden is None:  # SwiGLU has 3 matrices, so 8/3*dim keeps the 4*dim MLP's parameter count
+            self.ffn_hidden = 64 * math.ceil(int(8 * self.dim / 3) / 64)
+        if self.dim % self.n_heads or self.n_heads % self.n_kv_heads:
+            raise ValueError(f"config: dim ({self.dim}) must divide by n_heads ({self.n_heads}) "
+                             f"and n_heads by n_kv_heads ({self.n_kv_heads})")
+        if self.n_experts and not 1 <= self.experts_per_token <= self.n_experts:
+            raise ValueError(f"config: experts_per_token ({self.experts_per_token}) must be in 1..n_experts ({self.n_experts})")
+
+    @property
+    def head_dim(self):
+        return self.dim // self.n_heads
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"model config: unknown fields {unknown}")
+        return cls(**d)
+
+
+# Presets: one name sets the size. Parameter counts (printed by `python model.py`) are in the README.
+PRESETS = {
+    "tiny":   dict(vocab_size=2048, dim=128, n_layers=4, n_heads=4, n_kv_heads=2, max_seq_len=256),
+    "small":  dict(vocab_size=6400, dim=512, n_layers=8, n_heads=8, n_kv_heads=2, max_seq_len=512),  # ~MiniMind2-small
+    "medium": dict(vocab_size=6400, dim=768, n_layers=16, n_heads=12, n_kv_heads=4, max_seq_len=1024),
+    "deep":   dict(vocab_size=6400, dim=256, n_layers=24, n_heads=8, n_kv_heads=2, max_seq_len=512),  # deep-narrow, MobileLLM-style
+}
+for _name in list(PRESETS):
+    PRESETS[f"{_name}-moe"] = dict(PRESETS[_name], n_experts=4, experts_per_token=2)
+
+
+def get_config(name, **overrides):
+    """A preset by name, with any field overridden: get_config('small', vocab_size=4096)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown config '{name}'; choose one of {', '.join(PRESETS)}")
+    return MiniGPTConfig(**{**PRESETS[name], **overrides})
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        # normalise in fp32 (as Llama does) so bf16 autocast does not lose precision in the mean of squares
+        return F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).type_as(x) * self.weight
+
+
+def rope_tables(head_dim, max_len, theta):
+    """cos/sin tables (max_len, head_dim) for rotate-half RoPE: dims i and i+head_dim/2 rotate together."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (T, hd/2)
+    angles = torch.cat([angles, angles], dim=-1)                                # (T, hd)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    # x: (B, nh, T, hd); cos/sin: (T, hd) or (B, 1, T, hd)
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return x * cos + rotated * sin
+
+
+class KVCache:
+    """Preallocated keys/values for incremental decoding: prefill the prompt once, then one token a step.
+
+    pad_lens (B,) counts the left padding of each row, so prompts of different lengths share one batch.
+    """
+
+    def __init__(self, config, batch_size, max_len, device, dtype, pad_lens=None):
+        shape = (config.n_layers, batch_size, config.n_kv_heads, max_len, config.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0  # how many positions are filled
+        self.max_len = max_len
+        self.pad_lens = pad_lens if pad_lens is not None and bool(pad_lens.any()) else None
+
+    def reorder(self, index):
+        """Keep rows `index` (beam search reorders beams after each step)."""
+        self.k = self.k[:, index]
+        self.v = self.v[:, index]
+        if self.pad_lens is not None:
+            self.pad_lens = self.pad_lens[index]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        # one matmul for q, k and v (rows: n_heads q heads, then n_kv_heads k heads, then v heads)
+        self.qkv = nn.Linear(cfg.dim, (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, bias=False)
+        self.proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.dropout = cfg.dropout
+
+    def forward(self, x, cos, sin, cache=None, layer=0, attn_mask=None):
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).split([self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim,
+                                     self.n_kv_heads * self.head_dim], dim=-1)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)     # (B, nh, T, hd)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        is_causal = attn_mask is None
+        if cache is not None:
+            start = cache.pos
+            cache.k[layer, :, :, start:start + T] = k
+            cache.v[layer, :, :, start:start + T] = v
+            k, v = cache.k[layer, :, :, :start + T], cache.v[layer, :, :, :start + T]
+            is_causal = attn_mask is None and start == 0  # a single new token may see every cached key
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal and T > 1,
+                                           dropout_p=self.dropout if self.training else 0.0,
+                                           enable_gqa=self.n_kv_heads != self.n_heads)
+        return self.proj(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, dim)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.gate_up = nn.Linear(dim, 2 * hidden, bias=False)  # gate and up projections in one matmul
+        self.down = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x):
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class MoE(nn.Module):
+    """Top-k mixture of SwiGLU experts (Mixtral routing: softmax over all experts, keep top-k, renormalise)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.n_experts, self.top_k, self.aux_loss_coef = cfg.n_experts, cfg.experts_per_token, cfg.aux_loss_coef
+        self.router = nn.Linear(cfg.dim, cfg.n_experts, bias=False)
+        self.experts = nn.ModuleList(SwiGLU(cfg.dim, cfg.ffn_hidden) for _ in range(cfg.n_experts))
+
+    def forward(self, x):
+        B, T, D = x.shape
+        x = x.reshape(-1, D)                                                  # (N, D)
+        probs = F.softmax(self.router(x).float(), dim=-1)                     # (N, E)
+        top_p, top_e = probs.topk(self.top_k, dim=-1)                         # (N, k)
+        top_p = (top_p / top_p.sum(-1, keepdim=True)).to(x.dtype)
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(self.experts):
+            token_idx, slot = (top_e == e).nonzero(as_tuple=True)            # tokens routed to expert e
+            if token_idx.numel():
+                y = expert(x[token_idx]) * top_p[token_idx, slot, None]
+                out.index_add_(0, token_idx, y.to(out.dtype))
+        aux = x.new_zeros(())
+        if self.training and self.aux_loss_coef > 0:
+            # Switch-Transformer balance loss: E * sum_e (fraction of routings to e) * (mean router prob of e)
+            frac = F.one_hot(top_e, self.n_experts).float().mean(dim=(0, 1))
+            aux = self.aux_loss_coef * self.n_experts * (frac * probs.mean(0)).sum()
+        return out.view(B, T, D), aux
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mlp = MoE(cfg) if cfg.n_experts else SwiGLU(cfg.dim, cfg.ffn_hidden)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, cos, sin, cache=None, layer=0, attn_mask=None):
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, cache, layer, attn_mask))
+        h = self.mlp(self.mlp_norm(x))
+        h, aux = h if isinstance(h, tuple) else (h, x.new_zeros(()))
+        return x + self.dropout(h), aux
+
+
+class ModelOutput(NamedTuple):
+    logits: torch.Tensor             # (B, T, vocab), or (B, 1, vocab) with last_logits_only
+    loss: Optional[torch.Tensor]     # mean next-token cross-entropy over positions that carry loss
+    aux_loss: torch.Tensor           # MoE load-balancing loss, already scaled by aux_loss_coef (0 when dense)
+
+
+class MiniGPT(nn.Module):
+    def __init__(self, config: MiniGPTConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.apply(self._init_weights)
+        # scaled residual init (GPT-2): each residual branch's output projection gets std / sqrt(2 * n_layers)
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.proj.weight", "down.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())  # tied weights are counted once
+
+    def forward_hidden(self, idx, cache=None):
+        """Final normalised hidden states (B, T, dim) and the summed MoE aux loss."""
+        B, T = idx.shape
+        start = cache.pos if cache is not None else 0
+        if start + T > self.config.max_seq_len:
+            raise ValueError(f"sequence of {start + T} tokens exceeds max_seq_len {self.config.max_seq_len}")
+        cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
+        attn_mask = None
+        if cache is not None and cache.pad_lens is not None:
+            # left-padded batch: row b's real tokens start at pad_lens[b]; positions count from there
+            q_pos = torch.arange(start, start + T, device=idx.device)
+            k_pos = torch.arange(start + T, device=idx.device)
+            pad = cache.pad_lens.to(idx.device)[:, None]
+            pos = (q_pos[None, :] - pad).clamp(min=0)                            # (B, T)
+            cos, sin = self.rope_cos[pos][:, None], self.rope_sin[pos][:, None]  # (B, 1, T, hd)
+            attn_mask = (k_pos[None, None, :] <= q_pos[None, :, None]) & (k_pos[None, None, :] >= pad[:, :, None])
+            attn_mask = attn_mask[:, None]                                       # (B, 1, T, S)
+        elif cache is not None and start > 0 and T > 1:  # chunked prefill: causal within the chunk, all before
+            q_pos = torch.arange(start, start + T, device=idx.device)
+            attn_mask = torch.arange(start + T, device=idx.device)[None, :] <= q_pos[:, None]
+        dtype = torch.get_autocast_dtype(idx.device.type) if torch.is_autocast_enabled(idx.device.type) else torch.float32
+        cos, sin = cos.to(dtype), sin.to(dtype)
+        x = self.dropout(self.embed(idx))  # (B, T, dim)
+        aux_total = x.new_zeros(())
+        for i, layer in enumerate(self.layers):
+            if self.config.gradient_checkpointing and self.training and cache is None:
+                x, aux = checkpoint(layer, x, cos, sin, None, i, attn_mask, use_reentrant=False)
+            else:
+                x, aux = layer(x, cos, sin, cache, i, attn_mask)
+            aux_total = aux_total + aux
+        if cache is not None:
+            cache.pos += T
+        return self.norm(x), aux_total
+
+    def forward(self, idx, targets=None, loss_mask=None, cache=None, last_logits_only=False):
+        """idx, targets, loss_mask: (B, T). A target of -100 or a loss_mask of 0 carries no loss."""
+        x, aux_loss = self.forward_hidden(idx, cache)
+        if last_logits_only:
+            x = x[:, -1:, :]  # generation needs only the next token's distribution
+        logits = self.lm_head(x)
+        loss = None
+        if targets is not None:
+            if loss_mask is not None:
+                targets = targets.masked_fill(loss_mask == 0, -100)
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        return ModelOutput(logits, loss, aux_loss)
+
+    def configure_optimizer(self, lr, weight_decay, betas=(0.9, 0.95), device_type="cpu"):
+        """AdamW with weight decay on matrices only (not norms), fused kernel where this torch has one."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        try:
+            return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
+        except (RuntimeError, TypeError):  # no fused kernel for this device/dtype
+            return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
+
+
+# ----------------------------------------------------------------------------- loading
+
+def config_mismatch(saved: dict, expected: MiniGPTConfig):
+    """Names of the fields whose values differ, as 'field: saved X, expected Y'."""
+    exp = expected.to_dict()
+    ignore = {"dropout", "gradient_checkpointing", "aux_loss_coef"}  # training-only knobs, not shapes
+    return [f"{k}: saved {saved.get(k)}, expected {exp[k]}" for k in exp
+            if k not in ignore and k in saved and saved[k] != exp[k]]
+
+
+def load_weights(model, state_dict, saved_config=None, source="checkpoint"):
+    """Load a state dict, failing with one line that names differing config fields instead of a shape dump."""
+    if saved_config is not None:
+        diff = config_mismatch(saved_config, model.config)
+        if diff:
+            raise ValueError(f"{source}: model config does not match ({'; '.join(diff)})")
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and model.config.tie_embeddings)]
+    if missing or unexpected:
+        raise ValueError(f"{source}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def load_model(run_dir, device="cpu", which="best"):
+    """The model saved in a run directory (config.json + ckpt_best.pt or ckpt_latest.pt), in eval mode."""
+    cfg_path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(cfg_path):
+        raise FileNotFoundError(f"{run_dir}: no config.json; is this a run directory written by a train_*.py script?")
+    with open(cfg_path) as f:
+        config = MiniGPTConfig.from_dict(json.load(f)["model"])
+    order = ["ckpt_best.pt", "ckpt_latest.pt"] if which == "best" else ["ckpt_latest.pt", "ckpt_best.pt"]
+    path = next((os.path.join(run_dir, n) for n in order if os.path.isfile(os.path.join(run_dir, n))), None)
+    if path is None:
+        raise FileNotFoundError(f"{run_dir}: no ckpt_best.pt or ckpt_latest.pt")
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    model = MiniGPT(config).to(device)
+    load_weights(model, ckpt["model"], ckpt.get("model_config"), source=path)
+    return model.eval()
+
+
+if __name__ == "__main__":  # prints the preset table shown in the README
+    print(f"{'preset':<12}{'params':>10}  dim layers heads kv  ffn  experts")
+    for name in PRESETS:
+        c = get_config(name)
+        with torch.device("meta"):
+            n = MiniGPT(c).num_params()
+        print(f"{name:<12}{n / 1e6:>9.2f}M  {c.dim:>3} {c.n_layers:>6} {c.n_heads:>5} {c.n_kv_heads:>2} {c.ffn_hidden:>4}  {c.n_experts}")

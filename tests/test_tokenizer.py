@@ -1,0 +1,169 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tokenizer import BPETokenizer, SPECIAL_TOKENS
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog. The dog sleeps; the fox runs!",
+    "Numbers 12345 and 3.14, code: def f(x): return x**2  # comment\n\ttabbed",
+    "孙悟空大闹天宫。唐僧师徒四人去西天取经，一路上降妖除魔。",
+    "Emoji 🙂🚀 and accents: café, naïve, Ünïcödé. Mixed 中文 and English words.",
+] * 20
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return BPETokenizer.train(CORPUS, vocab_size=400, verbose=False)
+
+
+@pytest.mark.parametrize("text", [
+    "hello world", "孙悟空", "🙂🚀 emoji", "control\x00\x01\x1b chars\r\n", "  leading and trailing  ",
+    "a" * 1000, "", "mixed 中文 text with 123 numbers", "<|im_start|> looks special",
+])
+def test_decode_inverts_encode_for_any_string(tok, text):
+    assert tok.decode(tok.encode(text)) == text
+
+
+def test_lone_surrogate_round_trips_as_replacement_char(tok):
+    assert tok.decode(tok.encode("a\ud800b")) == "a\ufffdb"
+
+
+def test_training_is_deterministic_and_merges_learn_frequent_words(tok):
+    again = BPETokenizer.train(iter(CORPUS), vocab_size=400, verbose=False)  # an iterator works too
+    assert again.merges == tok.merges
+    assert len(tok.encode(" the")) == 1  # a frequent word became one token
+    assert len(CORPUS[0].encode()) / len(tok.encode(CORPUS[0])) > 2.5  # real compression, not bytes
+    assert tok.vocab_size == 400
+
+
+def test_special_token_ids_are_fixed_and_never_produced_by_merges(tok):
+    assert [tok.token_to_id(t) for t in SPECIAL_TOKENS] == [0, 1, 2]
+    assert (tok.pad_id, tok.bos_id, tok.eos_id) == (0, 1, 2)
+    assert all(new_id > 2 for _, new_id in tok.merges)
+
+
+def test_special_strings_in_user_text_are_plain_text_unless_allowed(tok):
+    text = "hi <|im_end|> there"
+    assert 2 not in tok.encode(text)
+    assert tok.encode(text, allow_special=True).count(2) == 1
+
+
+def test_add_special_tokens_wraps_document_in_bos_eos(tok):
+    ids = tok.encode("hello", add_special_tokens=True)
+    assert ids[0] == tok.bos_id and ids[-1] == tok.eos_id
+    assert tok.decode(ids, skip_special_tokens=True) == "hello"
+
+
+def test_chat_mask_covers_assistant_content_and_its_im_end_only(tok):
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello there"}, {"role": "user", "content": "Bye"},
+            {"role": "assistant", "content": "Bye!"}]
+    ids, mask = tok.apply_chat_template(msgs)
+    assert len(ids) == len(mask)
+    learned = [i for i, m in zip(ids, mask) if m]
+    expected = tok.encode("Hello there") + [tok.eos_id] + tok.encode("Bye!") + [tok.eos_id]
+    assert learned == expected
+    text = tok.decode(ids)
+    assert text == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+                    "<|im_start|>assistant\nHello there<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n"
+                    "<|im_start|>assistant\nBye!<|im_end|>\n")
+    # the role header and the newline after <|im_end|> carry no loss
+    header = [tok.bos_id] + tok.encode("assistant\n")
+    start = ids.index(tok.bos_id, len(tok.apply_chat_template(msgs[:2])[0]))
+    assert ids[start:start + len(header)] == header and mask[start:start + len(header)] == [0] * len(header)
+
+
+def test_generation_prompt_ends_with_assistant_header(tok):
+    ids, mask = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True)
+    assert tok.decode(ids).endswith("<|im_start|>assistant\n") and sum(mask) == 0
+
+
+def test_chat_template_rejects_unknown_role(tok):
+    with pytest.raises(ValueError, match="message 0"):
+        tok.apply_chat_template([{"role": "robot", "content": "x"}])
+
+
+def test_encode_batch_with_workers_matches_single_encode(tok):
+    texts = CORPUS * 400  # > 1 MB of characters, so the process pool is used
+    assert tok.encode_batch(texts, num_workers=2)[:8] == [tok.encode(t) for t in texts[:8]]
+
+
+def test_save_load_round_trip_gives_identical_ids(tok, tmp_path):
+    path = str(tmp_path / "tokenizer.json")
+    tok.save(path)
+    loaded = BPETokenizer.load(path)
+    for text in CORPUS[:4]:
+        assert loaded.encode(text) == tok.encode(text)
+    assert json.load(open(path))["model"]["type"] == "BPE"  # plain HF-format JSON, no pickle
+
+
+def test_train_rejects_vocab_smaller_than_bytes_plus_specials():
+    with pytest.raises(ValueError, match="smaller than 256"):
+        BPETokenizer.train(CORPUS, vocab_size=200, verbose=False)
+
+
+def test_train_rejects_empty_corpus():
+    with pytest.raises(ValueError, match="empty corpus"):
+        BPETokenizer.train([], vocab_size=300, verbose=False)
+
+
+def test_load_corrupt_tokenizer_json_names_file(tmp_path):
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="tokenizer.json: not valid JSON"):
+        BPETokenizer.load(str(bad))
+    bad.write_text(json.dumps({"model": {"type": "WordPiece"}}))
+    with pytest.raises(ValueError, match="expected 'BPE'"):
+        BPETokenizer.load(str(bad))
+
+
+def test_cli_train_and_stats(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(CORPUS))
+    out = tmp_path / "tok.json"
+    subprocess.run([sys.executable, "tokenizer.py", "train", "--input", str(corpus), "--vocab-size", "300",
+                    "--out", str(out)], check=True, capture_output=True)
+    r = subprocess.run([sys.executable, "tokenizer.py", "stats", "--tokenizer", str(out), "--input", str(corpus)],
+                       check=True, capture_output=True, text=True)
+    assert "bytes/token" in r.stdout and "round trip ok" in r.stdout
+
+
+def test_cli_missing_file_is_one_line_error(tmp_path):
+    r = subprocess.run([sys.executable, "tokenizer.py", "train", "--input", str(tmp_path / "nope.txt"),
+                        "--vocab-size", "300", "--out", str(tmp_path / "t.json")], capture_output=True, text=True)
+    assert r.returncode != 0 and r.stderr.strip().count("\n") == 0 and "nope.txt: file not found" in r.stderr
+
+
+# ---------------------------------------------------------------- interop with Hugging Face `tokenizers`
+INTEROP_TEXTS = ["The quick brown fox, 123 times!", "孙悟空大闹天宫。唐僧师徒四人", "café 🙂 naïve\n\ttabs  spaces"]
+
+
+def test_hf_tokenizers_loads_our_file_and_encodes_identically(tok, tmp_path):
+    tokenizers = pytest.importorskip("tokenizers", reason="optional: pip install tokenizers")
+    path = str(tmp_path / "tokenizer.json")
+    tok.save(path)
+    hf = tokenizers.Tokenizer.from_file(path)
+    for text in INTEROP_TEXTS + CORPUS[:4]:
+        assert hf.encode(text).ids == tok.encode(text)
+        assert hf.decode(tok.encode(text)) == text
+
+
+def test_we_load_hf_trained_bytelevel_tokenizer_and_encode_identically(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers", reason="optional: pip install tokenizers")
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+    hf = tokenizers.Tokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # as MiniMind trains its tokenizer
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    hf.train_from_iterator(CORPUS, trainer)
+    path = str(tmp_path / "hf_tokenizer.json")
+    hf.save(path)
+    ours = BPETokenizer.load(path)
+    assert (ours.bos_id, ours.eos_id) == (1, 2)
+    for text in INTEROP_TEXTS + CORPUS[:4]:
+        assert ours.encode(text) == hf.encode(text).ids
+        assert ours.decode(ours.encode(text)) == text

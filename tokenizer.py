@@ -1,0 +1,441 @@
+"""
+Byte-level BPE tokenizer: train it, encode/decode, render chat conversations, save as Hugging Face tokenizer.json.
+
+How BPE works, in three lines:
+  1. Text is split into chunks (words, numbers, punctuation runs, whitespace) by a regex, and each chunk into UTF-8 bytes.
+  2. Training repeatedly finds the most frequent adjacent pair of tokens and merges it into a new token.
+  3. Encoding replays those merges, lowest rank (earliest learned) first, inside each chunk.
+
+Ids: special tokens first (<|endoftext|>=0 pad, <|im_start|>=1 bos, <|im_end|>=2 eos, then any extras),
+then the 256 bytes, then one id per merge. This is MiniMind's ChatML layout.
+
+Unlike minbpe we do not recount every pair after every merge: pair counts are kept up to date incrementally,
+touching only the words that contain the merged pair (an index from pair to words finds them).
+"""
+import argparse
+import heapq
+import json
+import multiprocessing as mp
+import os
+import random
+import re
+import sys
+import unicodedata
+from collections import Counter, defaultdict
+
+from tqdm import tqdm
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # pad/unk, bos, eos: fixed ids 0, 1, 2
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def _char_class(pred):
+    """A regex character class body for every code point where pred(ch) holds, as ranges."""
+    out, start = [], None
+    for cp in range(sys.maxunicode + 2):
+        if cp <= sys.maxunicode and pred(chr(cp)):
+            start = cp if start is None else start
+        elif start is not None:
+            a, b = re.escape(chr(start)), re.escape(chr(cp - 1))
+            out.append(a if start == cp - 1 else f"{a}-{b}")
+            start = None
+    return "".join(out)
+
+
+# GPT-2's split pattern, which Hugging Face's ByteLevel pre-tokenizer uses. Python's `re` has no \p{L}/\p{N},
+# so we build those classes from unicodedata once (~0.1 s); the splits are identical to the `regex` module's.
+_L = _char_class(str.isalpha)                                   # \p{L}: categories Lu Ll Lt Lm Lo
+_N = _char_class(lambda c: unicodedata.category(c)[0] == "N")   # \p{N}: Nd Nl No
+SPLIT_PATTERN = re.compile(rf"'(?:[sdmt]|ll|ve|re)| ?[{_L}]+| ?[{_N}]+| ?[^\s{_L}{_N}]+|\s+(?!\S)|\s+")
+
+
+def bytes_to_unicode():
+    """GPT-2's reversible map from the 256 bytes to printable characters; tokenizer.json stores tokens this way."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+BYTE_TO_CHAR = bytes_to_unicode()
+CHAR_TO_BYTE = {c: b for b, c in BYTE_TO_CHAR.items()}
+
+
+def _clean(text):
+    """Lone surrogates cannot be UTF-8 encoded: replace them with U+FFFD so every str round-trips."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def merge(ids, pair, new_id):
+    """Replace every non-overlapping occurrence of `pair` in `ids`, left to right, with new_id."""
+    out, i, n = [], 0, len(ids)
+    while i < n:
+        if i < n - 1 and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+def merge_with_deltas(ids, pair, new_id):
+    """merge(), also returning how the word's pair counts change: [(pair, +1 or -1), ...].
+
+    Only neighbours of a merged position change: for x a b y -> x X y we lose (x, a) and (b, y) and gain (x, X)
+    and (X, y). Using the already-merged left neighbour makes runs like a b a b -> X X come out right.
+    """
+    a, b = pair
+    out, deltas, i, n = [], [], 0, len(ids)
+    while i < n:
+        if i < n - 1 and ids[i] == a and ids[i + 1] == b:
+            if out:
+                deltas += [((out[-1], a), -1), ((out[-1], new_id), 1)]
+            if i + 2 < n:
+                deltas += [((b, ids[i + 2]), -1), ((new_id, ids[i + 2]), 1)]
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out, deltas
+
+
+class BPETokenizer:
+    def __init__(self, merges=None, special_tokens=None, byte_ids=None, vocab_bytes=None, ignore_merges=False):
+        """merges: list of ((id_a, id_b), new_id) in rank order. Use train() or load() rather than this directly."""
+        self.special_tokens = dict(special_tokens or {t: i for i, t in enumerate(SPECIAL_TOKENS)})  # str -> id
+        n_special = len(self.special_tokens)
+        self.byte_ids = byte_ids or [n_special + b for b in range(256)]  # byte value -> token id
+        self.merges = list(merges or [])
+        self.merge_ranks = {pair: (rank, new_id) for rank, (pair, new_id) in enumerate(self.merges)}
+        if vocab_bytes is None:  # id -> bytes, built from bytes and merges
+            vocab_bytes = {i: bytes([b]) for b, i in enumerate(self.byte_ids)}
+            for (a, b), new_id in self.merges:
+                vocab_bytes[new_id] = vocab_bytes[a] + vocab_bytes[b]
+        self.vocab_bytes = vocab_bytes
+        for tok, i in self.special_tokens.items():
+            self.vocab_bytes[i] = tok.encode("utf-8")
+        self.bytes_to_id = {b: i for i, b in self.vocab_bytes.items() if i not in self.special_tokens.values()}
+        self.ignore_merges = ignore_merges  # HF option: a chunk that is itself a token is emitted whole
+        self.id_to_special = {i: t for t, i in self.special_tokens.items()}
+        self._special_pattern = re.compile("(" + "|".join(re.escape(t) for t in sorted(self.special_tokens, key=len, reverse=True)) + ")")
+        self.cache = {}  # chunk -> ids, so repeated words are merged once
+
+    # ------------------------------------------------------------------ basic properties
+    @property
+    def vocab_size(self):
+        return max(self.vocab_bytes) + 1
+
+    def token_to_id(self, token):
+        if token in self.special_tokens:
+            return self.special_tokens[token]
+        return self.bytes_to_id.get(token.encode("utf-8"))
+
+    def id_to_token(self, i):
+        return self.id_to_special.get(i) or self.vocab_bytes[i].decode("utf-8", errors="replace")
+
+    pad_id = property(lambda self: self.special_tokens["<|endoftext|>"])
+    bos_id = property(lambda self: self.special_tokens["<|im_start|>"])
+    eos_id = property(lambda self: self.special_tokens["<|im_end|>"])
+
+    # ------------------------------------------------------------------ training
+    @classmethod
+    def train(cls, texts, vocab_size, special_tokens=None, max_samples=None, seed=0, min_frequency=2, verbose=True):
+        """Learn merges from an iterable of strings until the vocabulary has vocab_size tokens.
+
+        max_samples: train on a seeded random sample of that many texts (reservoir sampling, so an iterator
+        over a corpus larger than memory works). Ties between equally frequent pairs go to the smallest ids,
+        so the same input always gives the same merges.
+        """
+        specials = SPECIAL_TOKENS + [t for t in (special_tokens or []) if t not in SPECIAL_TOKENS]
+        if vocab_size < 256 + len(specials):
+            raise ValueError(f"vocab_size {vocab_size} is smaller than 256 bytes + {len(specials)} special tokens")
+        if max_samples is not None:
+            texts = _reservoir_sample(texts, max_samples, seed)
+        # 1. count chunks ("words"); each distinct chunk is processed once, weighted by its count
+        chunk_counts = Counter()
+        for text in texts:
+            chunk_counts.update(SPLIT_PATTERN.findall(_clean(text)))
+        if not chunk_counts:
+            raise ValueError("cannot train a tokenizer on an empty corpus")
+        n_special = len(specials)
+        words = [[n_special + b for b in chunk.encode("utf-8")] for chunk in chunk_counts]
+        freqs = list(chunk_counts.values())
+        # 2. count every adjacent pair once, remembering which words contain it
+        pair_counts, pair_words = defaultdict(int), defaultdict(set)
+        for w, (ids, f) in enumerate(zip(words, freqs)):
+            for pair in zip(ids, ids[1:]):
+                pair_counts[pair] += f
+                pair_words[pair].add(w)
+        heap = [(-c, pair) for pair, c in pair_counts.items()]  # max-heap by count; stale entries skipped on pop
+        heapq.heapify(heap)
+        vocab_bytes = {n_special + b: bytes([b]) for b in range(256)}
+        bytes_to_id = {v: k for k, v in vocab_bytes.items()}
+        merges = []
+        n_new = vocab_size - n_special - 256
+        bar = tqdm(total=n_new, desc="bpe merges", disable=not verbose, unit="merge")
+        while len(vocab_bytes) < vocab_size - n_special and heap:
+            neg_count, pair = heapq.heappop(heap)
+            if -neg_count != pair_counts.get(pair, 0):
+                continue  # stale entry: the count changed after it was pushed
+            if -neg_count < min_frequency:
+                break
+            # 3. the new token; two merge paths can spell the same bytes, and then share one id (as in HF)
+            new_bytes = vocab_bytes[pair[0]] + vocab_bytes[pair[1]]
+            new_id = bytes_to_id.get(new_bytes)
+            if new_id is None:
+                new_id = n_special + len(vocab_bytes)
+                vocab_bytes[new_id] = new_bytes
+                bytes_to_id[new_bytes] = new_id
+                bar.update(1)
+            merges.append((pair, new_id))
+            # 4. re-count only around each merged position of the words that contain the pair
+            changed = set()
+            for w in pair_words.pop(pair):
+                new_ids, deltas = merge_with_deltas(words[w], pair, new_id)
+                if not deltas and len(new_ids) == len(words[w]):
+                    continue  # the index is lazy: this word no longer holds the pair
+                f = freqs[w]
+                for p, sign in deltas:
+                    pair_counts[p] += sign * f
+                    changed.add(p)
+                    if sign > 0:
+                        pair_words[p].add(w)
+                words[w] = new_ids
+            pair_counts.pop(pair, None)
+            for p in changed:
+                c = pair_counts.get(p, 0)
+                if c > 0:
+                    heapq.heappush(heap, (-c, p))
+                else:
+                    pair_counts.pop(p, None)
+        bar.close()
+        return cls(merges, special_tokens={t: i for i, t in enumerate(specials)})
+
+    # ------------------------------------------------------------------ encoding
+    def _encode_chunk(self, chunk):
+        ids = self.cache.get(chunk)
+        if ids is not None:
+            return ids
+        data = chunk.encode("utf-8")
+        whole = self.bytes_to_id.get(data) if self.ignore_merges else None
+        if whole is not None:
+            ids = [whole]
+        else:
+            ids = [self.byte_ids[b] for b in data]
+            ranks = self.merge_ranks
+            while len(ids) >= 2:
+                # the adjacent pair learned earliest is merged first, exactly as training created it
+                pair = min(zip(ids, ids[1:]), key=lambda p: ranks.get(p, (1 << 62,))[0])
+                if pair not in ranks:
+                    break
+                ids = merge(ids, pair, ranks[pair][1])
+        if len(self.cache) < 500_000:
+            self.cache[chunk] = ids
+        return ids
+
+    def encode(self, text, add_special_tokens=False, allow_special=False):
+        """Text to ids. add_special_tokens wraps the ids in <|im_start|> ... <|im_end|> (a pretraining document).
+        Special-token strings inside text are plain text unless allow_special=True, so input cannot inject them."""
+        text = _clean(text)
+        ids = [self.bos_id] if add_special_tokens else []
+        parts = self._special_pattern.split(text) if allow_special else [text]
+        for part in parts:
+            if part in self.special_tokens and allow_special:
+                ids.append(self.special_tokens[part])
+                continue
+            for chunk in SPLIT_PATTERN.findall(part):
+                ids.extend(self._encode_chunk(chunk))
+        if add_special_tokens:
+            ids.append(self.eos_id)
+        return ids
+
+    def encode_batch(self, texts, add_special_tokens=False, num_workers=None):
+        """Encode many texts; above ~1 MB in total the work is spread over all cores (fork-based pool)."""
+        texts = list(texts)
+        num_workers = num_workers or os.cpu_count() or 1
+        if num_workers == 1 or sum(len(t) for t in texts) < 1_000_000 or "fork" not in mp.get_all_start_methods():
+            return [self.encode(t, add_special_tokens) for t in texts]
+        global _WORKER_TOKENIZER
+        _WORKER_TOKENIZER = self  # forked workers inherit it; nothing large is pickled on the way in
+        size = max(1, len(texts) // (num_workers * 4))
+        batches = [(texts[i:i + size], add_special_tokens) for i in range(0, len(texts), size)]
+        with mp.get_context("fork").Pool(num_workers) as pool:
+            results = pool.map(_encode_worker, batches)
+        return [ids for batch in results for ids in batch]
+
+    def decode(self, ids, skip_special_tokens=False):
+        special = self.id_to_special
+        data = b"".join(b"" if (skip_special_tokens and i in special) else self.vocab_bytes[i] for i in ids)
+        return data.decode("utf-8", errors="replace")
+
+    # ------------------------------------------------------------------ chat
+    def apply_chat_template(self, messages, add_generation_prompt=False):
+        """Render ChatML and return (ids, assistant_mask); the one place the SFT loss mask is defined.
+
+            <|im_start|>{role}\\n{content}<|im_end|>\\n   per message
+        assistant_mask is 1 on each assistant message's content and its closing <|im_end|> (what the model must
+        learn to produce, including when to stop), 0 on role headers, the newline between turns, system and user.
+        The header and the content are encoded separately so that the mask boundary is exact.
+        """
+        ids, mask = [], []
+        newline = self.encode("\n")
+        for i, msg in enumerate(messages):
+            role, content = msg.get("role"), msg.get("content")
+            if role not in CHAT_ROLES or not isinstance(content, str):
+                raise ValueError(f"message {i}: expected role in {CHAT_ROLES} and string content, got role={role!r}")
+            header = [self.bos_id] + self.encode(role + "\n")
+            body = self.encode(content) + [self.eos_id]
+            ids += header + body + newline
+            mask += [0] * len(header) + [int(role == "assistant")] * len(body) + [0] * len(newline)
+        if add_generation_prompt:
+            prompt = [self.bos_id] + self.encode("assistant\n")
+            ids += prompt
+            mask += [0] * len(prompt)
+        return ids, mask
+
+    CHAT_TEMPLATE_JINJA = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] "
+                           "+ '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+    # ------------------------------------------------------------------ Hugging Face tokenizer.json
+    def to_hf_dict(self):
+        tok = lambda i: "".join(BYTE_TO_CHAR[b] for b in self.vocab_bytes[i])
+        vocab = {t: i for t, i in self.special_tokens.items()}
+        vocab.update({tok(i): i for i in sorted(self.vocab_bytes) if i not in self.id_to_special})
+        added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                  "normalized": False, "special": True} for t, i in sorted(self.special_tokens.items(), key=lambda x: x[1])]
+        byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+        return {
+            "version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
+            "pre_tokenizer": byte_level, "post_processor": None, "decoder": byte_level,
+            "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                      "ignore_merges": self.ignore_merges, "vocab": vocab,
+                      "merges": [f"{tok(a)} {tok(b)}" for (a, b), _ in self.merges]},
+        }
+
+    def save(self, path):
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.to_hf_dict(), f, ensure_ascii=False, indent=1)
+        os.replace(tmp, path)  # atomic: a crash never leaves half a tokenizer.json
+
+    @classmethod
+    def load(cls, path):
+        """Load a Hugging Face tokenizer.json with a byte-level BPE model (ours, MiniMind's, GPT-2 style)."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: tokenizer file not found")
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        try:
+            model = data["model"]
+            if model.get("type", "BPE") != "BPE":
+                raise ValueError(f"model.type is {model.get('type')!r}, expected 'BPE'")
+            pre = data.get("pre_tokenizer") or {}
+            pre_types = [p.get("type") for p in pre.get("pretokenizers", [pre])]
+            if "ByteLevel" not in pre_types:
+                raise ValueError(f"pre_tokenizer is {pre_types}, expected ByteLevel")
+            vocab = model["vocab"]
+            special = {t["content"]: t["id"] for t in data.get("added_tokens", []) if t.get("special", True)}
+            to_bytes = lambda s: bytes(CHAR_TO_BYTE[c] for c in s)
+            missing = [b for b in range(256) if BYTE_TO_CHAR[b] not in vocab]
+            if missing:
+                raise ValueError(f"model.vocab lacks byte tokens for {len(missing)} bytes (e.g. 0x{missing[0]:02x})")
+            byte_ids = [vocab[BYTE_TO_CHAR[b]] for b in range(256)]
+            vocab_bytes = {i: to_bytes(t) for t, i in vocab.items() if t not in special}
+            merges = []
+            for rank, m in enumerate(model["merges"]):
+                a, b = m.split(" ") if isinstance(m, str) else m
+                if a not in vocab or b not in vocab or a + b not in vocab:
+                    raise ValueError(f"merge {rank} ({a!r} {b!r}) names a token missing from model.vocab")
+                merges.append(((vocab[a], vocab[b]), vocab[a + b]))
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{path}: not a byte-level BPE tokenizer.json (missing or malformed {e})") from None
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        for t in SPECIAL_TOKENS:  # a vocab that lists our specials without marking them as added tokens
+            if t in vocab and t not in special:
+                special[t] = vocab[t]
+        return cls(merges, special_tokens=special, byte_ids=byte_ids, vocab_bytes=vocab_bytes,
+                   ignore_merges=bool(model.get("ignore_merges", False)))
+
+
+_WORKER_TOKENIZER = None
+
+
+def _encode_worker(args):
+    texts, add_special_tokens = args
+    return [_WORKER_TOKENIZER.encode(t, add_special_tokens) for t in texts]
+
+
+def _reservoir_sample(texts, k, seed):
+    rng, sample = random.Random(seed), []
+    for i, t in enumerate(texts):
+        if i < k:
+            sample.append(t)
+        else:
+            j = rng.randint(0, i)
+            if j < k:
+                sample[j] = t
+    return sample
+
+
+def read_text_files(paths):
+    """Texts for tokenizer training: each file split into paragraphs (blank-line separated)."""
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: file not found")
+        with open(path, encoding="utf-8", errors="replace") as f:
+            yield from (p for p in f.read().split("\n\n") if p.strip())
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Train or inspect a byte-level BPE tokenizer (HF tokenizer.json format).")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train a tokenizer on text files")
+    t.add_argument("--input", nargs="+", required=True, help="plain text files")
+    t.add_argument("--vocab-size", type=int, default=6400)
+    t.add_argument("--max-samples", type=int, default=None, help="train on a random sample of this many paragraphs")
+    t.add_argument("--out", required=True, help="where to write tokenizer.json")
+    s = sub.add_parser("stats", help="bytes per token and a round-trip check of a tokenizer on a file")
+    s.add_argument("--tokenizer", required=True)
+    s.add_argument("--input", required=True)
+    args = p.parse_args(argv)
+    if args.cmd == "train":
+        tok = BPETokenizer.train(read_text_files(args.input), args.vocab_size, max_samples=args.max_samples)
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        tok.save(args.out)
+        print(f"saved {args.out}: {tok.vocab_size} tokens, {len(tok.merges)} merges")
+    else:
+        tok = BPETokenizer.load(args.tokenizer)
+        if not os.path.isfile(args.input):
+            raise FileNotFoundError(f"{args.input}: file not found")
+        with open(args.input, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        ids = tok.encode(text)
+        n_bytes = len(text.encode("utf-8"))
+        ok = tok.decode(ids) == text
+        print(f"{args.input}: {n_bytes} bytes, {len(ids)} tokens, {n_bytes / max(1, len(ids)):.3f} bytes/token, "
+              f"vocab {tok.vocab_size}, round trip {'ok' if ok else 'FAILED'}")
+        return 0 if ok else 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (ValueError, OSError) as e:
+        sys.exit(f"error: {e}")
