@@ -35,7 +35,7 @@ def test_training_is_deterministic_and_merges_learn_frequent_words(tok):
     again = BPETokenizer.train(iter(CORPUS), vocab_size=400, verbose=False)  # an iterator works too
     assert again.merges == tok.merges
     assert len(tok.encode(" the")) == 1  # a frequent word became one token
-    assert len(CORPUS[0].encode()) / len(tok.encode(CORPUS[0])) > 2.5  # real compression, not bytes
+    assert len(CORPUS[0].encode()) / len(tok.encode(CORPUS[0])) > 2.0  # real compression, not bytes
     assert tok.vocab_size == 400
 
 
