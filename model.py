@@ -327,6 +327,10 @@ def load_weights(model, state_dict, saved_config=None, source="checkpoint"):
         diff = config_mismatch(saved_config, model.config)
         if diff:
             raise ValueError(f"{source}: model config does not match ({'; '.join(diff)})")
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
+    if wrong:
+        raise ValueError(f"{source}: weights do not fit the model ({len(wrong)} shapes differ, e.g. {'; '.join(wrong[:2])})")
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     missing = [k for k in missing if not (k == "lm_head.weight" and model.config.tie_embeddings)]
     if missing or unexpected:

@@ -261,18 +261,25 @@ class BPETokenizer:
         return ids
 
     def encode_batch(self, texts, add_special_tokens=False, num_workers=None):
-        """Encode many texts; above ~1 MB in total the work is spread over all cores (fork-based pool)."""
+        """Encode many texts; above ~1 MB in total the work is spread over all cores."""
         texts = list(texts)
-        num_workers = num_workers or os.cpu_count() or 1
-        if num_workers == 1 or sum(len(t) for t in texts) < 1_000_000 or "fork" not in mp.get_all_start_methods():
+        if sum(len(t) for t in texts) < 1_000_000:
             return [self.encode(t, add_special_tokens) for t in texts]
+        size = max(1, len(texts) // (4 * (num_workers or os.cpu_count() or 1)))
+        batches = (texts[i:i + size] for i in range(0, len(texts), size))
+        return [ids for batch in self.encode_stream(batches, add_special_tokens, num_workers) for ids in batch]
+
+    def encode_stream(self, batches, add_special_tokens=False, num_workers=None):
+        """Yield the encodings of each batch (a list of texts) in order, encoding batches in a fork-based
+        process pool, so a large corpus streams through both cores without being held in memory at once."""
+        num_workers = num_workers or os.cpu_count() or 1
+        if num_workers == 1 or "fork" not in mp.get_all_start_methods():
+            yield from ([self.encode(t, add_special_tokens) for t in batch] for batch in batches)
+            return
         global _WORKER_TOKENIZER
         _WORKER_TOKENIZER = self  # forked workers inherit it; nothing large is pickled on the way in
-        size = max(1, len(texts) // (num_workers * 4))
-        batches = [(texts[i:i + size], add_special_tokens) for i in range(0, len(texts), size)]
         with mp.get_context("fork").Pool(num_workers) as pool:
-            results = pool.map(_encode_worker, batches)
-        return [ids for batch in results for ids in batch]
+            yield from pool.imap(_encode_worker, ((batch, add_special_tokens) for batch in batches))
 
     def decode(self, ids, skip_special_tokens=False):
         special = self.id_to_special

@@ -1,0 +1,179 @@
+"""
+The built-in data: a small invented world, generated deterministically in English and Chinese, for every stage.
+
+  pretraining   facts about 24 animal characters (home, colour, food, kind), stories about them, arithmetic
+  SFT           chat questions about those facts and sums, answered in one sentence
+  preference    the same questions: chosen = the right answer, rejected = a wrong fact or an unhelpful reply
+  prompts       questions with an answer a program can check (check_answer), for reward/PPO and SFT accuracy
+
+Every fact is stated in the pretraining text; SFT teaches the question-answer format on the 'train' questions
+and we measure on 'heldout' questions whose facts were only ever seen as statements. A tiny model learns the
+text within minutes on 2 CPU cores, and answer accuracy makes the later stages measurable.
+"""
+import random
+import zlib
+
+NAMES = [("Mira", "米拉"), ("Tobin", "托宾"), ("Lumi", "露米"), ("Pip", "皮普"), ("Odo", "奥多"), ("Wren", "雷恩"),
+         ("Bex", "贝克斯"), ("Kato", "加藤"), ("Nell", "内尔"), ("Rory", "罗里"), ("Sage", "赛吉"), ("Fenn", "芬恩"),
+         ("Ivo", "伊沃"), ("Juno", "朱诺"), ("Lark", "拉克"), ("Milo", "米洛"), ("Nova", "诺瓦"), ("Otis", "奥蒂斯"),
+         ("Pia", "皮娅"), ("Quin", "奎因"), ("Rhea", "瑞亚"), ("Tess", "苔丝"), ("Uma", "乌玛"), ("Vik", "维克")]
+ANIMALS = [("fox", "狐狸"), ("owl", "猫头鹰"), ("rabbit", "兔子"), ("bear", "熊"), ("cat", "猫"), ("dog", "狗"),
+           ("deer", "鹿"), ("frog", "青蛙")]
+PLACES = [("Oakvale", "橡谷"), ("Riverton", "河镇"), ("Stonehill", "石山"), ("Mistwood", "雾林"), ("Sunport", "阳港"),
+          ("Pinefield", "松原")]
+COLORS = [("red", "红色"), ("blue", "蓝色"), ("green", "绿色"), ("yellow", "黄色"), ("purple", "紫色"), ("orange", "橙色")]
+FOODS = [("apples", "苹果"), ("honey", "蜂蜜"), ("carrots", "胡萝卜"), ("fish", "鱼"), ("berries", "浆果"), ("bread", "面包"),
+         ("plums", "李子")]
+ATTRIBUTES = {"animal": ANIMALS, "place": PLACES, "color": COLORS, "food": FOODS}
+
+
+def _fix_articles(text):
+    """'a owl' -> 'an owl' (the templates say 'a {animal}')."""
+    for animal, _ in ANIMALS:
+        if animal[0] in "aeiou":
+            text = text.replace(f" a {animal}", f" an {animal}")
+    return text
+
+
+def world(seed=0):
+    """Each character's attributes: {name_en: {"zh": name_zh, "animal": (en, zh), "place": ..., ...}}."""
+    rng = random.Random(seed)
+    return {en: {"zh": zh, **{attr: rng.choice(values) for attr, values in ATTRIBUTES.items()}} for en, zh in NAMES}
+
+
+def _facts(name, c, lang):
+    if lang == "en":
+        return [f"{name} is a {c['animal'][0]}.", f"{name} lives in {c['place'][0]}.",
+                f"{name}'s favorite color is {c['color'][0]}.", f"{name} likes to eat {c['food'][0]}."]
+    z = c["zh"]
+    return [f"{z}是一只{c['animal'][1]}。", f"{z}住在{c['place'][1]}。", f"{z}最喜欢的颜色是{c['color'][1]}。",
+            f"{z}喜欢吃{c['food'][1]}。"]
+
+
+def _story(rng, w, lang):
+    a, b = rng.sample(sorted(w), 2)
+    ca, cb = w[a], w[b]
+    if lang == "en":
+        return (f"Once upon a time, there was a {ca['animal'][0]} named {a}. {a} lived in {ca['place'][0]}. "
+                f"Every morning, {a} ate {ca['food'][0]}. One day, {a} met {b}, a {cb['animal'][0]} from "
+                f"{cb['place'][0]}. {b} wore a {cb['color'][0]} scarf, because {b}'s favorite color is "
+                f"{cb['color'][0]}. They shared {ca['food'][0]} and {cb['food'][0]}, and they became friends. The end.")
+    za, zb = ca["zh"], cb["zh"]
+    return (f"从前，有一只{ca['animal'][1]}叫{za}。{za}住在{ca['place'][1]}。每天早上，{za}都吃{ca['food'][1]}。"
+            f"有一天，{za}遇到了{zb}，一只来自{cb['place'][1]}的{cb['animal'][1]}。{zb}戴着{cb['color'][1]}的围巾，"
+            f"因为{zb}最喜欢的颜色是{cb['color'][1]}。他们分享了{ca['food'][1]}和{cb['food'][1]}，成了好朋友。完。")
+
+
+def _sums(rng, lang, n=8):
+    lines = []
+    for _ in range(n):
+        x, y = rng.randint(0, 20), rng.randint(0, 20)
+        lines.append(f"{x} plus {y} is {x + y}." if lang == "en" else f"{x}加{y}等于{x + y}。")
+    return " ".join(lines) if lang == "en" else "".join(lines)
+
+
+def pretrain_texts(seed=0, n_stories=1500, n_sums=400):
+    """Documents (strings) for pretraining: fact sheets, stories and arithmetic, in both languages."""
+    rng, w = random.Random(seed + 1), world(seed)
+    docs = []
+    for name, c in w.items():
+        for lang in ("en", "zh"):
+            facts = _facts(name, c, lang)
+            for _ in range(3):  # the same facts in a few orders, so they are stated, not memorised as one string
+                rng.shuffle(facts)
+                docs.append((" " if lang == "en" else "").join(facts))
+    for i in range(n_stories):
+        docs.append(_story(rng, w, "en" if i % 2 == 0 else "zh"))
+    for i in range(n_sums):
+        docs.append(_sums(rng, "en" if i % 2 == 0 else "zh"))
+    rng.shuffle(docs)
+    return [_fix_articles(d) for d in docs]
+
+
+def _split(key):
+    """'heldout' for about 1 in 5 questions, by a stable hash of the question (not Python's salted hash)."""
+    return "heldout" if zlib.crc32(key.encode()) % 5 == 0 else "train"
+
+
+def checkable_prompts(seed=0, split=None):
+    """Questions with programmatically checkable answers: [{"prompt", "answer", "response", "lang", "split"}].
+
+    `response` is the reference assistant reply; `answer` is the word it must contain.
+    """
+    w, items = world(seed), []
+    for name, c in w.items():
+        z = c["zh"]
+        qa = [("place", f"Where does {name} live?", f"{name} lives in {c['place'][0]}.",
+               f"{z}住在哪里？", f"{z}住在{c['place'][1]}。"),
+              ("food", f"What does {name} like to eat?", f"{name} likes to eat {c['food'][0]}.",
+               f"{z}喜欢吃什么？", f"{z}喜欢吃{c['food'][1]}。"),
+              ("color", f"What is {name}'s favorite color?", f"{name}'s favorite color is {c['color'][0]}.",
+               f"{z}最喜欢什么颜色？", f"{z}最喜欢的颜色是{c['color'][1]}。"),
+              ("animal", f"What kind of animal is {name}?", _fix_articles(f"{name} is a {c['animal'][0]}."),
+               f"{z}是什么动物？", f"{z}是一只{c['animal'][1]}。")]
+        for attr, q_en, a_en, q_zh, a_zh in qa:
+            items.append({"prompt": q_en, "answer": c[attr][0], "response": a_en, "lang": "en", "attr": attr})
+            items.append({"prompt": q_zh, "answer": c[attr][1], "response": a_zh, "lang": "zh", "attr": attr})
+    for x in range(0, 21, 2):
+        for y in range(0, 21, 3):
+            items.append({"prompt": f"What is {x} plus {y}?", "answer": str(x + y), "response": f"{x} plus {y} is {x + y}.",
+                          "lang": "en", "attr": "sum"})
+            items.append({"prompt": f"{x}加{y}等于多少？", "answer": str(x + y), "response": f"{x}加{y}等于{x + y}。",
+                          "lang": "zh", "attr": "sum"})
+    for it in items:
+        it["split"] = _split(it["prompt"])
+    return [it for it in items if split is None or it["split"] == split]
+
+
+def check_answer(response, answer):
+    """1.0 when the response states the expected answer (as a whole number for sums), else 0.0."""
+    if answer.isdigit():
+        import re
+        return float(answer in re.findall(r"\d+", response))
+    return float(answer.lower() in response.lower())
+
+
+def sft_conversations(seed=0, split="train"):
+    """Chat conversations [{"role", "content"}] for SFT: single questions, and some two-question chats."""
+    rng = random.Random(seed + 2)
+    items = checkable_prompts(seed, split)
+    convs = [[{"role": "user", "content": it["prompt"]}, {"role": "assistant", "content": it["response"]}] for it in items]
+    for _ in range(len(items) // 4):  # multi-turn: two questions in one conversation
+        a, b = rng.sample(items, 2)
+        convs.append([{"role": "user", "content": a["prompt"]}, {"role": "assistant", "content": a["response"]},
+                      {"role": "user", "content": b["prompt"]}, {"role": "assistant", "content": b["response"]}])
+    rng.shuffle(convs)
+    return convs
+
+
+def _wrong_response(it, rng):
+    """The reference reply with its answer (the last occurrence) replaced by a wrong value of the same kind."""
+    if it["attr"] == "sum":
+        wrong = str(int(it["answer"]) + rng.choice([-3, -2, -1, 1, 2, 3] if int(it["answer"]) > 3 else [1, 2, 3]))
+    else:
+        lang = 0 if it["lang"] == "en" else 1
+        wrong = rng.choice([v[lang] for v in ATTRIBUTES[it["attr"]] if v[lang] != it["answer"]])
+    head, _, tail = it["response"].rpartition(it["answer"])
+    return _fix_articles(head + wrong + tail)
+
+
+def preference_pairs(seed=0, split="train"):
+    """{"prompt": [messages], "chosen": str, "rejected": str}: right answer vs a wrong fact or an unhelpful reply."""
+    rng = random.Random(seed + 3)
+    pairs = []
+    for it in checkable_prompts(seed, split):
+        if rng.random() < 0.75:
+            rejected = _wrong_response(it, rng)
+        else:
+            rejected = "I don't know." if it["lang"] == "en" else "我不知道。"
+        pairs.append({"prompt": [{"role": "user", "content": it["prompt"]}], "chosen": it["response"], "rejected": rejected})
+    rng.shuffle(pairs)
+    return pairs
+
+
+if __name__ == "__main__":
+    docs = pretrain_texts()
+    print(f"pretraining: {len(docs)} documents, {sum(len(d.encode()) for d in docs) / 1e6:.2f} MB")
+    print(f"SFT: {len(sft_conversations())} conversations; preference pairs: {len(preference_pairs())}; "
+          f"checkable prompts: {len(checkable_prompts(split='train'))} train, {len(checkable_prompts(split='heldout'))} heldout")
+    print("examples:", docs[0][:200], "|", sft_conversations()[0], "|", preference_pairs()[0], sep="\n")

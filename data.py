@@ -1,0 +1,425 @@
+"""
+Data: read every supported file format into a few normalised record kinds, sample and split them, and serve
+batches to the training loops.
+
+Record kinds (what each stage consumes):
+  text    a document string                                            (pretraining)
+  chat    [{"role": "system"|"user"|"assistant", "content": str}, ...] (SFT)
+  pair    {"prompt": [messages], "chosen": str, "rejected": str}       (reward model, DPO)
+  prompt  {"prompt": [messages], "answer": str or None}                (PPO)
+
+File formats, detected per file from the first record (or forced with --format):
+  text           .txt: documents separated by blank lines
+  jsonl-text     {"text": ...}                                   MiniMind pretrain_hq.jsonl
+  minimind-chat  {"conversations": [{"role", "content"}]}        MiniMind sft_*.jsonl
+  openai         {"messages": [{"role", "content"}]}
+  sharegpt       {"conversations": [{"from", "value"}]}
+  alpaca         {"instruction", "input", "output"}              (.json array or .jsonl)
+  minimind-dpo   {"chosen": [messages], "rejected": [messages]}  MiniMind dpo.jsonl
+  pair           {"prompt": str, "chosen": str, "rejected": str}
+  sharegpt-pair  {"conversations": [{"from", "value"}], "chosen", "rejected"}
+  hh-rlhf        {"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ...", "rejected": ...}  (.jsonl or .jsonl.gz)
+  prompt         {"prompt": str, "answer": str (optional)}
+Conversation formats also serve as prompts (everything before the last assistant turn).
+"""
+import gzip
+import hashlib
+import json
+import os
+import random
+import re
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+
+class DataError(ValueError):
+    """Bad input data: the message names file:line, the field and what was expected."""
+
+
+FORMAT_KIND = {"text": "text", "jsonl-text": "text", "minimind-chat": "chat", "openai": "chat", "sharegpt": "chat",
+               "alpaca": "chat", "minimind-dpo": "pair", "pair": "pair", "sharegpt-pair": "pair", "hh-rlhf": "pair",
+               "prompt": "prompt"}
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+# ----------------------------------------------------------------------------- reading files
+
+def _open(path):
+    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def iter_raw_records(path):
+    """(line_number, record) for a .txt (documents by blank lines), .json array, or .jsonl(.gz) file."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: file not found")
+    with _open(path) as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: bytes are not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    if not text.strip():
+        raise DataError(f"{path}: file is empty")
+    name = path[:-3] if path.endswith(".gz") else path
+    if name.endswith(".txt") or name.endswith(".raw"):
+        line = 1
+        for para in re.split(r"\n\s*\n", text):
+            if para.strip():
+                yield line, para.strip("\n")
+            line += para.count("\n") + 2
+    elif name.endswith(".json") and text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        yield from ((i + 1, r) for i, r in enumerate(records))  # a JSON array: 'line' is the record number
+    else:
+        for i, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    yield i, json.loads(line)
+                except json.JSONDecodeError as e:
+                    yield i, DataError(f"invalid JSON ({e.msg} at column {e.colno})")
+
+
+def detect_format(record):
+    if isinstance(record, str):
+        return "text"
+    if not isinstance(record, dict):
+        return None
+    keys = set(record)
+    if "chosen" in keys and "rejected" in keys:
+        if "conversations" in keys:
+            return "sharegpt-pair"
+        if "prompt" in keys:
+            return "pair"
+        return "minimind-dpo" if isinstance(record["chosen"], list) else "hh-rlhf"
+    if "text" in keys:
+        return "jsonl-text"
+    if "messages" in keys:
+        return "openai"
+    if "conversations" in keys:
+        convs = record["conversations"]
+        return "sharegpt" if convs and isinstance(convs[0], dict) and "from" in convs[0] else "minimind-chat"
+    if "instruction" in keys and "output" in keys:
+        return "alpaca"
+    if "prompt" in keys:
+        return "prompt"
+    return None
+
+
+def _field(record, name, typ):
+    if name not in record:
+        raise DataError(f"missing field '{name}'")
+    value = record[name]
+    if not isinstance(value, typ):
+        expected = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+        raise DataError(f"field '{name}' should be {expected}, got {type(value).__name__}")
+    return value
+
+
+def _messages(items, field, role_key="role", content_key="content", roles=None):
+    if not items:
+        raise DataError(f"field '{field}' is an empty list")
+    out = []
+    for i, m in enumerate(items):
+        if not isinstance(m, dict) or role_key not in m or content_key not in m:
+            raise DataError(f"field '{field}[{i}]' should be an object with '{role_key}' and '{content_key}'")
+        role = (roles or {}).get(m[role_key], m[role_key]) if roles else m[role_key]
+        if role not in ("system", "user", "assistant"):
+            raise DataError(f"field '{field}[{i}].{role_key}' is {m[role_key]!r}, expected system/user/assistant")
+        if not isinstance(m[content_key], str):
+            raise DataError(f"field '{field}[{i}].{content_key}' should be str")
+        out.append({"role": role, "content": m[content_key]})
+    return out
+
+
+def _hh_turns(transcript, field):
+    parts = re.split(r"\n\n(Human|Assistant): ", "\n\n" + transcript.lstrip("\n") if not transcript.startswith("\n\n") else transcript)
+    if len(parts) < 3:
+        raise DataError(f"field '{field}' has no '\\n\\nHuman: ' / '\\n\\nAssistant: ' turns")
+    turns = [{"role": "user" if r == "Human" else "assistant", "content": c} for r, c in zip(parts[1::2], parts[2::2])]
+    if turns[-1]["role"] != "assistant":
+        raise DataError(f"field '{field}' does not end with an Assistant turn")
+    return turns
+
+
+def normalise(record, fmt):
+    """One raw record in format fmt -> a record of that format's kind (see the module docstring)."""
+    if fmt == "text":
+        return record
+    if not isinstance(record, dict):
+        raise DataError(f"expected a JSON object, got {type(record).__name__}")
+    if fmt == "jsonl-text":
+        return _field(record, "text", str)
+    if fmt in ("minimind-chat", "openai", "sharegpt"):
+        key = "messages" if fmt == "openai" else "conversations"
+        items = _field(record, key, list)
+        msgs = (_messages(items, key, "from", "value", SHAREGPT_ROLES) if fmt == "sharegpt" else _messages(items, key))
+        if not any(m["role"] == "assistant" for m in msgs):
+            raise DataError(f"field '{key}' has no assistant turn")
+        return msgs
+    if fmt == "alpaca":
+        instruction, inp = _field(record, "instruction", str), record.get("input") or ""
+        if not isinstance(inp, str):
+            raise DataError("field 'input' should be str")
+        return [{"role": "user", "content": instruction + ("\n" + inp if inp else "")},
+                {"role": "assistant", "content": _field(record, "output", str)}]
+    if fmt == "minimind-dpo":
+        chosen = _messages(_field(record, "chosen", list), "chosen")
+        rejected = _messages(_field(record, "rejected", list), "rejected")
+        if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
+            raise DataError("fields 'chosen'/'rejected' must end with an assistant message")
+        return {"prompt": chosen[:-1], "chosen": chosen[-1]["content"], "rejected": rejected[-1]["content"]}
+    if fmt == "pair":
+        return {"prompt": [{"role": "user", "content": _field(record, "prompt", str)}],
+                "chosen": _field(record, "chosen", str), "rejected": _field(record, "rejected", str)}
+    if fmt == "sharegpt-pair":
+        prompt = _messages(_field(record, "conversations", list), "conversations", "from", "value", SHAREGPT_ROLES)
+        value = lambda k: record[k]["value"] if isinstance(record.get(k), dict) else _field(record, k, str)
+        return {"prompt": prompt, "chosen": value("chosen"), "rejected": value("rejected")}
+    if fmt == "hh-rlhf":
+        chosen = _hh_turns(_field(record, "chosen", str), "chosen")
+        rejected = _hh_turns(_field(record, "rejected", str), "rejected")
+        if chosen[:-1] != rejected[:-1]:
+            raise DataError("'chosen' and 'rejected' differ before their last Assistant turn")
+        return {"prompt": chosen[:-1], "chosen": chosen[-1]["content"], "rejected": rejected[-1]["content"]}
+    if fmt == "prompt":
+        answer = record.get("answer")
+        if answer is not None and not isinstance(answer, str):
+            raise DataError("field 'answer' should be str")
+        return {"prompt": [{"role": "user", "content": _field(record, "prompt", str)}], "answer": answer}
+    raise DataError(f"unknown format {fmt!r}")
+
+
+def convert(record, from_kind, to_kind):
+    """Conversations also serve as prompts: the messages before the last assistant turn."""
+    if from_kind == to_kind:
+        return record
+    if from_kind == "chat" and to_kind == "prompt":
+        last = max(i for i, m in enumerate(record) if m["role"] == "assistant")
+        return {"prompt": record[:last], "answer": None} if last else None
+    return None
+
+
+def read_records(path, kind, fmt=None, skip_bad_lines=False, skipped=None):
+    """All records of `kind` in a file. Bad records raise DataError('file:line: ...'), or with skip_bad_lines
+    are appended to `skipped` as 'file:line: reason' and left out."""
+    records, detected = [], fmt
+    for line, raw in iter_raw_records(path):
+        try:
+            if isinstance(raw, DataError):
+                raise raw
+            if detected is None:
+                detected = detect_format(raw)
+                if detected is None:
+                    keys = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
+                    raise DataError(f"cannot tell the format from fields {keys}; use --format")
+                if convert_kind(FORMAT_KIND[detected], kind) is None:
+                    raise DataError(f"format '{detected}' holds {FORMAT_KIND[detected]} records; this stage needs {kind}")
+            rec = convert(normalise(raw, detected), FORMAT_KIND[detected], kind)
+            if rec is None:
+                raise DataError("no user turn before the last assistant turn")
+            records.append(rec)
+        except DataError as e:
+            message = f"{path}:{line}: {e}"
+            if not skip_bad_lines:
+                raise DataError(message) from None
+            if skipped is not None:
+                skipped.append(message)
+    return records
+
+
+def convert_kind(from_kind, to_kind):
+    return True if from_kind == to_kind or (from_kind, to_kind) == ("chat", "prompt") else None
+
+
+# ----------------------------------------------------------------------------- sources, sampling, splitting
+
+@dataclass
+class Source:
+    path: str                   # a file, or 'builtin' for the generated default data
+    ratio: float = 1.0          # fraction of its records to use
+    max_samples: int = None     # cap on its records
+
+
+def parse_source(spec):
+    """'file.jsonl', 'file.jsonl:0.5' (half of it) or 'file.jsonl:1.0:1000' (at most 1000 records)."""
+    parts = spec.split(":")
+    nums = []
+    while len(parts) > 1 and re.fullmatch(r"[0-9.]+", parts[-1]):
+        nums.insert(0, parts.pop())
+    path = ":".join(parts)
+    try:
+        ratio = float(nums[0]) if nums else 1.0
+        max_samples = int(nums[1]) if len(nums) > 1 else None
+    except ValueError:
+        raise DataError(f"--data {spec}: expected path[:ratio[:max_samples]]") from None
+    if not 0 < ratio <= 1:
+        raise DataError(f"--data {spec}: ratio must be in (0, 1]")
+    return Source(path, ratio, max_samples)
+
+
+def builtin_records(kind, seed=0):
+    import builtin_data
+    if kind == "text":
+        return builtin_data.pretrain_texts(seed)
+    if kind == "chat":
+        return builtin_data.sft_conversations(seed, "train")
+    if kind == "pair":
+        return builtin_data.preference_pairs(seed, "train")
+    return [{"prompt": [{"role": "user", "content": it["prompt"]}], "answer": it["answer"]}
+            for it in builtin_data.checkable_prompts(seed, "train")]
+
+
+def load_datasets(specs, kind, seed=0, val_split=0.05, global_ratio=1.0, max_records=None, fmt=None,
+                  skip_bad_lines=False, val_specs=None):
+    """Read, sample and split every source. Returns (train_records, val_records, stats).
+
+    Sampling and splitting are seeded per file (by its name), so the same flags always give the same data.
+    val_specs: explicit validation files; then nothing is split off the training sources.
+    """
+    train, val, stats = [], [], {"sources": {}, "warnings": []}
+    for spec, is_val in [(s, False) for s in specs] + [(s, True) for s in (val_specs or [])]:
+        src = parse_source(spec)
+        skipped = []
+        if src.path == "builtin":
+            records = builtin_records(kind, seed)
+        else:
+            records = read_records(src.path, kind, fmt, skip_bad_lines, skipped)
+        rng = random.Random(seed * 1_000_003 + zlib.crc32(src.path.encode()))
+        order = list(range(len(records)))
+        rng.shuffle(order)
+        n = len(records) if is_val else int(round(len(records) * src.ratio * global_ratio))
+        if src.max_samples is not None:
+            n = min(n, src.max_samples)
+        picked = [records[i] for i in sorted(order[:n])]
+        n_val = 0 if val_specs or is_val or n < 2 else max(1, int(round(n * val_split))) if val_split > 0 else 0
+        val_idx = set(random.Random(seed + 7).sample(range(n), n_val)) if n_val else set()
+        src_train = [r for i, r in enumerate(picked) if i not in val_idx and not is_val]
+        src_val = picked if is_val else [r for i, r in enumerate(picked) if i in val_idx]
+        train += src_train
+        val += src_val
+        key = ("val:" if is_val else "") + spec
+        stats["sources"][key] = {"raw_records": len(records) + len(skipped), "sampled": n, "train": len(src_train),
+                                 "validation": len(src_val), "skipped": len(skipped), "skipped_lines": skipped[:100]}
+        if n == 0:
+            stats["warnings"].append(f"{spec}: sampled to 0 records (ratio {src.ratio}, global {global_ratio})")
+        if skipped:
+            print(f"warning: {spec}: skipped {len(skipped)} bad records (listed in dataset_stats.json)")
+    if max_records is not None and len(train) > max_records:
+        train = train[:max_records]
+    for w in stats["warnings"]:
+        print(f"warning: {w}")
+    if not train:
+        raise DataError(f"no training records of kind '{kind}' in {', '.join(specs)}")
+    return train, val, stats
+
+
+# ----------------------------------------------------------------------------- pretraining: token cache
+
+def token_dtype(vocab_size):
+    return np.uint16 if vocab_size <= 65536 else np.uint32
+
+
+def cache_key(parts):
+    """A short hash of everything that decides the cached tokens (files' size and mtime, flags, tokenizer)."""
+    h = hashlib.sha1()
+    for p in parts:
+        if isinstance(p, str) and os.path.isfile(p):
+            st = os.stat(p)
+            p = f"{os.path.abspath(p)}:{st.st_size}:{st.st_mtime_ns}"
+        h.update(str(p).encode())
+    return h.hexdigest()[:16]
+
+
+def write_token_file(path, texts, tokenizer, desc="tokenizing", batch_docs=256):
+    """Tokenize documents as <|im_start|> text <|im_end|> (both cores, progress bar) straight into a binary file
+    of token ids; returns (n_tokens, n_bytes). Written to a temp file and renamed, so a crash leaves no half cache."""
+    dtype = token_dtype(tokenizer.vocab_size)
+    n_tokens, n_bytes = 0, sum(len(t.encode("utf-8")) for t in texts)
+    batches = [texts[i:i + batch_docs] for i in range(0, len(texts), batch_docs)]
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f, tqdm(total=len(texts), desc=desc, unit="doc", leave=False) as bar:
+        for encoded in tokenizer.encode_stream(batches, add_special_tokens=True):
+            arr = np.fromiter((i for ids in encoded for i in ids), dtype=dtype)
+            arr.tofile(f)
+            n_tokens += len(arr)
+            bar.update(len(encoded))
+    os.replace(tmp, path)
+    return n_tokens, n_bytes
+
+
+def build_token_cache(train_texts, val_texts, tokenizer, cache_dir, key):
+    """Token files for train and val under cache_dir/key, built once; meta.json records counts and dtype."""
+    d = os.path.join(cache_dir, key)
+    meta_path = os.path.join(d, "meta.json")
+    if os.path.isfile(meta_path):
+        with open(meta_path) as f:
+            return d, json.load(f)
+    os.makedirs(d, exist_ok=True)
+    meta = {"dtype": np.dtype(token_dtype(tokenizer.vocab_size)).name, "vocab_size": tokenizer.vocab_size}
+    for split, texts in (("train", train_texts), ("val", val_texts)):
+        n_tokens, n_bytes = write_token_file(os.path.join(d, f"{split}.bin"), texts, tokenizer, desc=f"tokenizing {split}")
+        meta[split] = {"documents": len(texts), "tokens": n_tokens, "bytes": n_bytes}
+    tmp = meta_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(meta, f, indent=1)
+    os.replace(tmp, meta_path)  # meta.json last: its presence means the cache is complete
+    return d, meta
+
+
+class LanguageModelingDataset(torch.utils.data.Dataset):
+    """Fixed-length blocks over a memmapped token file: block i is tokens[i*T : i*T + T + 1].
+
+    Documents are packed back to back as <|im_start|> text <|im_end|>, so a block may span documents; the
+    target after <|im_end|> is always <|im_start|>, which carries no information, so its loss_mask is 0.
+    """
+
+    def __init__(self, path, dtype, seq_len, bos_id=1):
+        self.tokens = np.memmap(path, dtype=dtype, mode="r")
+        self.seq_len, self.bos_id = seq_len, bos_id
+        if len(self.tokens) < seq_len + 1:
+            raise DataError(f"{path}: only {len(self.tokens)} tokens, fewer than one block of --seq-len {seq_len} + 1")
+
+    def __len__(self):
+        return (len(self.tokens) - 1) // self.seq_len
+
+    def __getitem__(self, i):
+        chunk = torch.from_numpy(self.tokens[i * self.seq_len: i * self.seq_len + self.seq_len + 1].astype(np.int64))
+        x, y = chunk[:-1], chunk[1:]
+        return x, y, (y != self.bos_id).long()
+
+
+class EpochSampler:
+    """Deterministic sample order: a seeded permutation per epoch, addressed by a global position.
+
+    Batch contents depend only on (seed, position), so resume needs only the position, and DDP ranks and
+    gradient-accumulation micro-steps simply take different slices of the same stream.
+    """
+
+    def __init__(self, n, seed):
+        self.n, self.seed, self._perm_epoch, self._perm = n, seed, None, None
+
+    def _permutation(self, epoch):
+        if self._perm_epoch != epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm, self._perm_epoch = torch.randperm(self.n, generator=g), epoch
+        return self._perm
+
+    def take(self, start, count):
+        return [int(self._permutation(p // self.n)[p % self.n]) for p in range(start, start + count)]
+
+
+def collate(items):
+    """Stack (x, y, mask) samples into (B, T) tensors."""
+    return tuple(torch.stack(t) for t in zip(*items))
+
+
+def get_batch(dataset, indices):
+    return collate([dataset[i] for i in indices])

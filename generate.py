@@ -1,0 +1,277 @@
+"""
+Generate text from any run directory: greedy, sampling (temperature, top-k, top-p, repetition penalty),
+beam search, stop strings, batches of prompts of different lengths, streaming, and an interactive chat.
+
+    python generate.py --checkpoint checkpoints/pretrain_tiny --prompt "Once upon a time" --max-new-tokens 60
+    python generate.py --checkpoint checkpoints/sft_tiny --chat
+
+Decoding uses the KV cache: the prompt is run once (prefill), then each step feeds one token, so a step costs
+one token's worth of compute instead of re-reading the whole sequence.
+"""
+import argparse
+import contextlib
+import os
+import sys
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from model import KVCache, load_model
+from tokenizer import BPETokenizer
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 128
+    greedy: bool = False           # argmax at each step (ignores temperature/top-k/top-p)
+    temperature: float = 1.0
+    top_k: int = 0                 # keep the k most likely tokens (0: all)
+    top_p: float = 1.0             # keep the smallest set whose probability reaches p (1: all)
+    repetition_penalty: float = 1.0  # >1 discourages tokens already in the sequence (CTRL-style)
+    num_beams: int = 1             # >1: beam search (deterministic)
+    length_penalty: float = 1.0    # beam score = sum logprob / length ** length_penalty
+    stop_strings: list = field(default_factory=list)
+    stop_on_eos: bool = True
+    seed: int = None               # reproducible sampling
+
+
+def process_logits(logits, cfg, seen=None):
+    """Apply repetition penalty, temperature, top-k and top-p to next-token logits (B, V)."""
+    logits = logits.float()
+    if cfg.repetition_penalty != 1.0 and seen is not None:
+        penalised = torch.where(logits > 0, logits / cfg.repetition_penalty, logits * cfg.repetition_penalty)
+        logits = torch.where(seen, penalised, logits)
+    if cfg.greedy:
+        return logits
+    logits = logits / max(cfg.temperature, 1e-5)
+    if cfg.top_k > 0:
+        kth = torch.topk(logits, min(cfg.top_k, logits.size(-1)), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if cfg.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = sorted_logits.softmax(-1)
+        remove = probs.cumsum(-1) - probs > cfg.top_p  # tokens after the nucleus is already full (the top one stays)
+        logits = logits.masked_fill(remove.scatter(-1, order, remove), float("-inf"))
+    return logits
+
+
+class TextGenerator:
+    def __init__(self, model, tokenizer, dtype=torch.float32):
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.device = next(model.parameters()).device
+        self.dtype = dtype  # bf16 runs under autocast and keeps the cache in bf16
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _prefill(self, prompts, max_new):
+        """Left-pad prompts into one batch, build a cache, run the prompt once; returns (cache, last logits, max_new)."""
+        max_len = self.model.config.max_seq_len
+        prompts = [p[-(max_len - 1):] if len(p) >= max_len else p for p in prompts]  # keep the most recent context
+        L = max(len(p) for p in prompts)
+        max_new = max(0, min(max_new, max_len - L))
+        pad_lens = torch.tensor([L - len(p) for p in prompts], device=self.device)
+        idx = torch.tensor([[self.tokenizer.pad_id] * (L - len(p)) + p for p in prompts], device=self.device)
+        cache_dtype = self.dtype if self.dtype != torch.float32 else torch.float32
+        cache = KVCache(self.model.config, len(prompts), L + max_new, self.device, cache_dtype, pad_lens)
+        logits = self.model(idx, cache=cache, last_logits_only=True).logits[:, -1]
+        return cache, logits, max_new
+
+    @torch.no_grad()
+    def stream_ids(self, prompts, cfg):
+        """Yield the next token of every row, (B,) per step, until all rows stop or max_new_tokens."""
+        generator = torch.Generator(device=self.device).manual_seed(cfg.seed) if cfg.seed is not None else None
+        with self._autocast():
+            cache, logits, max_new = self._prefill(prompts, cfg.max_new_tokens)
+            B, V = logits.shape
+            seen = torch.zeros(B, V, dtype=torch.bool, device=self.device)
+            for i, p in enumerate(prompts):
+                seen[i, p] = True
+            done = torch.zeros(B, dtype=torch.bool, device=self.device)
+            for _ in range(max_new):
+                scores = process_logits(logits, cfg, seen)
+                if cfg.greedy:
+                    next_token = scores.argmax(-1)
+                else:
+                    next_token = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)
+                next_token = torch.where(done, torch.full_like(next_token, self.tokenizer.pad_id), next_token)
+                seen[torch.arange(B), next_token] = True
+                yield next_token
+                if cfg.stop_on_eos:
+                    done |= next_token == self.tokenizer.eos_id
+                if bool(done.all()):
+                    return
+                logits = self.model(next_token[:, None], cache=cache, last_logits_only=True).logits[:, -1]
+
+    def _finish(self, ids, cfg):
+        """Cut a row's new tokens at EOS, decode, and cut the text at the first stop string."""
+        if cfg.stop_on_eos and self.tokenizer.eos_id in ids:
+            ids = ids[:ids.index(self.tokenizer.eos_id)]
+        text = self.tokenizer.decode(ids)
+        cuts = [text.index(s) for s in cfg.stop_strings if s in text]
+        return text[:min(cuts)] if cuts else text
+
+    def generate_ids(self, prompts, cfg):
+        """New token ids for each prompt (a list of id lists of any lengths)."""
+        if cfg.num_beams > 1:
+            return [self.beam_search(p, cfg) for p in prompts]
+        rows = [[] for _ in prompts]
+        stop_len = max((len(s) for s in cfg.stop_strings), default=0)
+        stopped = [False] * len(prompts)
+        for tokens in self.stream_ids(prompts, cfg):
+            for i, t in enumerate(tokens.tolist()):
+                if not stopped[i]:
+                    rows[i].append(t)
+                    # a stop string can only be completed by the newest tokens: check the decoded tail
+                    if stop_len and any(s in self.tokenizer.decode(rows[i][-stop_len - 4:]) for s in cfg.stop_strings):
+                        stopped[i] = True
+            if all(stopped):
+                break
+        return rows
+
+    def generate(self, prompts, cfg=None, chat=False):
+        """Continuations of a prompt string or a list of them (chat=True wraps each as a user message)."""
+        cfg = cfg or GenerationConfig()
+        single = isinstance(prompts, str)
+        prompts = [prompts] if single else list(prompts)
+        ids = [self.encode_prompt(p, chat) for p in prompts]
+        out = [self._finish(r, cfg) for r in self.generate_ids(ids, cfg)]
+        return out[0] if single else out
+
+    def encode_prompt(self, prompt, chat=False):
+        if isinstance(prompt, list):  # a list of messages
+            return self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True)[0]
+        if chat:
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)[0]
+        return [self.tokenizer.bos_id] + self.tokenizer.encode(prompt)  # documents were trained as <|im_start|> text
+
+    def stream(self, prompt, cfg=None, chat=False):
+        """Yield the continuation piece by piece as it is generated (for one prompt)."""
+        cfg = cfg or GenerationConfig()
+        ids, printed = [], ""
+        for tokens in self.stream_ids([self.encode_prompt(prompt, chat)], cfg):
+            t = int(tokens[0])
+            if cfg.stop_on_eos and t == self.tokenizer.eos_id:
+                break
+            ids.append(t)
+            text = self._finish(ids, cfg)
+            if text.endswith("\ufffd"):
+                continue  # half a UTF-8 character: wait for the rest
+            if len(text) < len(self.tokenizer.decode(ids)):  # a stop string cut it
+                yield text[len(printed):]
+                return
+            yield text[len(printed):]
+            printed = text
+
+    @torch.no_grad()
+    def beam_search(self, prompt, cfg):
+        """Best sequence of new tokens by beam search; score = sum of log-probs / length ** length_penalty."""
+        k, eos = cfg.num_beams, self.tokenizer.eos_id
+        with self._autocast():
+            cache, logits, max_new = self._prefill([prompt] * k, cfg.max_new_tokens)
+            beams = [[] for _ in range(k)]
+            scores = torch.zeros(k, device=self.device)
+            scores[1:] = float("-inf")  # all beams start identical: expand only the first at step one
+            finished = []  # (normalised score, tokens)
+            for step in range(max_new):
+                logprobs = F.log_softmax(logits.float(), dim=-1) + scores[:, None]  # (k, V)
+                top, flat = logprobs.view(-1).topk(2 * k)
+                new_beams, new_scores, rows = [], [], []
+                for score, f in zip(top.tolist(), flat.tolist()):
+                    beam, token = divmod(f, logits.size(-1))
+                    if token == eos and cfg.stop_on_eos:
+                        finished.append((score / (len(beams[beam]) + 1) ** cfg.length_penalty, beams[beam]))
+                    else:
+                        new_beams.append(beams[beam] + [token])
+                        new_scores.append(score)
+                        rows.append(beam)
+                    if len(new_beams) == k:
+                        break
+                best_live = max(new_scores) / (step + 1) ** cfg.length_penalty if new_scores else float("-inf")
+                if len(finished) >= k and max(f[0] for f in finished) >= best_live:
+                    break
+                if not new_beams:
+                    break
+                cache.reorder(torch.tensor(rows, device=self.device))
+                beams, scores = new_beams, torch.tensor(new_scores, device=self.device)
+                last = torch.tensor([b[-1] for b in beams], device=self.device)
+                logits = self.model(last[:, None], cache=cache, last_logits_only=True).logits[:, -1]
+            else:
+                finished += [(s / max(1, len(b)) ** cfg.length_penalty, b) for s, b in zip(scores.tolist(), beams)]
+        return max(finished, key=lambda f: f[0])[1] if finished else []
+
+
+def load_generator(run_dir, device="cpu", dtype=torch.float32):
+    """Model and tokenizer from a run directory, as a TextGenerator."""
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"{run_dir}: checkpoint directory not found")
+    model = load_model(run_dir, device)
+    tokenizer = BPETokenizer.load(os.path.join(run_dir, "tokenizer.json"))
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(f"{run_dir}: tokenizer has {tokenizer.vocab_size} tokens but the model only {model.config.vocab_size}")
+    return TextGenerator(model, tokenizer, dtype)
+
+
+def main():
+    p = argparse.ArgumentParser(description="Generate text from a run directory.")
+    p.add_argument("--checkpoint", required=True, help="run directory (config.json, tokenizer.json, ckpt_*.pt)")
+    p.add_argument("--prompt", nargs="+", default=["Once upon a time"], help="one or more prompts (one batch)")
+    p.add_argument("--chat", action="store_true", help="interactive multi-turn chat with the chat template")
+    p.add_argument("--template", action="store_true", help="wrap --prompt as a user message (chat template)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--greedy", action="store_true")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--num-beams", type=int, default=1)
+    p.add_argument("--length-penalty", type=float, default=1.0)
+    p.add_argument("--stop", nargs="*", default=[], help="stop strings")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--no-stream", action="store_true", help="print each continuation when complete")
+    args = p.parse_args()
+    gen = load_generator(args.checkpoint, args.device, getattr(torch, args.dtype))
+    cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, greedy=args.greedy, temperature=args.temperature,
+                           top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                           num_beams=args.num_beams, length_penalty=args.length_penalty, stop_strings=args.stop,
+                           seed=args.seed)
+    if args.chat:
+        messages = []
+        print("chat: type a message, 'exit' to quit, '/reset' to start over")
+        while True:
+            try:
+                user = input("you> ").strip()
+            except EOFError:
+                break
+            if user in ("exit", "quit"):
+                break
+            if user == "/reset":
+                messages = []
+                continue
+            messages.append({"role": "user", "content": user})
+            print("assistant> ", end="", flush=True)
+            reply = ""
+            for piece in gen.stream(messages, cfg):
+                reply += piece
+                print(piece, end="", flush=True)
+            print()
+            messages.append({"role": "assistant", "content": reply})
+    elif len(args.prompt) == 1 and args.num_beams == 1 and not args.no_stream:
+        for piece in gen.stream(args.prompt[0], cfg, chat=args.template):
+            print(piece, end="", flush=True)
+        print()
+    else:
+        for text in gen.generate(args.prompt, cfg, chat=args.template):
+            print(text)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")

@@ -1,0 +1,91 @@
+import torch
+import pytest
+
+from generate import GenerationConfig, TextGenerator, process_logits
+from model import MiniGPT, MiniGPTConfig
+from tokenizer import BPETokenizer
+
+
+@pytest.fixture(scope="module")
+def gen():
+    torch.manual_seed(0)
+    tok = BPETokenizer.train(["hello world, the quick brown fox jumps over the lazy dog"] * 5, 300, verbose=False)
+    model = MiniGPT(MiniGPTConfig(vocab_size=tok.vocab_size, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=64))
+    return TextGenerator(model, tok)
+
+
+def full_forward_greedy(model, ids, n):
+    ids = list(ids)
+    for _ in range(n):
+        ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids
+
+
+def test_greedy_with_cache_matches_recomputing_everything(gen):
+    prompt = [1] + gen.tokenizer.encode("the quick")
+    cfg = GenerationConfig(max_new_tokens=10, greedy=True, stop_on_eos=False)
+    assert gen.generate_ids([prompt], cfg)[0] == full_forward_greedy(gen.model, prompt, 10)[len(prompt):]
+
+
+def test_batch_of_different_lengths_matches_one_by_one(gen):
+    prompts = [[1] + gen.tokenizer.encode(t) for t in ("hello", "the quick brown fox", "lazy")]
+    cfg = GenerationConfig(max_new_tokens=8, greedy=True, stop_on_eos=False)
+    batched = gen.generate_ids(prompts, cfg)
+    assert batched == [gen.generate_ids([p], cfg)[0] for p in prompts]
+
+
+def test_seed_makes_sampling_reproducible(gen):
+    cfg = GenerationConfig(max_new_tokens=12, temperature=1.0, seed=123, stop_on_eos=False)
+    assert gen.generate("hello", cfg) == gen.generate("hello", cfg)
+
+
+def test_top_k_one_is_greedy(gen):
+    sampled = gen.generate("the", GenerationConfig(max_new_tokens=8, top_k=1, seed=5, stop_on_eos=False))
+    assert sampled == gen.generate("the", GenerationConfig(max_new_tokens=8, greedy=True, stop_on_eos=False))
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    out = process_logits(logits, GenerationConfig(top_p=0.7))
+    assert torch.isfinite(out[0, :2]).all() and torch.isinf(out[0, 2:]).all()
+
+
+def test_repetition_penalty_lowers_seen_tokens():
+    logits = torch.tensor([[2.0, -1.0, 2.0]])
+    seen = torch.tensor([[True, True, False]])
+    out = process_logits(logits, GenerationConfig(greedy=True, repetition_penalty=2.0), seen)
+    assert out.tolist() == [[1.0, -2.0, 2.0]]
+
+
+def test_stop_string_cuts_the_text(gen):
+    cfg = GenerationConfig(max_new_tokens=30, greedy=True, stop_on_eos=False)
+    text = gen.generate("hello", cfg)
+    stop = text[3:5]
+    cut = gen.generate("hello", GenerationConfig(max_new_tokens=30, greedy=True, stop_on_eos=False, stop_strings=[stop]))
+    assert cut == text[:text.index(stop)]
+
+
+def test_streaming_concatenates_to_the_full_continuation(gen):
+    cfg = GenerationConfig(max_new_tokens=15, greedy=True, stop_on_eos=False)
+    assert "".join(gen.stream("hello", cfg)) == gen.generate("hello", cfg)
+
+
+def sequence_logprob(model, prompt, new):
+    ids = torch.tensor([prompt + new])
+    logprobs = model(ids).logits.log_softmax(-1)[0, len(prompt) - 1:-1]
+    return logprobs.gather(-1, torch.tensor(new)[:, None]).sum().item()
+
+
+def test_beam_search_finds_a_sequence_at_least_as_likely_as_greedy(gen):
+    prompt = [1] + gen.tokenizer.encode("the")
+    greedy = gen.generate_ids([prompt], GenerationConfig(max_new_tokens=6, greedy=True, stop_on_eos=False))[0]
+    beam = gen.generate_ids([prompt], GenerationConfig(max_new_tokens=6, num_beams=4, length_penalty=0.0, stop_on_eos=False))[0]
+    assert len(beam) == 6
+    assert sequence_logprob(gen.model, prompt, beam) >= sequence_logprob(gen.model, prompt, greedy) - 1e-5
+
+
+def test_one_beam_equals_greedy(gen):
+    prompt = [1] + gen.tokenizer.encode("hello")
+    greedy = gen.generate_ids([prompt], GenerationConfig(max_new_tokens=6, greedy=True, stop_on_eos=False))[0]
+    beam = gen.generate_ids([prompt], GenerationConfig(max_new_tokens=6, num_beams=2, stop_on_eos=False))[0]
+    assert sequence_logprob(gen.model, prompt, beam) >= sequence_logprob(gen.model, prompt, greedy) - 1e-5

@@ -1,0 +1,122 @@
+import pytest
+import torch
+
+from model import KVCache, MiniGPT, MiniGPTConfig, PRESETS, get_config, load_weights
+
+
+def tiny(**kw):
+    return MiniGPTConfig(**{**dict(vocab_size=97, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=64), **kw})
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(n_kv_heads=1), dict(n_kv_heads=4), dict(n_experts=4, experts_per_token=2)],
+                         ids=["gqa", "multi-query", "multi-head", "moe"])
+def test_kv_cache_decoding_matches_full_forward(kw):
+    torch.manual_seed(0)
+    model = MiniGPT(tiny(**kw)).eval()
+    idx = torch.randint(0, 97, (2, 20))
+    full = model(idx).logits
+    cache = KVCache(model.config, 2, 20, "cpu", torch.float32)
+    steps = [model(idx[:, :8], cache=cache).logits]  # prefill 8, then one token at a time
+    steps += [model(idx[:, t:t + 1], cache=cache).logits for t in range(8, 20)]
+    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+
+
+def test_chunked_prefill_matches_full_forward():
+    torch.manual_seed(0)
+    model = MiniGPT(tiny()).eval()
+    idx = torch.randint(0, 97, (1, 16))
+    cache = KVCache(model.config, 1, 16, "cpu", torch.float32)
+    parts = [model(idx[:, :5], cache=cache).logits, model(idx[:, 5:16], cache=cache).logits]
+    assert torch.allclose(torch.cat(parts, 1), model(idx).logits, atol=1e-5)
+
+
+def test_left_padded_rows_match_unpadded_rows():
+    torch.manual_seed(0)
+    model = MiniGPT(tiny()).eval()
+    short = torch.randint(3, 97, (1, 5))
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), short], 1)
+    cache = KVCache(model.config, 1, 8, "cpu", torch.float32, pad_lens=torch.tensor([3]))
+    logits_padded = model(padded, cache=cache).logits[:, -1]
+    assert torch.allclose(logits_padded, model(short).logits[:, -1], atol=1e-5)
+
+
+def test_loss_mask_and_ignore_index_exclude_positions():
+    torch.manual_seed(0)
+    model = MiniGPT(tiny()).eval()
+    idx, targets = torch.randint(0, 97, (2, 10)), torch.randint(0, 97, (2, 10))
+    mask = torch.zeros(2, 10, dtype=torch.long)
+    mask[:, 5:] = 1
+    masked = model(idx, targets, mask).loss
+    logits = model(idx).logits
+    manual = torch.nn.functional.cross_entropy(logits[:, 5:].reshape(-1, 97), targets[:, 5:].reshape(-1))
+    assert torch.allclose(masked, manual, atol=1e-6)
+    ignored = targets.clone()
+    ignored[:, :5] = -100
+    assert torch.allclose(model(idx, ignored).loss, manual, atol=1e-6)
+
+
+def test_last_logits_only_returns_one_position():
+    model = MiniGPT(tiny()).eval()
+    idx = torch.randint(0, 97, (2, 10))
+    out = model(idx, last_logits_only=True).logits
+    assert out.shape == (2, 1, 97) and torch.allclose(out[:, 0], model(idx).logits[:, -1], atol=1e-6)
+
+
+def test_moe_returns_aux_loss_in_training_and_gradients_reach_router():
+    model = MiniGPT(tiny(n_experts=4, experts_per_token=2)).train()
+    idx = torch.randint(0, 97, (2, 12))
+    out = model(idx, idx)
+    assert out.aux_loss.item() > 0
+    (out.loss + out.aux_loss).backward()
+    assert model.layers[0].mlp.router.weight.grad.abs().sum() > 0
+
+
+def test_dense_model_has_zero_aux_loss():
+    assert MiniGPT(tiny()).train()(torch.randint(0, 97, (1, 4))).aux_loss.item() == 0
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    torch.manual_seed(0)
+    a = MiniGPT(tiny()).train()
+    b = MiniGPT(tiny(gradient_checkpointing=True)).train()
+    b.load_state_dict(a.state_dict())
+    idx = torch.randint(0, 97, (2, 12))
+    for m in (a, b):
+        m(idx, idx).loss.backward()
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6), n
+
+
+def test_tied_embeddings_share_one_tensor():
+    model = MiniGPT(tiny())
+    assert model.lm_head.weight is model.embed.weight
+
+
+def test_weight_decay_only_on_matrices():
+    opt = MiniGPT(tiny()).configure_optimizer(1e-3, 0.1)
+    decay, no_decay = opt.param_groups
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+
+
+def test_presets_have_documented_sizes():
+    with torch.device("meta"):
+        sizes = {name: MiniGPT(get_config(name)).num_params() / 1e6 for name in PRESETS}
+    assert 1 <= sizes["tiny"] <= 3 and 24 <= sizes["small"] <= 28 and 90 <= sizes["medium"] <= 115
+    assert all(f"{n}-moe" in sizes for n in ("tiny", "small", "medium", "deep"))
+
+
+def test_loading_mismatched_config_names_the_fields():
+    model = MiniGPT(tiny())
+    other = MiniGPT(tiny(dim=32, n_layers=3))
+    with pytest.raises(ValueError, match=r"dim: saved 32, expected 64; n_layers: saved 3, expected 2"):
+        load_weights(model, other.state_dict(), other.config.to_dict(), source="ckpt.pt")
+    with pytest.raises(ValueError, match="weights do not fit"):
+        load_weights(model, other.state_dict(), source="ckpt.pt")
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ValueError, match="n_kv_heads"):
+        tiny(n_heads=4, n_kv_heads=3)
+    with pytest.raises(ValueError, match="unknown config"):
+        get_config("huge")

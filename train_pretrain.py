@@ -1,0 +1,287 @@
+"""
+Pretraining: next-token prediction over packed blocks of text.
+
+    python train_pretrain.py                          # tiny model on the built-in data, a few minutes on CPU
+    python train_pretrain.py --config small --data corpus.jsonl:0.5 notes.txt --max-steps 20000
+    python train_pretrain.py --resume                 # continue the run in --out-dir exactly where it stopped
+    torchrun --nproc_per_node 2 train_pretrain.py     # data parallel (gloo on CPU, nccl on CUDA)
+
+Sections: 1 flags, 2 setup, 3 data and tokenizer, 4 model and optimizer, 5 resume, 6 the loop, 7 final save.
+"""
+import contextlib
+import math
+import os
+import shutil
+import time
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+import train_utils as tu
+from data import (EpochSampler, LanguageModelingDataset, build_token_cache, cache_key, get_batch, load_datasets)
+from generate import GenerationConfig, TextGenerator
+from model import MiniGPT, get_config, load_model, load_weights
+from tokenizer import BPETokenizer
+
+
+# ----------------------------------------------------------------------------- 1. flags
+def parse_args(argv=None):
+    p = tu.common_parser("Pretrain MiniGPT on text.", "pretrain",
+                         lr=2e-3, max_steps=1500, batch_size=32, seq_len=256, warmup_steps=100, eval_interval=100)
+    p.add_argument("--tokenizer", default=None, help="a tokenizer.json to use (default: train one on the data)")
+    p.add_argument("--vocab-size", type=int, default=None, help="vocabulary size of a tokenizer we train (default: the preset's)")
+    p.add_argument("--retrain-tokenizer", action="store_true", help="train a new tokenizer even if --out-dir has one")
+    p.add_argument("--tokenizer-samples", type=int, default=20000, help="train the tokenizer on this many sampled documents")
+    p.add_argument("--sample-prompt", default="Once upon a time", help="prompt for the sample printed at each eval")
+    return tu.finish_args(p.parse_args(argv), "pretrain")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    # ------------------------------------------------------------------------- 2. setup
+    run = tu.setup(args)
+    os.makedirs(os.path.join(args.out_dir, "plots"), exist_ok=True)
+
+    # ------------------------------------------------------------------------- 3. data and tokenizer
+    # The tokenizer: an explicit file, the one an --init-from run used, the one already in out-dir, or a new one.
+    tok_path = os.path.join(args.out_dir, "tokenizer.json")
+    source = args.tokenizer or (args.init_from and os.path.join(args.init_from, "tokenizer.json"))
+    if not source and os.path.isfile(tok_path) and not args.retrain_tokenizer:
+        source = tok_path
+    data_kwargs = dict(seed=args.seed, val_split=args.val_split, global_ratio=args.global_sample_ratio,
+                       max_records=args.max_data_size, fmt=args.format, skip_bad_lines=args.skip_bad_lines,
+                       val_specs=args.val_data)
+    train_texts = val_texts = stats = None
+    if run.master:
+        if source:
+            tokenizer = BPETokenizer.load(source)
+        else:
+            train_texts, val_texts, stats = load_datasets(args.data, "text", **data_kwargs)
+            vocab_size = args.vocab_size or get_config(args.config).vocab_size
+            print(f"training a {vocab_size}-token tokenizer on up to {args.tokenizer_samples} documents")
+            tokenizer = BPETokenizer.train(train_texts, vocab_size, max_samples=args.tokenizer_samples, seed=args.seed)
+        if os.path.abspath(source or "") != os.path.abspath(tok_path):
+            tokenizer.save(tok_path)
+    if run.ddp:
+        torch.distributed.barrier()  # rank 0 wrote tokenizer.json; the others read it
+    tokenizer = BPETokenizer.load(tok_path)
+
+    # Token ids are cached on disk, keyed by the data files, sampling flags and the tokenizer itself.
+    cache_dir = tu.env_default("MINIGPT_DATA_DIR", "data_cache", str)
+    key = cache_key([*args.data, *(args.val_data or []), "builtin_data.py" if "builtin" in args.data else "",
+                     args.seed, args.val_split, args.global_sample_ratio, args.max_data_size, args.format,
+                     args.skip_bad_lines, tok_path, tokenizer.vocab_size, len(tokenizer.merges)])
+    if run.master:
+        if not os.path.isfile(os.path.join(cache_dir, key, "meta.json")) and train_texts is None:
+            train_texts, val_texts, stats = load_datasets(args.data, "text", **data_kwargs)
+        cache, meta = build_token_cache(train_texts, val_texts, tokenizer, cache_dir, key)
+        stats = stats or meta.get("stats")
+        tu.write_json(os.path.join(args.out_dir, "dataset_stats.json"),
+                      {**(stats or {}), "train": meta["train"], "val": meta["val"], "cache": cache})
+        if stats and "stats" not in meta:
+            meta["stats"] = stats
+            tu.write_json(os.path.join(cache, "meta.json"), meta)
+    if run.ddp:
+        torch.distributed.barrier()
+    cache, meta = build_token_cache(None, None, tokenizer, cache_dir, key)  # now only reads meta.json
+    train_ds = LanguageModelingDataset(os.path.join(cache, "train.bin"), meta["dtype"], args.seq_len, tokenizer.bos_id)
+    val_ds = LanguageModelingDataset(os.path.join(cache, "val.bin"), meta["dtype"], args.seq_len, tokenizer.bos_id) \
+        if meta["val"]["tokens"] > args.seq_len else train_ds
+    sampler = EpochSampler(len(train_ds), args.seed)
+    # bits per byte = loss in nats / ln 2 * (tokens that carry loss / bytes of text): comparable across tokenizers
+    val_tokens_per_byte = (meta["val"]["tokens"] - meta["val"]["documents"]) / max(1, meta["val"]["bytes"])
+    if val_ds is train_ds:
+        val_tokens_per_byte = (meta["train"]["tokens"] - meta["train"]["documents"]) / max(1, meta["train"]["bytes"])
+        print("warning: validation split is smaller than one block; evaluating on training data")
+    if run.master:
+        print(f"data: {meta['train']['tokens']:,} train tokens ({len(train_ds):,} blocks of {args.seq_len}), "
+              f"{meta['val']['tokens']:,} val tokens; vocab {tokenizer.vocab_size}")
+
+    # ------------------------------------------------------------------------- 4. model and optimizer
+    preset = get_config(args.config)
+    config = get_config(args.config, vocab_size=tokenizer.vocab_size, max_seq_len=max(preset.max_seq_len, args.seq_len))
+    model = MiniGPT(config).to(run.device)
+    if args.init_from:
+        load_weights(model, load_model(args.init_from).state_dict(), source=args.init_from)
+    optimizer = model.configure_optimizer(args.lr, args.weight_decay, device_type=run.device_type)
+    if run.master:
+        print(f"model: {args.config}, {model.num_params() / 1e6:.2f}M parameters, dtype {args.dtype}, device {run.device}")
+        tu.write_run_config(args, config, tokenizer)
+
+    # ------------------------------------------------------------------------- 5. resume
+    step, best_val_loss, evals_without_improvement = 0, float("inf"), 0
+    if args.resume:
+        ckpt = tu.load_checkpoint(tu.resume_path(args), run.device)
+        load_weights(model, ckpt["model"], ckpt["model_config"], source=tu.resume_path(args))
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step, best_val_loss = ckpt["step"], ckpt["best_val_loss"]
+        evals_without_improvement = ckpt.get("evals_without_improvement", 0)
+        tu.set_rng_state(ckpt["rng"])
+        if run.master:
+            print(f"resumed from step {step} (best val loss {best_val_loss:.4f})")
+    raw_model = model
+    if args.compile:
+        model = torch.compile(model)
+    if run.ddp:
+        model = DistributedDataParallel(model, device_ids=[run.local_rank] if run.device_type == "cuda" else None)
+    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard,
+                        resume_step=step if args.resume else None)
+    sample_gen = TextGenerator(raw_model, tokenizer)
+
+    @torch.no_grad()
+    def evaluate():
+        """Mean loss over the first eval_iters validation batches (the same batches every time)."""
+        model.eval()
+        losses = []
+        for j in range(run.rank, args.eval_iters, run.world_size):
+            x, y, mask = (t.to(run.device) for t in get_batch(val_ds, [(j * args.batch_size + i) % len(val_ds)
+                                                                      for i in range(args.batch_size)]))
+            with tu.autocast(run):
+                losses.append(raw_model(x, y, mask).loss.item())
+        model.train()
+        return tu.all_reduce_mean(sum(losses) / max(1, len(losses)), run)
+
+    def save(step, is_best):
+        state = tu.training_state(model, optimizer, step, args, best_val_loss,
+                                  {"evals_without_improvement": evals_without_improvement,
+                                   "data_position": step * args.batch_size * args.grad_accum * run.world_size})
+        latest = os.path.join(args.out_dir, "ckpt_latest.pt")
+        tu.save_checkpoint(latest, state)
+        if is_best:  # copy, then rename: ckpt_best.pt is never half written either
+            shutil.copyfile(latest, latest + ".best.tmp")
+            os.replace(latest + ".best.tmp", os.path.join(args.out_dir, "ckpt_best.pt"))
+
+    def eval_and_save(step):
+        nonlocal best_val_loss, evals_without_improvement
+        val_loss = evaluate()
+        improved = val_loss < best_val_loss - args.early_stop_delta
+        if improved:
+            best_val_loss, evals_without_improvement = val_loss, 0
+        else:
+            evals_without_improvement += 1
+        if run.master:
+            bpb = val_loss / math.log(2) * val_tokens_per_byte
+            log.log({"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)), "val_bpb": bpb,
+                     "memory_mb": tu.peak_memory_mb(run)})
+            sample = sample_gen.generate(args.sample_prompt, GenerationConfig(max_new_tokens=40, temperature=0.8, top_k=50, seed=0))
+            print(f"\nstep {step}: val loss {val_loss:.4f}, ppl {math.exp(min(val_loss, 50)):.2f}, bpb {bpb:.3f}"
+                  f"{' (best)' if improved else ''}\n  sample: {args.sample_prompt}{sample!r}")
+            save(step, improved)
+            if not args.no_plot:
+                tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"))
+        return val_loss
+
+    if args.inspect:
+        return inspect_first_batch(args, run, model, raw_model, optimizer, train_ds, sampler, tokenizer)
+
+    # ------------------------------------------------------------------------- 6. the loop
+    if step == 0 and not args.resume:
+        eval_and_save(0)
+    B, G, W = args.batch_size, args.grad_accum, run.world_size
+    tokens_per_step = B * G * W * args.seq_len
+    bad_steps, t_last, steps_since_log = 0, time.time(), 0
+    stop = tu.StopSignal()  # installed here, not earlier: forked tokenizer workers must not inherit it
+    bar = tu.progress(total=args.max_steps, initial=step, disable=not run.master)
+    while step < args.max_steps:
+        lr = tu.get_lr(step, args)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        try:
+            train_loss = 0.0
+            for micro in range(G):
+                # every (step, micro-step, rank) reads its own slice of one deterministic sample stream
+                position = (step * G * W + micro * W + run.rank) * B
+                x, y, mask = (t.to(run.device) for t in get_batch(train_ds, sampler.take(position, B)))
+                # under DDP, gradients are averaged across ranks only on the last micro-step
+                sync = contextlib.nullcontext() if not run.ddp or micro == G - 1 else model.no_sync()
+                with sync:
+                    with tu.autocast(run):
+                        out = model(x, y, mask)
+                        loss = (out.loss + out.aux_loss) / G  # mean over the micro-steps of this step
+                    run.scaler.scale(loss).backward()
+                train_loss += out.loss.item() / G
+        except torch.cuda.OutOfMemoryError:
+            # same effective batch with half the memory: halve the micro-batch, double the accumulation
+            optimizer.zero_grad(set_to_none=True)
+            if B == 1:
+                raise
+            B, G = B // 2, G * 2
+            if run.master:
+                print(f"\nCUDA out of memory: micro-batch now {B}, grad-accum {G} (same {B * G * W} sequences per step)")
+                log.log({"step": step, "oom_micro_batch": B, "oom_grad_accum": G})
+            torch.cuda.empty_cache()
+            continue
+        train_loss = tu.all_reduce_mean(train_loss, run)
+        if not math.isfinite(train_loss):  # skip the update; stop if it keeps happening
+            optimizer.zero_grad(set_to_none=True)
+            bad_steps += 1
+            if run.master:
+                log.log({"step": step, "nonfinite_loss_steps": bad_steps})
+            if bad_steps >= args.max_bad_steps:
+                raise ValueError(f"{bad_steps} non-finite losses in a row at step {step}; the last good checkpoint is "
+                                 f"{os.path.join(args.out_dir, 'ckpt_latest.pt')} (try a lower --lr)")
+            step += 1
+            continue
+        bad_steps = 0
+        run.scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip if args.grad_clip > 0 else float("inf"))
+        run.scaler.step(optimizer)
+        run.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        steps_since_log += 1
+        bar.update(1)
+
+        if step % args.log_interval == 0 or step == args.max_steps:
+            dt = time.time() - t_last
+            tokens_per_sec = tokens_per_step * steps_since_log / dt
+            t_last, steps_since_log = time.time(), 0
+            bar.set_postfix(loss=f"{train_loss:.4f}", tok_s=f"{tokens_per_sec:,.0f}")
+            log.log({"step": step, "train_loss": train_loss, "lr": lr, "grad_norm": float(grad_norm),
+                     "tokens_per_sec": tokens_per_sec, "memory_mb": tu.peak_memory_mb(run)})
+        stop_now = tu.all_reduce_mean(float(stop.requested), run) > 0
+        if step % args.eval_interval == 0 or step == args.max_steps:
+            eval_and_save(step)
+            t_last, steps_since_log = time.time(), 0  # tokens/s measures training, not evaluation
+            if args.early_stop_patience and evals_without_improvement >= args.early_stop_patience:
+                if run.master:
+                    print(f"early stop: no val improvement > {args.early_stop_delta} in {evals_without_improvement} evals")
+                break
+        elif (args.save_interval and step % args.save_interval == 0) or stop_now:
+            if run.master:
+                save(step, False)
+        if stop_now:
+            if run.master:
+                print(f"saved {os.path.join(args.out_dir, 'ckpt_latest.pt')} at step {step}; resume with:\n  {tu.resume_command(args)}")
+            break
+    bar.close()
+
+    # ------------------------------------------------------------------------- 7. final save and plot
+    if run.master:
+        if not args.no_plot and os.path.exists(log.path):
+            tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"))
+        print(f"done: step {step}, best val loss {best_val_loss:.4f}; run directory {args.out_dir}")
+    return best_val_loss
+
+
+def inspect_first_batch(args, run, model, raw_model, optimizer, train_ds, sampler, tokenizer):
+    """--inspect: what the model sees (text, ids, mask side by side), one optimizer step, gradient norms."""
+    x, y, mask = (t.to(run.device) for t in get_batch(train_ds, sampler.take(0, args.batch_size)))
+    print(f"batch: input {tuple(x.shape)} {x.dtype}, target {tuple(y.shape)}, loss_mask {tuple(mask.shape)} "
+          f"({int(mask.sum())} of {mask.numel()} positions carry loss)")
+    print(f"{'pos':>4} {'input':>6}  {'token':<18} {'target':>6}  {'mask':>4}")
+    for i in range(min(24, x.shape[1])):
+        print(f"{i:>4} {int(x[0, i]):>6}  {tokenizer.id_to_token(int(x[0, i]))!r:<18} {int(y[0, i]):>6}  {int(mask[0, i]):>4}")
+    with tu.autocast(run):
+        out = model(x, y, mask)
+    (out.loss + out.aux_loss).backward()
+    print(f"loss {out.loss.item():.4f} (ln vocab = {math.log(tokenizer.vocab_size):.4f}), aux {out.aux_loss.item():.4f}")
+    for name, norm in tu.grad_norms_by_group(raw_model).items():
+        print(f"  grad norm {name:<12} {norm:.4e}")
+    optimizer.step()
+    print("one optimizer step done; exiting (--inspect)")
+
+
+if __name__ == "__main__":
+    tu.cli(main)

@@ -1,0 +1,344 @@
+"""
+What every training script needs identically, written once: common flags, device/dtype/AMP/DDP setup, the lr
+schedule, atomic checkpoints and exact resume, the run directory's files, metrics, memory and loss plots.
+The training loop itself is not here: each train_*.py shows its own, top to bottom.
+"""
+import argparse
+import contextlib
+import json
+import math
+import os
+import random
+import resource
+import signal
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+
+
+# ----------------------------------------------------------------------------- flags
+
+def env_default(name, default, cast):
+    """Environment overrides (documented in the README), e.g. MINIGPT_TRAIN_SEED=3."""
+    value = os.environ.get(name)
+    return cast(value) if value not in (None, "") else default
+
+
+def common_parser(description, stage, **defaults):
+    """The flags every stage shares; a script adds its own and sets its defaults (lr, steps, ...)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("--config", default="tiny", help="model preset (model.py PRESETS)")
+    a("--data", nargs="+", default=["builtin"], help="files as path[:ratio[:max_samples]], or 'builtin'")
+    a("--val-data", nargs="+", default=None, help="explicit validation files (otherwise --val-split of --data)")
+    a("--format", default=None, help="force the file format (see data.py), instead of detecting it per file")
+    a("--skip-bad-lines", action="store_true", help="count and list bad records in dataset_stats.json instead of stopping")
+    a("--val-split", type=float, default=env_default("MINIGPT_VAL_SPLIT", 0.05, float))
+    a("--global-sample-ratio", type=float, default=env_default("MINIGPT_GLOBAL_SAMPLE_RATIO", 1.0, float))
+    a("--max-data-size", type=int, default=None, help="use at most this many training records in total")
+    a("--out-dir", default=None, help=f"run directory (default checkpoints/{stage}_<config>)")
+    a("--init-from", default=None, help="start from the weights of this run directory")
+    a("--resume", nargs="?", const="latest", default=None,
+      help="resume from a checkpoint file, or with no value from ckpt_latest.pt in --out-dir")
+    a("--max-steps", type=int, default=1000)
+    a("--batch-size", type=int, default=32, help="micro-batch size (sequences)")
+    a("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    a("--seq-len", type=int, default=256)
+    a("--lr", type=float, default=1e-3)
+    a("--min-lr", type=float, default=None, help="cosine floor (default lr/10)")
+    a("--warmup-steps", type=int, default=50)
+    a("--weight-decay", type=float, default=0.1)
+    a("--grad-clip", type=float, default=1.0, help="max gradient norm (0: no clipping)")
+    a("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+      help="autocast dtype; auto = bf16 where the hardware has it, else fp32 (fp16 uses a GradScaler on CUDA)")
+    a("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
+    a("--compile", action="store_true", help="torch.compile the model")
+    a("--eval-interval", type=int, default=100)
+    a("--eval-iters", type=int, default=20, help="validation batches per eval")
+    a("--log-interval", type=int, default=10)
+    a("--save-interval", type=int, default=0, help="also save ckpt_latest.pt every N steps (0: at evals only)")
+    a("--early-stop-patience", type=int, default=0, help="stop after N evals without improvement (0: never)")
+    a("--early-stop-delta", type=float, default=0.0, help="val loss must improve by more than this")
+    a("--max-bad-steps", type=int, default=5, help="stop after this many non-finite losses in a row")
+    a("--seed", type=int, default=env_default("MINIGPT_TRAIN_SEED", 1337, int))
+    a("--num-threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    a("--no-plot", action="store_true")
+    a("--tensorboard", action="store_true", help="also write TensorBoard events (needs the tensorboard package)")
+    a("--inspect", action="store_true", help="print the first batch, run one step, print gradient norms, exit")
+    p.set_defaults(**defaults)
+    return p
+
+
+def finish_args(args, stage):
+    args.stage = stage
+    if args.out_dir is None:
+        args.out_dir = os.path.join("checkpoints", f"{stage}_{args.config}")
+    if args.min_lr is None:
+        args.min_lr = args.lr / 10
+    return args
+
+
+# ----------------------------------------------------------------------------- setup
+
+class Run:
+    """Device, precision and process-group facts for one run (plain attributes, no behaviour)."""
+
+
+def setup(args):
+    run = Run()
+    run.ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1  # launched by torchrun
+    if run.ddp:
+        backend = "nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo"
+        dist.init_process_group(backend)
+        run.rank, run.world_size = dist.get_rank(), dist.get_world_size()
+        run.local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    else:
+        run.rank, run.world_size, run.local_rank = 0, 1, 0
+    run.master = run.rank == 0
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and run.ddp:
+        args.device = f"cuda:{run.local_rank}"
+    run.device = torch.device(args.device)
+    run.device_type = run.device.type
+    if run.device_type == "cuda":
+        torch.cuda.set_device(run.device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    run.dtype = resolve_dtype(args.dtype, run.device_type)
+    args.dtype = str(run.dtype).replace("torch.", "")
+    # AMP: bf16 needs no loss scaling; fp16 on CUDA does (GradScaler)
+    run.scaler = torch.amp.GradScaler("cuda", enabled=run.dtype == torch.float16 and run.device_type == "cuda")
+    seed_everything(args.seed + run.rank)
+    return run
+
+
+def resolve_dtype(name, device_type):
+    if name == "auto":
+        if device_type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        has_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
+            getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        return torch.bfloat16 if has_bf16 else torch.float32  # bf16 matmuls are ~4x fp32 on AVX-512 BF16 CPUs
+    if name == "float16" and device_type == "cpu":
+        raise SystemExit("error: --dtype float16 is for CUDA; on CPU use bfloat16 or float32")
+    return getattr(torch, name)
+
+
+def autocast(run):
+    if run.dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=run.device_type, dtype=run.dtype)
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def all_reduce_mean(value, run):
+    """Average a float over DDP ranks (identity in a single process)."""
+    if not run.ddp:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=run.device if run.device_type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    return t.item() / run.world_size
+
+
+# ----------------------------------------------------------------------------- schedule
+
+def get_lr(step, args):
+    """Linear warmup for warmup_steps, then cosine decay from lr to min_lr at max_steps."""
+    if step < args.warmup_steps:
+        return args.lr * (step + 1) / args.warmup_steps
+    if step >= args.max_steps:
+        return args.min_lr
+    progress = (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps)
+    return args.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (args.lr - args.min_lr)
+
+
+# ----------------------------------------------------------------------------- run directory
+
+def write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, ensure_ascii=False, default=str)
+    os.replace(tmp, path)
+
+
+def write_run_config(args, model_config, tokenizer):
+    write_json(os.path.join(args.out_dir, "config.json"),
+               {"stage": args.stage, "args": vars(args), "model": model_config.to_dict(),
+                "tokenizer": {"vocab_size": tokenizer.vocab_size, "file": "tokenizer.json"}})
+
+
+def rng_state():
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path, state):
+    """Atomic save: write a temp file, fsync, rename. A kill -9 at any moment leaves the previous file intact."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, device="cpu"):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)  # plain tensors and values, no pickled code
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt or foreign file
+        raise ValueError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+
+
+def resume_path(args):
+    path = os.path.join(args.out_dir, "ckpt_latest.pt") if args.resume == "latest" else args.resume
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: nothing to resume from (train without --resume first)")
+    return path
+
+
+def training_state(model, optimizer, step, args, best_val_loss, extra=None):
+    """The plain dict a checkpoint holds: everything needed to continue bit for bit."""
+    raw = model.module if hasattr(model, "module") else model
+    raw = getattr(raw, "_orig_mod", raw)  # torch.compile wrapper
+    return {"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+            "best_val_loss": best_val_loss, "rng": rng_state(), "model_config": raw.config.to_dict(),
+            "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))},
+            **(extra or {})}
+
+
+class MetricsLog:
+    """metrics.jsonl (one JSON object per line, flushed, appended on resume) and optional TensorBoard."""
+
+    def __init__(self, out_dir, enabled=True, tensorboard=False, resume_step=None):
+        self.path = os.path.join(out_dir, "metrics.jsonl")
+        self.enabled, self.tb = enabled, None
+        if enabled and resume_step is None and os.path.exists(self.path):
+            os.remove(self.path)  # a fresh run starts a fresh log
+        if enabled and resume_step is not None and os.path.exists(self.path):
+            rows = read_metrics(self.path)  # drop what was logged after the checkpoint we resume from
+            with open(self.path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows if r.get("step", 0) <= resume_step)
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(os.path.join(out_dir, "tensorboard"))
+            except ImportError:
+                print("warning: --tensorboard needs the tensorboard package (pip install tensorboard); skipping")
+
+    def log(self, row):
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, row["step"])
+
+
+def read_metrics(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def peak_memory_mb(run):
+    if run.device_type == "cuda":
+        return torch.cuda.max_memory_allocated(run.device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def plot_metrics(run_dirs, out_path, keys=(("train_loss", "val_loss"), ("lr",))):
+    """One figure with a panel per group of keys; each run directory's metrics.jsonl as lines (plot_runs.py)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4), squeeze=False)
+    for ax, group in zip(axes[0], keys):
+        for run_dir in run_dirs:
+            rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+            label = os.path.basename(os.path.normpath(run_dir)) if len(run_dirs) > 1 else ""
+            for key in group:
+                pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+                if pts:
+                    ax.plot(*zip(*pts), label=f"{label} {key}".strip(), marker="o" if key.startswith("val") else None,
+                            markersize=3)
+        ax.set_xlabel("step")
+        ax.set_title(", ".join(group))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- Ctrl+C and errors
+
+class StopSignal:
+    """The first Ctrl+C (or SIGTERM) asks the loop to save and stop at the end of the current step; a second
+    one interrupts at once. The loop checks `.requested` after each optimizer step."""
+
+    def __init__(self):
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step and saving a checkpoint (Ctrl+C again to abort without saving)")
+
+
+def resume_command(args):
+    argv = [a for a in sys.argv if a != "--resume"]
+    return f"python {' '.join(argv)} --resume"
+
+
+def cli(main):
+    """Run main(); bad input, missing files and data errors end with a one-line message, not a traceback."""
+    try:
+        main()
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        sys.exit(f"error: {e}")
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def grad_norms_by_group(model):
+    """Gradient norm per layer group (embedding, each block, final norm), for --inspect."""
+    groups = {}
+    for name, p in model.named_parameters():
+        if p.grad is None:
+            continue
+        parts = name.replace("module.", "").replace("_orig_mod.", "").split(".")
+        key = ".".join(parts[:2]) if parts[0] == "layers" else parts[0]
+        groups[key] = groups.get(key, 0.0) + p.grad.float().pow(2).sum().item()
+    return {k: v ** 0.5 for k, v in groups.items()}
+
+
+def progress(total, initial=0, disable=False):
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, disable=disable, dynamic_ncols=True, unit="step", desc="train")
