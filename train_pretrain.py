@@ -124,7 +124,8 @@ def main(argv=None):
     if args.compile:
         model = torch.compile(model)
     if run.ddp:
-        model = DistributedDataParallel(model, device_ids=[run.local_rank] if run.device_type == "cuda" else None)
+        model = DistributedDataParallel(model, device_ids=[run.local_rank] if run.device_type == "cuda" else None,
+                                        find_unused_parameters=config.n_experts > 0)  # an expert may get no tokens
     log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard,
                         resume_step=step if args.resume else None)
     sample_gen = TextGenerator(raw_model, tokenizer)
@@ -256,6 +257,7 @@ def main(argv=None):
                 print(f"saved {os.path.join(args.out_dir, 'ckpt_latest.pt')} at step {step}; resume with:\n  {tu.resume_command(args)}")
             break
     bar.close()
+    stop.restore()
 
     # ------------------------------------------------------------------------- 7. final save and plot
     if run.master:

@@ -43,6 +43,7 @@ def common_parser(description, stage, **defaults):
     a("--resume", nargs="?", const="latest", default=None,
       help="resume from a checkpoint file, or with no value from ckpt_latest.pt in --out-dir")
     a("--max-steps", type=int, default=1000)
+    a("--lr-decay-steps", type=int, default=None, help="cosine reaches min-lr here (default: max-steps), as in nanoGPT")
     a("--batch-size", type=int, default=32, help="micro-batch size (sequences)")
     a("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     a("--seq-len", type=int, default=256)
@@ -77,6 +78,8 @@ def finish_args(args, stage):
         args.out_dir = os.path.join("checkpoints", f"{stage}_{args.config}")
     if args.min_lr is None:
         args.min_lr = args.lr / 10
+    if args.lr_decay_steps is None:
+        args.lr_decay_steps = args.max_steps
     return args
 
 
@@ -152,12 +155,12 @@ def all_reduce_mean(value, run):
 # ----------------------------------------------------------------------------- schedule
 
 def get_lr(step, args):
-    """Linear warmup for warmup_steps, then cosine decay from lr to min_lr at max_steps."""
+    """Linear warmup for warmup_steps, then cosine decay from lr to min_lr at lr_decay_steps."""
     if step < args.warmup_steps:
         return args.lr * (step + 1) / args.warmup_steps
-    if step >= args.max_steps:
+    if step >= args.lr_decay_steps:
         return args.min_lr
-    progress = (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps)
+    progress = (step - args.warmup_steps) / max(1, args.lr_decay_steps - args.warmup_steps)
     return args.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (args.lr - args.min_lr)
 
 
@@ -301,8 +304,11 @@ class StopSignal:
 
     def __init__(self):
         self.requested = False
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
+        self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore(self):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum, frame):
         if self.requested:

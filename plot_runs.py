@@ -1,0 +1,29 @@
+"""
+Compare runs at a glance: train loss, val loss and lr of one or several run directories on shared axes.
+
+    python plot_runs.py checkpoints/pretrain_tiny checkpoints/pretrain_small --out compare.png
+"""
+import argparse
+import os
+import sys
+
+from train_utils import plot_metrics
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument("run_dirs", nargs="+", help="run directories (each with a metrics.jsonl)")
+    p.add_argument("--out", default="runs_comparison.png")
+    args = p.parse_args(argv)
+    for d in args.run_dirs:
+        if not os.path.isfile(os.path.join(d, "metrics.jsonl")):
+            raise FileNotFoundError(f"{d}: no metrics.jsonl (is it a run directory?)")
+    plot_metrics(args.run_dirs, args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")

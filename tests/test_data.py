@@ -1,0 +1,151 @@
+import gzip
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import builtin_data
+from data import (DataError, EpochSampler, LanguageModelingDataset, load_datasets, parse_source, read_records)
+
+
+def write(path, lines):
+    path.write_text("\n".join(json.dumps(x) if not isinstance(x, str) else x for x in lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+CHAT = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+
+
+@pytest.mark.parametrize("record,kind,expected", [
+    ({"text": "doc"}, "text", "doc"),
+    ({"conversations": CHAT}, "chat", CHAT),
+    ({"messages": CHAT}, "chat", CHAT),
+    ({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}, "chat", CHAT),
+    ({"instruction": "hi", "input": "", "output": "hello"}, "chat", CHAT),
+    ({"instruction": "hi", "input": "there", "output": "hello"}, "chat",
+     [{"role": "user", "content": "hi\nthere"}, {"role": "assistant", "content": "hello"}]),
+    ({"chosen": CHAT, "rejected": [CHAT[0], {"role": "assistant", "content": "go away"}]}, "pair",
+     {"prompt": CHAT[:1], "chosen": "hello", "rejected": "go away"}),
+    ({"prompt": "hi", "chosen": "hello", "rejected": "go away"}, "pair",
+     {"prompt": CHAT[:1], "chosen": "hello", "rejected": "go away"}),
+    ({"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go away"}, "pair",
+     {"prompt": CHAT[:1], "chosen": "hello", "rejected": "go away"}),
+    ({"conversations": [{"from": "human", "value": "hi"}], "chosen": {"from": "gpt", "value": "hello"},
+      "rejected": {"from": "gpt", "value": "go away"}}, "pair", {"prompt": CHAT[:1], "chosen": "hello", "rejected": "go away"}),
+    ({"prompt": "hi", "answer": "4"}, "prompt", {"prompt": CHAT[:1], "answer": "4"}),
+    ({"conversations": CHAT}, "prompt", {"prompt": CHAT[:1], "answer": None}),
+])
+def test_each_format_is_detected_and_normalised(tmp_path, record, kind, expected):
+    assert read_records(write(tmp_path / "d.jsonl", [record]), kind) == [expected]
+
+
+def test_text_files_split_into_documents_on_blank_lines(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_text("first doc\nline two\n\nsecond doc\n\n\nthird")
+    assert read_records(str(p), "text") == ["first doc\nline two", "second doc", "third"]
+
+
+def test_alpaca_json_array_and_gzipped_jsonl(tmp_path):
+    p = tmp_path / "a.json"
+    p.write_text(json.dumps([{"instruction": "hi", "input": "", "output": "hello"}] * 3))
+    assert len(read_records(str(p), "chat")) == 3
+    g = tmp_path / "h.jsonl.gz"
+    with gzip.open(g, "wt") as f:
+        f.write(json.dumps({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"}) + "\n")
+    assert read_records(str(g), "pair")[0]["rejected"] == "c"
+
+
+@pytest.mark.parametrize("lines,message", [
+    ([{"text": "ok"}, "{broken"], r"d.jsonl:2: invalid JSON"),
+    ([{"instruction": "x", "output": "y"}, {"instruction": "x"}], r"d.jsonl:2: missing field 'output'"),
+    ([{"text": "ok"}, {"text": 5}], r"d.jsonl:2: field 'text' should be str, got int"),
+    ([{"messages": [{"role": "robot", "content": "x"}]}], r"d.jsonl:1: field 'messages\[0\].role' is 'robot'"),
+    ([{"foo": 1}], r"d.jsonl:1: cannot tell the format from fields \['foo'\]"),
+])
+def test_bad_records_name_file_line_and_field(tmp_path, lines, message):
+    kind = "chat" if "instruction" in str(lines) or "messages" in str(lines) else "text"
+    with pytest.raises(DataError, match=message):
+        read_records(write(tmp_path / "d.jsonl", lines), kind)
+
+
+def test_wrong_kind_for_stage_is_explained(tmp_path):
+    with pytest.raises(DataError, match="holds text records; this stage needs chat"):
+        read_records(write(tmp_path / "d.jsonl", [{"text": "x"}]), "chat")
+
+
+def test_empty_and_undecodable_files(tmp_path):
+    empty = tmp_path / "e.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(DataError, match="e.jsonl: file is empty"):
+        read_records(str(empty), "text")
+    bad = tmp_path / "b.txt"
+    bad.write_bytes(b"fine\nstill fine\n\xff\xfe broken")
+    with pytest.raises(DataError, match=r"b.txt:3: bytes are not valid UTF-8"):
+        read_records(str(bad), "text")
+    with pytest.raises(DataError, match="missing.txt: file not found"):
+        read_records(str(tmp_path / "missing.txt"), "text")
+
+
+def test_skip_bad_lines_counts_and_lists_them(tmp_path):
+    path = write(tmp_path / "d.jsonl", [{"text": "a"}, "{bad", {"text": 3}, {"text": "b"}])
+    train, val, stats = load_datasets([path], "text", val_split=0.0, skip_bad_lines=True)
+    src = stats["sources"][path]
+    assert train == ["a", "b"] and src["skipped"] == 2 and src["raw_records"] == 4
+    assert src["skipped_lines"][0].startswith(f"{path}:2:")
+
+
+def test_sampling_ratio_max_samples_and_split_are_deterministic_and_disjoint(tmp_path):
+    path = write(tmp_path / "d.jsonl", [{"text": f"doc {i}"} for i in range(100)])
+    a = load_datasets([f"{path}:0.5"], "text", seed=1, val_split=0.1)
+    b = load_datasets([f"{path}:0.5"], "text", seed=1, val_split=0.1)
+    assert a[0] == b[0] and a[1] == b[1]
+    assert len(a[0]) == 45 and len(a[1]) == 5 and not set(a[0]) & set(a[1])
+    assert len(load_datasets([f"{path}:1.0:10"], "text", val_split=0.0)[0]) == 10
+    assert load_datasets([f"{path}:0.5"], "text", seed=2, val_split=0.1)[0] != a[0]
+
+
+def test_source_sampled_to_zero_warns(tmp_path):
+    path = write(tmp_path / "d.jsonl", [{"text": "x"}] * 3)
+    other = write(tmp_path / "o.jsonl", [{"text": "y"}] * 10)
+    _, _, stats = load_datasets([f"{path}:0.1", other], "text")
+    assert any("sampled to 0" in w for w in stats["warnings"])
+
+
+def test_parse_source():
+    assert (parse_source("a.jsonl").ratio, parse_source("a.jsonl:0.25").ratio) == (1.0, 0.25)
+    assert parse_source("dir/a.jsonl:1:50").max_samples == 50
+    with pytest.raises(DataError, match="ratio must be in"):
+        parse_source("a.jsonl:2")
+
+
+def test_language_modeling_blocks_and_mask(tmp_path):
+    tokens = np.array([1, 10, 11, 2, 1, 12, 13, 14, 2, 1, 15], dtype=np.uint16)
+    path = tmp_path / "t.bin"
+    tokens.tofile(path)
+    ds = LanguageModelingDataset(str(path), "uint16", seq_len=4, bos_id=1)
+    assert len(ds) == 2
+    x, y, mask = ds[0]
+    assert x.tolist() == [1, 10, 11, 2] and y.tolist() == [10, 11, 2, 1]
+    assert mask.tolist() == [1, 1, 1, 0]  # predicting the next document's <|im_start|> carries no loss
+
+
+def test_epoch_sampler_is_a_deterministic_permutation_per_epoch():
+    s = EpochSampler(10, seed=3)
+    first = s.take(0, 10)
+    assert sorted(first) == list(range(10)) and EpochSampler(10, 3).take(0, 10) == first
+    assert sorted(s.take(10, 10)) == list(range(10)) and s.take(10, 10) != first
+    assert s.take(5, 3) == first[5:8]
+
+
+def test_builtin_data_is_deterministic_bilingual_and_checkable():
+    assert builtin_data.pretrain_texts() == builtin_data.pretrain_texts()
+    texts = builtin_data.pretrain_texts()
+    assert any("lives in" in t for t in texts) and any("住在" in t for t in texts)
+    train, held = builtin_data.checkable_prompts(split="train"), builtin_data.checkable_prompts(split="heldout")
+    assert held and not {p["prompt"] for p in train} & {p["prompt"] for p in held}
+    for item in held:
+        assert builtin_data.check_answer(item["response"], item["answer"]) == 1.0
+    assert builtin_data.check_answer("3 plus 4 is 71.", "7") == 0.0
+    pairs = builtin_data.preference_pairs()
+    assert all(p["chosen"] != p["rejected"] for p in pairs)

@@ -1,0 +1,154 @@
+"""The pretraining loop end to end on the built-in data with a tiny model (seconds per test)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import train_pretrain
+from generate import load_generator
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ["--config", "tiny", "--batch-size", "4", "--seq-len", "32", "--eval-iters", "2", "--log-interval", "1",
+        "--dtype", "float32", "--warmup-steps", "2", "--no-plot"]
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIGPT_DATA_DIR", str(tmp_path / "cache"))
+
+
+def metrics(out):
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def losses(out):
+    return {r["step"]: r["train_loss"] for r in metrics(out) if "train_loss" in r}
+
+
+def test_pretrain_writes_a_complete_run_directory(tmp_path):
+    out = str(tmp_path / "run")
+    train_pretrain.main(FAST[:-1] + ["--max-steps", "8", "--eval-interval", "4", "--out-dir", out])
+    for name in ("tokenizer.json", "config.json", "dataset_stats.json", "metrics.jsonl", "ckpt_latest.pt",
+                 "ckpt_best.pt", "plots/loss_curve_latest.png"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    rows = metrics(out)
+    assert {"val_loss", "val_ppl", "val_bpb", "memory_mb"} <= set(next(r for r in rows if "val_loss" in r))
+    assert {"train_loss", "lr", "grad_norm", "tokens_per_sec"} <= set(next(r for r in rows if "train_loss" in r))
+    val = [r["val_loss"] for r in rows if "val_loss" in r]
+    assert val[-1] < val[0]  # it learns
+    ckpt = torch.load(os.path.join(out, "ckpt_latest.pt"), weights_only=True)
+    assert ckpt["step"] == 8 and {"model", "optimizer", "rng", "model_config", "data_position"} <= set(ckpt)
+    stats = json.load(open(os.path.join(out, "dataset_stats.json")))
+    assert stats["sources"]["builtin"]["train"] > 0 and stats["train"]["tokens"] > 0
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert config["args"]["max_steps"] == 8 and config["model"]["dim"] == 128
+    assert isinstance(load_generator(out).generate("Once", ), str)  # the next stage can read the run directory
+
+
+def test_resume_is_exact(tmp_path):
+    """N steps straight == N/2 steps, then --resume, then N/2 more: identical losses at every step."""
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    common = FAST + ["--lr-decay-steps", "8", "--eval-interval", "4"]
+    train_pretrain.main(common + ["--max-steps", "8", "--out-dir", a])
+    train_pretrain.main(common + ["--max-steps", "4", "--out-dir", b])
+    train_pretrain.main(common + ["--max-steps", "8", "--out-dir", b, "--resume"])
+    assert losses(a) == losses(b) and len(losses(a)) == 8
+    assert [r["val_loss"] for r in metrics(a) if "val_loss" in r] == [r["val_loss"] for r in metrics(b) if "val_loss" in r]
+
+
+def test_second_run_reuses_tokenizer_and_token_cache(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    train_pretrain.main(FAST + ["--max-steps", "1", "--out-dir", out])
+    capsys.readouterr()
+    train_pretrain.main(FAST + ["--max-steps", "1", "--out-dir", out])
+    printed = capsys.readouterr()
+    assert "training a" not in printed.out and "tokenizing" not in printed.err
+
+
+def test_inspect_shows_batch_and_gradient_norms(tmp_path, capsys):
+    train_pretrain.main(FAST + ["--inspect", "--out-dir", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert "batch: input (4, 32)" in out and "grad norm embed" in out and "grad norm layers.0" in out
+    assert "mask" in out and "one optimizer step done" in out
+
+
+def run_script(args, **kw):
+    return subprocess.run([sys.executable, "train_pretrain.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ}, **kw)
+
+
+def test_bad_data_file_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": 42}\n')
+    r = run_script(FAST + ["--data", str(bad), "--out-dir", str(tmp_path / "run"), "--max-steps", "1"])
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines()[-1] == f"error: {bad}:2: field 'text' should be str, got int"
+    assert "Traceback" not in r.stderr
+
+
+def test_non_finite_losses_stop_the_run_with_a_clear_message(tmp_path):
+    out = str(tmp_path / "run")
+    r = run_script(FAST + ["--lr", "1e30", "--grad-clip", "0", "--warmup-steps", "0", "--max-steps", "30",
+                           "--eval-interval", "100", "--max-bad-steps", "2", "--out-dir", out])
+    assert r.returncode != 0 and "non-finite losses in a row" in r.stderr and "Traceback" not in r.stderr
+    assert any("nonfinite_loss_steps" in row for row in metrics(out))
+    torch.load(os.path.join(out, "ckpt_latest.pt"), weights_only=True)  # the step-0 checkpoint is intact
+
+
+def _start_and_wait_for_checkpoint(tmp_path, extra):
+    out = str(tmp_path / "run")
+    proc = subprocess.Popen([sys.executable, "train_pretrain.py", *FAST, "--max-steps", "100000", "--out-dir", out,
+                             *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    latest = os.path.join(out, "ckpt_latest.pt")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (os.path.exists(latest) and len(losses_or_empty(out)) >= 3):
+        time.sleep(0.2)
+    return proc, out, latest
+
+
+def losses_or_empty(out):
+    try:
+        return losses(out)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(tmp_path):
+    proc, out, latest = _start_and_wait_for_checkpoint(tmp_path, ["--eval-interval", "100000"])
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "resume with:" in stdout and "--resume" in stdout
+    assert torch.load(latest, weights_only=True)["step"] >= 3
+
+
+def test_kill_9_at_any_moment_leaves_a_loadable_checkpoint(tmp_path):
+    proc, out, latest = _start_and_wait_for_checkpoint(tmp_path, ["--save-interval", "1", "--eval-interval", "100000"])
+    time.sleep(0.37)  # somewhere in the middle of writing another checkpoint, most likely
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpt = torch.load(latest, weights_only=True)
+    assert ckpt["step"] >= 1
+    r = run_script(FAST + ["--max-steps", str(ckpt["step"] + 1), "--out-dir", out, "--resume"])
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
+def test_ddp_two_processes_match_one_process_with_double_accumulation(tmp_path):
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    common = FAST + ["--max-steps", "4", "--eval-interval", "4", "--num-threads", "1"]
+    train_pretrain.main(common + ["--grad-accum", "2", "--out-dir", one])
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "train_pretrain.py", *common, "--grad-accum", "1", "--out-dir", two, "--tokenizer",
+                        os.path.join(one, "tokenizer.json")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    l1, l2 = losses(one), losses(two)
+    assert l1.keys() == l2.keys() and len(l1) == 4
+    for step in l1:
+        assert l1[step] == pytest.approx(l2[step], abs=1e-4)
