@@ -1,0 +1,67 @@
+"""Exported models load in transformers and agree with ours to float tolerance (skipped without the extras)."""
+import os
+
+import pytest
+import torch
+
+from export_hf import export, import_hf
+from generate import GenerationConfig, TextGenerator
+from model import MiniGPT, MiniGPTConfig, load_model
+from tokenizer import BPETokenizer
+from train_utils import save_checkpoint, write_json
+
+transformers = pytest.importorskip("transformers", reason="optional: pip install -r requirements-extras.txt")
+pytest.importorskip("safetensors", reason="optional: pip install -r requirements-extras.txt")
+
+
+def make_run_dir(path, **kw):
+    torch.manual_seed(0)
+    tok = BPETokenizer.train(["the quick brown fox jumps over the lazy dog, 孙悟空大闹天宫"] * 5, 320, verbose=False)
+    cfg = MiniGPTConfig(**{**dict(vocab_size=tok.vocab_size, dim=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                                   max_seq_len=64, rope_theta=500.0), **kw})
+    model = MiniGPT(cfg)
+    with torch.no_grad():  # non-trivial norm weights, so a swapped mapping would show
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+    os.makedirs(path, exist_ok=True)
+    tok.save(os.path.join(path, "tokenizer.json"))
+    write_json(os.path.join(path, "config.json"), {"stage": "test", "model": cfg.to_dict()})
+    save_checkpoint(os.path.join(path, "ckpt_best.pt"), {"model": model.state_dict(), "model_config": cfg.to_dict()})
+    return model.eval(), tok
+
+
+@pytest.mark.parametrize("kw,arch", [(dict(), "LlamaForCausalLM"), (dict(tie_embeddings=False), "LlamaForCausalLM"),
+                                     (dict(n_experts=4, experts_per_token=2), "MixtralForCausalLM")],
+                         ids=["llama", "llama-untied", "mixtral"])
+def test_exported_model_matches_ours_in_logits_and_greedy_tokens(tmp_path, kw, arch):
+    model, tok = make_run_dir(str(tmp_path / "run"), **kw)
+    hf_dir = export(str(tmp_path / "run"), str(tmp_path / "hf"))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32).eval()
+    assert type(hf).__name__ == arch
+    ids = torch.tensor([[1] + tok.encode("the quick brown fox 孙悟空")])
+    with torch.no_grad():
+        assert torch.allclose(hf(ids).logits, model(ids).logits, atol=1e-4)
+        hf.generation_config.eos_token_id = None  # compare a fixed number of tokens
+        hf_tokens = hf.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0)[0, ids.shape[1]:].tolist()
+    ours = TextGenerator(model, tok).generate_ids([ids[0].tolist()], GenerationConfig(max_new_tokens=12, greedy=True, stop_on_eos=False))[0]
+    assert hf_tokens == ours
+
+
+def test_exported_tokenizer_loads_in_autotokenizer_with_chat_template(tmp_path):
+    _, tok = make_run_dir(str(tmp_path / "run"))
+    hf_dir = export(str(tmp_path / "run"), str(tmp_path / "hf"))
+    hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    assert hf_tok("the quick fox")["input_ids"] == tok.encode("the quick fox")
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    rendered = hf_tok.apply_chat_template(msgs, tokenize=False)
+    assert rendered == tok.decode(tok.apply_chat_template(msgs)[0])
+
+
+def test_import_hf_round_trips_to_identical_weights(tmp_path):
+    model, _ = make_run_dir(str(tmp_path / "run"))
+    export(str(tmp_path / "run"), str(tmp_path / "hf"))
+    import_hf(str(tmp_path / "hf"), str(tmp_path / "back"))
+    back = load_model(str(tmp_path / "back"))
+    for (name, a), b in zip(model.state_dict().items(), back.state_dict().values()):
+        assert torch.equal(a, b), name
