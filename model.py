@@ -110,6 +110,20 @@ def apply_rope(x, cos, sin):
     return x * cos + rotated * sin
 
 
+def grouped_causal_attention(q, k, v):
+    """Causal attention as two batched matmuls, the g query heads of each kv head stacked along time so they share
+    K and V without copying them, with scale and causal mask folded into the first matmul (baddbmm). On CPU in bf16
+    at T <= 512 this is ~2x faster than SDPA's flash kernel (bench/bench_model.py); it materialises the (T, T) scores."""
+    B, n_heads, T, hd = q.shape
+    n_kv = k.shape[1]
+    g = n_heads // n_kv
+    mask = torch.full((T, T), float("-inf"), device=q.device).triu(1).repeat(g, 1).to(q.dtype)  # (g*T, T): 0 or -inf
+    scores = torch.baddbmm(mask, q.reshape(B * n_kv, g * T, hd), k.reshape(B * n_kv, T, hd).transpose(1, 2),
+                           alpha=hd ** -0.5)                                   # (B*nkv, g*T, T)
+    probs = scores.softmax(-1)                                                 # the CPU kernel accumulates in fp32
+    return torch.bmm(probs, v.reshape(B * n_kv, T, hd)).reshape(B, n_heads, T, hd)
+
+
 class KVCache:
     """Preallocated keys/values for incremental decoding: prefill the prompt once, then one token a step.
 
@@ -156,9 +170,13 @@ class Attention(nn.Module):
             cache.v[layer, :, :, start:start + T] = v
             k, v = cache.k[layer, :, :, :start + T], cache.v[layer, :, :, :start + T]
             is_causal = attn_mask is None and start == 0  # a single new token may see every cached key
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal and T > 1,
-                                           dropout_p=self.dropout if self.training else 0.0,
-                                           enable_gqa=self.n_kv_heads != self.n_heads)
+        if cache is None and attn_mask is None and q.device.type == "cpu" and q.dtype != torch.float32 and T <= 512 \
+                and not (self.training and self.dropout):
+            y = grouped_causal_attention(q, k, v)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal and T > 1,
+                                               dropout_p=self.dropout if self.training else 0.0,
+                                               enable_gqa=self.n_kv_heads != self.n_heads)
         return self.proj(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, dim)
 
 
@@ -218,6 +236,16 @@ class Block(nn.Module):
         return x + self.dropout(h), aux
 
 
+def cross_entropy(logits, targets):
+    """Mean next-token loss over targets != -100. Under bf16 autocast the log-softmax stays in bf16 (its kernel
+    accumulates in fp32) and only the mean is fp32: 4x less memory traffic than upcasting the (B, T, vocab) logits,
+    ~5% of a small-model training step on CPU; per-token rounding (~0.4%) averages out in the mean."""
+    logprobs = F.log_softmax(logits if logits.dtype == torch.bfloat16 else logits.float(), dim=-1)
+    valid = targets != -100
+    nll = -logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1).float()  # (B, T)
+    return (nll * valid).sum() / valid.sum().clamp(min=1)
+
+
 class ModelOutput(NamedTuple):
     logits: torch.Tensor             # (B, T, vocab), or (B, 1, vocab) with last_logits_only
     loss: Optional[torch.Tensor]     # mean next-token cross-entropy over positions that carry loss
@@ -272,9 +300,10 @@ class MiniGPT(nn.Module):
         elif cache is not None and start > 0 and T > 1:  # chunked prefill: causal within the chunk, all before
             q_pos = torch.arange(start, start + T, device=idx.device)
             attn_mask = torch.arange(start + T, device=idx.device)[None, :] <= q_pos[:, None]
-        dtype = torch.get_autocast_dtype(idx.device.type) if torch.is_autocast_enabled(idx.device.type) else torch.float32
-        cos, sin = cos.to(dtype), sin.to(dtype)
         x = self.dropout(self.embed(idx))  # (B, T, dim)
+        autocast = torch.is_autocast_enabled(idx.device.type)
+        dtype = torch.get_autocast_dtype(idx.device.type) if autocast else x.dtype  # RoPE in q/k's dtype
+        cos, sin = cos.to(dtype), sin.to(dtype)
         aux_total = x.new_zeros(())
         for i, layer in enumerate(self.layers):
             if self.config.gradient_checkpointing and self.training and cache is None:
@@ -296,7 +325,7 @@ class MiniGPT(nn.Module):
         if targets is not None:
             if loss_mask is not None:
                 targets = targets.masked_fill(loss_mask == 0, -100)
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+            loss = cross_entropy(logits, targets)
         return ModelOutput(logits, loss, aux_loss)
 
     def configure_optimizer(self, lr, weight_decay, betas=(0.9, 0.95), device_type="cpu"):

@@ -89,3 +89,15 @@ def test_one_beam_equals_greedy(gen):
     greedy = gen.generate_ids([prompt], GenerationConfig(max_new_tokens=6, greedy=True, stop_on_eos=False))[0]
     beam = gen.generate_ids([prompt], GenerationConfig(max_new_tokens=6, num_beams=2, stop_on_eos=False))[0]
     assert sequence_logprob(gen.model, prompt, beam) >= sequence_logprob(gen.model, prompt, greedy) - 1e-5
+
+
+def test_bf16_model_generates_like_fp32_on_a_short_greedy_run(gen):
+    import copy
+    bf16 = TextGenerator(copy.deepcopy(gen.model).to(torch.bfloat16), gen.tokenizer)
+    cfg = GenerationConfig(max_new_tokens=3, greedy=True, stop_on_eos=False)
+    prompt = [1] + gen.tokenizer.encode("the quick brown")
+    out = bf16.generate_ids([prompt], cfg)[0]
+    assert len(out) == 3 and all(0 <= t < gen.tokenizer.vocab_size for t in out)
+    logits32 = gen.model(torch.tensor([prompt])).logits[0, -1]
+    logits16 = bf16.model(torch.tensor([prompt])).logits[0, -1].float()
+    assert torch.allclose(logits16, logits32, atol=0.05)

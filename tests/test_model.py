@@ -120,3 +120,24 @@ def test_bad_config_is_rejected():
         tiny(n_heads=4, n_kv_heads=3)
     with pytest.raises(ValueError, match="unknown config"):
         get_config("huge")
+
+
+def test_grouped_cpu_attention_matches_sdpa():
+    import torch.nn.functional as F
+    from model import grouped_causal_attention
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 8, 16, 32), torch.randn(2, 2, 16, 32), torch.randn(2, 2, 16, 32)
+    reference = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+    assert torch.allclose(grouped_causal_attention(q, k, v), reference, atol=1e-5)
+    bf16 = grouped_causal_attention(q.bfloat16(), k.bfloat16(), v.bfloat16()).float()
+    assert torch.allclose(bf16, reference, atol=0.05)
+
+
+def test_bf16_autocast_loss_matches_fp32_loss():
+    torch.manual_seed(0)
+    model = MiniGPT(tiny()).eval()
+    idx = torch.randint(0, 97, (4, 32))
+    fp32 = model(idx, idx).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = model(idx, idx).loss
+    assert bf16.dtype == torch.float32 and abs(bf16.item() - fp32.item()) < 0.02

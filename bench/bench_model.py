@@ -1,0 +1,147 @@
+"""
+Training and generation speed of MiniGPT against transformers.LlamaForCausalLM of the identical shape and weights,
+measured in the same run. Prints tokens/s, the ratio, and achieved GFLOP/s against this machine's bf16 matmul peak.
+
+    python bench/bench_model.py                      # tiny and small, fp32 and bf16, generation at batch 1 and 8
+    python bench/bench_model.py --compile            # also torch.compile'd MiniGPT
+"""
+import argparse
+import copy
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from export_hf import hf_config, to_hf_state_dict  # noqa: E402
+from generate import GenerationConfig, TextGenerator  # noqa: E402
+from model import MiniGPT, get_config  # noqa: E402
+
+
+class FakeTokenizer:  # generation needs only these ids
+    bos_id, eos_id, pad_id = 1, 2, 0
+
+
+def matmul_peak_gflops(dtype=torch.bfloat16, n=2048, reps=10):
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def flops_per_token(cfg, seq_len):
+    """6 x matmul parameters (forward + backward) + attention scores/values: 12 x layers x dim x T (nanoGPT/PaLM)."""
+    matmul = cfg.n_layers * (cfg.dim * (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim + cfg.dim * cfg.dim
+                             + 3 * cfg.dim * cfg.ffn_hidden * max(1, cfg.experts_per_token if cfg.n_experts else 1)) \
+        + cfg.dim * cfg.vocab_size
+    return 6 * matmul + 12 * cfg.n_layers * cfg.dim * seq_len
+
+
+def make_pair(cfg):
+    import transformers
+    torch.manual_seed(0)
+    ours = MiniGPT(cfg)
+    hf_cfg = transformers.AutoConfig.for_model(**hf_config(cfg, FakeTokenizer))
+    hf = transformers.AutoModelForCausalLM.from_config(hf_cfg, attn_implementation="sdpa", dtype=torch.float32)
+    missing, unexpected = hf.load_state_dict(to_hf_state_dict(ours), strict=False)
+    assert not unexpected and all("lm_head" in k for k in missing), (missing, unexpected)
+    hf.tie_weights()
+    return ours, hf
+
+
+def train_speed(model, is_hf, batch, seq_len, dtype, steps, vocab):
+    torch.manual_seed(1)
+    x = torch.randint(3, vocab, (batch, seq_len))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    model.train()
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else torch.autocast("cpu", enabled=False)
+
+    def step():
+        with ctx:
+            loss = model(input_ids=x, labels=x).loss if is_hf else model(x[:, :-1], x[:, 1:]).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(2):
+        step()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return batch * seq_len * steps / (time.perf_counter() - t)
+
+
+@torch.no_grad()
+def gen_speed(model, is_hf, batch, new_tokens, vocab, reps=2):
+    model.eval()
+    torch.manual_seed(2)
+    prompt = torch.randint(3, vocab, (batch, 16))
+    if is_hf:
+        model.generation_config.eos_token_id = None
+        run = lambda: model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    else:
+        gen = TextGenerator(model, FakeTokenizer)
+        cfg = GenerationConfig(max_new_tokens=new_tokens, greedy=True, stop_on_eos=False)
+        run = lambda: gen.generate_ids(prompt.tolist(), cfg)
+    run()
+    t = time.perf_counter()
+    for _ in range(reps):
+        run()
+    return batch * new_tokens * reps / (time.perf_counter() - t)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--configs", nargs="+", default=["tiny", "small"])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--vocab", type=int, default=6400)
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--compile", action="store_true", help="also measure torch.compile'd MiniGPT")
+    p.add_argument("--skip-generation", action="store_true")
+    args = p.parse_args()
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        sys.exit("error: this benchmark compares against transformers: pip install -r requirements-extras.txt")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
+    peak = matmul_peak_gflops()
+    print(f"bf16 matmul peak (2048^3): {peak:.0f} GFLOP/s; fp32: {matmul_peak_gflops(torch.float32):.0f} GFLOP/s\n")
+    print(f"training step (fwd+bwd+AdamW), batch {args.batch} x {args.seq_len}:")
+    print(f"{'config':<8}{'dtype':<6}{'MiniGPT tok/s':>14}{'HF tok/s':>10}{'ratio':>7}{'GFLOP/s':>9}{'% peak':>7}" +
+          (f"{'compiled':>10}{'ratio':>7}" if args.compile else ""))
+    for name in args.configs:
+        cfg = get_config(name, vocab_size=args.vocab, max_seq_len=max(args.seq_len, 512))
+        ours, hf = make_pair(cfg)
+        compiled = torch.compile(MiniGPT(cfg)) if args.compile else None
+        for dtype in ("fp32", "bf16"):
+            a = train_speed(ours, False, args.batch, args.seq_len, dtype, args.steps, args.vocab)
+            b = train_speed(hf, True, args.batch, args.seq_len, dtype, args.steps, args.vocab)
+            gflops = a * flops_per_token(cfg, args.seq_len) / 1e9
+            line = f"{name:<8}{dtype:<6}{a:>14,.0f}{b:>10,.0f}{a / b:>7.2f}{gflops:>9.0f}{100 * gflops / peak:>6.0f}%"
+            if compiled is not None:
+                c = train_speed(compiled, False, args.batch, args.seq_len, dtype, args.steps, args.vocab)
+                line += f"{c:>10,.0f}{c / b:>7.2f}"
+            print(line, flush=True)
+    if args.skip_generation:
+        return
+    print(f"\ngeneration, greedy, {args.new_tokens} new tokens after a 16-token prompt (KV cache vs HF generate, HF in fp32):")
+    print(f"{'config':<8}{'batch':>6}{'HF fp32 tok/s':>14}{'MiniGPT fp32':>13}{'ratio':>7}{'MiniGPT bf16':>13}{'ratio':>7}")
+    for name in args.configs:
+        cfg = get_config(name, vocab_size=args.vocab, max_seq_len=512)
+        ours, hf = make_pair(cfg)
+        ours_bf16 = copy.deepcopy(ours).to(torch.bfloat16)  # decoding reads every weight per token: half the bytes
+        for batch in (1, 8):
+            b = gen_speed(hf, True, batch, args.new_tokens, args.vocab)
+            a = gen_speed(ours, False, batch, args.new_tokens, args.vocab)
+            c = gen_speed(ours_bf16, False, batch, args.new_tokens, args.vocab)
+            print(f"{name:<8}{batch:>6}{b:>14,.0f}{a:>13,.0f}{a / b:>7.2f}{c:>13,.0f}{c / b:>7.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
