@@ -72,7 +72,7 @@ def _sums(rng, lang, n=8):
     return " ".join(lines) if lang == "en" else "".join(lines)
 
 
-def pretrain_texts(seed=0, n_stories=1500, n_sums=400):
+def pretrain_texts(seed=0, n_stories=5000, n_sums=1200):
     """Documents (strings) for pretraining: fact sheets, stories and arithmetic, in both languages."""
     rng, w = random.Random(seed + 1), world(seed)
     docs = []

@@ -340,23 +340,24 @@ def cache_key(parts):
 
 def write_token_file(path, texts, tokenizer, desc="tokenizing", batch_docs=256):
     """Tokenize documents as <|im_start|> text <|im_end|> (both cores, progress bar) straight into a binary file
-    of token ids; returns (n_tokens, n_bytes). Written to a temp file and renamed, so a crash leaves no half cache."""
+    of token ids; returns (tokens per document, n_bytes). Written to a temp file and renamed, so a crash leaves
+    no half cache."""
     dtype = token_dtype(tokenizer.vocab_size)
-    n_tokens, n_bytes = 0, sum(len(t.encode("utf-8")) for t in texts)
+    doc_tokens, n_bytes = [], sum(len(t.encode("utf-8")) for t in texts)
     batches = [texts[i:i + batch_docs] for i in range(0, len(texts), batch_docs)]
     tmp = path + ".tmp"
     with open(tmp, "wb") as f, tqdm(total=len(texts), desc=desc, unit="doc", leave=False) as bar:
         for encoded in tokenizer.encode_stream(batches, add_special_tokens=True):
-            arr = np.fromiter((i for ids in encoded for i in ids), dtype=dtype)
-            arr.tofile(f)
-            n_tokens += len(arr)
+            np.fromiter((i for ids in encoded for i in ids), dtype=dtype).tofile(f)
+            doc_tokens += [len(ids) for ids in encoded]
             bar.update(len(encoded))
     os.replace(tmp, path)
-    return n_tokens, n_bytes
+    return doc_tokens, n_bytes
 
 
-def build_token_cache(train_texts, val_texts, tokenizer, cache_dir, key):
-    """Token files for train and val under cache_dir/key, built once; meta.json records counts and dtype."""
+def build_token_cache(train_texts, val_texts, tokenizer, cache_dir, key, stats=None):
+    """Token files for train and val under cache_dir/key, built once; meta.json records counts, dtype and the
+    dataset stats (with each source's token count filled in), so a cached run needs no re-reading."""
     d = os.path.join(cache_dir, key)
     meta_path = os.path.join(d, "meta.json")
     if os.path.isfile(meta_path):
@@ -364,9 +365,17 @@ def build_token_cache(train_texts, val_texts, tokenizer, cache_dir, key):
             return d, json.load(f)
     os.makedirs(d, exist_ok=True)
     meta = {"dtype": np.dtype(token_dtype(tokenizer.vocab_size)).name, "vocab_size": tokenizer.vocab_size}
+    doc_tokens = {}
     for split, texts in (("train", train_texts), ("val", val_texts)):
-        n_tokens, n_bytes = write_token_file(os.path.join(d, f"{split}.bin"), texts, tokenizer, desc=f"tokenizing {split}")
-        meta[split] = {"documents": len(texts), "tokens": n_tokens, "bytes": n_bytes}
+        doc_tokens[split], n_bytes = write_token_file(os.path.join(d, f"{split}.bin"), texts, tokenizer, desc=f"tokenizing {split}")
+        meta[split] = {"documents": len(texts), "tokens": int(sum(doc_tokens[split])), "bytes": n_bytes}
+    if stats is not None:  # records are concatenated source by source, so each source is a slice of the documents
+        start = {"train": 0, "val": 0}
+        for source in stats["sources"].values():
+            for split, count in (("train", source["train"]), ("val", source["validation"])):
+                source[f"{split}_tokens"] = int(sum(doc_tokens[split][start[split]:start[split] + count]))
+                start[split] += count
+        meta["stats"] = stats
     tmp = meta_path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(meta, f, indent=1)

@@ -27,7 +27,7 @@ from tokenizer import BPETokenizer
 # ----------------------------------------------------------------------------- 1. flags
 def parse_args(argv=None):
     p = tu.common_parser("Pretrain MiniGPT on text.", "pretrain",
-                         lr=2e-3, max_steps=1500, batch_size=32, seq_len=256, warmup_steps=100, eval_interval=100)
+                         lr=2e-3, max_steps=600, batch_size=32, seq_len=256, warmup_steps=50, eval_interval=100)
     p.add_argument("--tokenizer", default=None, help="a tokenizer.json to use (default: train one on the data)")
     p.add_argument("--vocab-size", type=int, default=None, help="vocabulary size of a tokenizer we train (default: the preset's)")
     p.add_argument("--retrain-tokenizer", action="store_true", help="train a new tokenizer even if --out-dir has one")
@@ -75,13 +75,9 @@ def main(argv=None):
     if run.master:
         if not os.path.isfile(os.path.join(cache_dir, key, "meta.json")) and train_texts is None:
             train_texts, val_texts, stats = load_datasets(args.data, "text", **data_kwargs)
-        cache, meta = build_token_cache(train_texts, val_texts, tokenizer, cache_dir, key)
-        stats = stats or meta.get("stats")
+        cache, meta = build_token_cache(train_texts, val_texts, tokenizer, cache_dir, key, stats)
         tu.write_json(os.path.join(args.out_dir, "dataset_stats.json"),
-                      {**(stats or {}), "train": meta["train"], "val": meta["val"], "cache": cache})
-        if stats and "stats" not in meta:
-            meta["stats"] = stats
-            tu.write_json(os.path.join(cache, "meta.json"), meta)
+                      {**meta["stats"], "train": meta["train"], "val": meta["val"], "cache": cache})
     if run.ddp:
         torch.distributed.barrier()
     cache, meta = build_token_cache(None, None, tokenizer, cache_dir, key)  # now only reads meta.json
@@ -99,8 +95,7 @@ def main(argv=None):
               f"{meta['val']['tokens']:,} val tokens; vocab {tokenizer.vocab_size}")
 
     # ------------------------------------------------------------------------- 4. model and optimizer
-    preset = get_config(args.config)
-    config = get_config(args.config, vocab_size=tokenizer.vocab_size, max_seq_len=max(preset.max_seq_len, args.seq_len))
+    config = tu.model_config(args, tokenizer.vocab_size)
     model = MiniGPT(config).to(run.device)
     if args.init_from:
         load_weights(model, load_model(args.init_from).state_dict(), source=args.init_from)
@@ -167,7 +162,7 @@ def main(argv=None):
                      "memory_mb": tu.peak_memory_mb(run)})
             sample = sample_gen.generate(args.sample_prompt, GenerationConfig(max_new_tokens=40, temperature=0.8, top_k=50, seed=0))
             print(f"\nstep {step}: val loss {val_loss:.4f}, ppl {math.exp(min(val_loss, 50)):.2f}, bpb {bpb:.3f}"
-                  f"{' (best)' if improved else ''}\n  sample: {args.sample_prompt}{sample!r}")
+                  f"{' (best)' if improved else ''}\n  sample: {args.sample_prompt + sample!r}")
             save(step, improved)
             if not args.no_plot:
                 tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"))
@@ -183,6 +178,7 @@ def main(argv=None):
     tokens_per_step = B * G * W * args.seq_len
     bad_steps, t_last, steps_since_log = 0, time.time(), 0
     stop = tu.StopSignal()  # installed here, not earlier: forked tokenizer workers must not inherit it
+    loop_start = time.time()
     bar = tu.progress(total=args.max_steps, initial=step, disable=not run.master)
     while step < args.max_steps:
         lr = tu.get_lr(step, args)
@@ -242,12 +238,17 @@ def main(argv=None):
             log.log({"step": step, "train_loss": train_loss, "lr": lr, "grad_norm": float(grad_norm),
                      "tokens_per_sec": tokens_per_sec, "memory_mb": tu.peak_memory_mb(run)})
         stop_now = tu.all_reduce_mean(float(stop.requested), run) > 0
-        if step % args.eval_interval == 0 or step == args.max_steps:
+        out_of_time = args.time_budget is not None and tu.all_reduce_mean(time.time() - loop_start, run) > args.time_budget
+        if step % args.eval_interval == 0 or step == args.max_steps or out_of_time:
             eval_and_save(step)
             t_last, steps_since_log = time.time(), 0  # tokens/s measures training, not evaluation
             if args.early_stop_patience and evals_without_improvement >= args.early_stop_patience:
                 if run.master:
                     print(f"early stop: no val improvement > {args.early_stop_delta} in {evals_without_improvement} evals")
+                break
+            if out_of_time:
+                if run.master:
+                    print(f"time budget of {args.time_budget:.0f}s reached at step {step}")
                 break
         elif (args.save_interval and step % args.save_interval == 0) or stop_now:
             if run.master:

@@ -31,6 +31,8 @@ def common_parser(description, stage, **defaults):
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--config", default="tiny", help="model preset (model.py PRESETS)")
+    a("--model-override", nargs="+", default=[], metavar="KEY=VALUE",
+      help="change preset fields, e.g. --model-override dim=256 n_layers=6 dropout=0.1")
     a("--data", nargs="+", default=["builtin"], help="files as path[:ratio[:max_samples]], or 'builtin'")
     a("--val-data", nargs="+", default=None, help="explicit validation files (otherwise --val-split of --data)")
     a("--format", default=None, help="force the file format (see data.py), instead of detecting it per file")
@@ -43,6 +45,7 @@ def common_parser(description, stage, **defaults):
     a("--resume", nargs="?", const="latest", default=None,
       help="resume from a checkpoint file, or with no value from ckpt_latest.pt in --out-dir")
     a("--max-steps", type=int, default=1000)
+    a("--time-budget", type=float, default=None, help="stop the loop after this many seconds (then eval and save)")
     a("--lr-decay-steps", type=int, default=None, help="cosine reaches min-lr here (default: max-steps), as in nanoGPT")
     a("--batch-size", type=int, default=32, help="micro-batch size (sequences)")
     a("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
@@ -81,6 +84,25 @@ def finish_args(args, stage):
     if args.lr_decay_steps is None:
         args.lr_decay_steps = args.max_steps
     return args
+
+
+def model_config(args, vocab_size):
+    """The preset named by --config, with --model-override fields, the tokenizer's vocab and room for --seq-len."""
+    from model import MiniGPTConfig, get_config
+    preset = get_config(args.config)
+    overrides = {}
+    types = {f: type(v) for f, v in preset.to_dict().items()}
+    for item in args.model_override:
+        key, _, value = item.partition("=")
+        if key not in types or not value:
+            raise ValueError(f"--model-override {item}: expected KEY=VALUE with KEY one of {', '.join(types)}")
+        cast = types[key] if types[key] is not type(None) else int
+        overrides[key] = value.lower() in ("1", "true", "yes") if cast is bool else cast(value)
+    fields = {**preset.to_dict(), **overrides, "vocab_size": vocab_size}
+    if "ffn_hidden" not in overrides and "dim" in overrides:
+        fields["ffn_hidden"] = None  # re-derive from the new dim
+    fields["max_seq_len"] = max(fields["max_seq_len"], args.seq_len)
+    return MiniGPTConfig(**fields)
 
 
 # ----------------------------------------------------------------------------- setup

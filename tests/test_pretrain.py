@@ -46,6 +46,8 @@ def test_pretrain_writes_a_complete_run_directory(tmp_path):
     assert ckpt["step"] == 8 and {"model", "optimizer", "rng", "model_config", "data_position"} <= set(ckpt)
     stats = json.load(open(os.path.join(out, "dataset_stats.json")))
     assert stats["sources"]["builtin"]["train"] > 0 and stats["train"]["tokens"] > 0
+    assert stats["sources"]["builtin"]["train_tokens"] + stats["sources"]["builtin"]["val_tokens"] == \
+        stats["train"]["tokens"] + stats["val"]["tokens"]
     config = json.load(open(os.path.join(out, "config.json")))
     assert config["args"]["max_steps"] == 8 and config["model"]["dim"] == 128
     assert isinstance(load_generator(out).generate("Once", ), str)  # the next stage can read the run directory
@@ -152,3 +154,69 @@ def test_ddp_two_processes_match_one_process_with_double_accumulation(tmp_path):
     assert l1.keys() == l2.keys() and len(l1) == 4
     for step in l1:
         assert l1[step] == pytest.approx(l2[step], abs=1e-4)
+
+
+def test_early_stopping_ends_the_run_when_validation_stops_improving(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    # an absurd delta: no eval can improve "enough", so the run stops after `patience` evals
+    train_pretrain.main(FAST + ["--max-steps", "50", "--eval-interval", "2", "--early-stop-patience", "2",
+                                "--early-stop-delta", "100", "--out-dir", out])
+    assert "early stop" in capsys.readouterr().out
+    assert torch.load(os.path.join(out, "ckpt_latest.pt"), weights_only=True)["step"] == 4
+
+
+def test_init_from_starts_from_another_runs_weights_and_tokenizer(tmp_path):
+    first, second = str(tmp_path / "first"), str(tmp_path / "second")
+    train_pretrain.main(FAST + ["--max-steps", "6", "--eval-interval", "6", "--out-dir", first])
+    train_pretrain.main(FAST + ["--max-steps", "1", "--eval-interval", "1", "--out-dir", second, "--init-from", first])
+    assert open(os.path.join(first, "tokenizer.json")).read() == open(os.path.join(second, "tokenizer.json")).read()
+    val = lambda d: [r["val_loss"] for r in metrics(d) if "val_loss" in r]
+    assert val(second)[0] == pytest.approx(min(val(first)), abs=1e-6)  # step 0 of the second run = the best of the first
+
+
+def test_model_override_and_time_budget(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    train_pretrain.main(FAST + ["--model-override", "dim=64", "n_layers=2", "--max-steps", "100000",
+                                "--time-budget", "2", "--eval-interval", "100000", "--out-dir", out])
+    assert "time budget of 2s reached" in capsys.readouterr().out
+    config = json.load(open(os.path.join(out, "config.json")))["model"]
+    assert (config["dim"], config["n_layers"], config["ffn_hidden"]) == (64, 2, 192)
+    with pytest.raises(ValueError, match="--model-override width=3"):
+        train_pretrain.main(FAST + ["--model-override", "width=3", "--out-dir", out])
+
+
+def test_skip_bad_lines_trains_and_lists_them_in_dataset_stats(tmp_path):
+    data = tmp_path / "d.jsonl"
+    good = [json.dumps({"text": f"The fox number {i} runs to the river and back again."}) for i in range(200)]
+    data.write_text("\n".join(good[:100] + ['{"text": 5}', "{oops"] + good[100:]) + "\n")
+    out = str(tmp_path / "run")
+    train_pretrain.main(FAST + ["--data", str(data), "--skip-bad-lines", "--vocab-size", "300", "--max-steps", "1",
+                                "--out-dir", out])
+    src = json.load(open(os.path.join(out, "dataset_stats.json")))["sources"][str(data)]
+    assert src["skipped"] == 2 and src["skipped_lines"][0].startswith(f"{data}:101:")
+
+
+def test_tensorboard_without_the_package_warns_and_trains(tmp_path, capsys):
+    pytest.importorskip("torch")
+    try:
+        import tensorboard  # noqa: F401
+        has_tb = True
+    except ImportError:
+        has_tb = False
+    out = str(tmp_path / "run")
+    train_pretrain.main(FAST + ["--tensorboard", "--max-steps", "2", "--eval-interval", "2", "--out-dir", out])
+    if has_tb:
+        assert os.listdir(os.path.join(out, "tensorboard"))
+    else:
+        assert "--tensorboard needs the tensorboard package" in capsys.readouterr().out
+
+
+def test_plot_runs_draws_several_runs(tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    for d in (a, b):
+        train_pretrain.main(FAST + ["--max-steps", "2", "--eval-interval", "2", "--out-dir", d])
+    png = str(tmp_path / "cmp.png")
+    r = subprocess.run([sys.executable, "plot_runs.py", a, b, "--out", png], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and os.path.getsize(png) > 1000
+    r = subprocess.run([sys.executable, "plot_runs.py", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode != 0 and "no metrics.jsonl" in r.stderr
