@@ -92,7 +92,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         # normalise in fp32 (as Llama does) so bf16 autocast does not lose precision in the mean of squares
-        return F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).type_as(x) * self.weight
+        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).type_as(x)
 
 
 def rope_tables(head_dim, max_len, theta):
@@ -157,12 +157,10 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, cache=None, layer=0, attn_mask=None):
         B, T, _ = x.shape
-        q, k, v = self.qkv(x).split([self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim,
-                                     self.n_kv_heads * self.head_dim], dim=-1)
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)     # (B, nh, T, hd)
-        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
-        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        n_qk = self.n_heads + self.n_kv_heads
+        qkv = self.qkv(x).unflatten(-1, (n_qk + self.n_kv_heads, self.head_dim)).transpose(1, 2)  # (B, nh+2nkv, T, hd)
+        qk = apply_rope(qkv[:, :n_qk], cos, sin)  # RoPE on q and k heads in one pass
+        q, k, v = qk[:, :self.n_heads], qk[:, self.n_heads:], qkv[:, n_qk:]  # (B, nh, T, hd), (B, nkv, T, hd) x2
         is_causal = attn_mask is None
         if cache is not None:
             start = cache.pos

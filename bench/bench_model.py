@@ -8,6 +8,7 @@ measured in the same run. Prints tokens/s, the ratio, and achieved GFLOP/s again
 import argparse
 import copy
 import os
+import statistics
 import sys
 import time
 
@@ -99,7 +100,8 @@ def main():
     p.add_argument("--configs", nargs="+", default=["tiny", "small"])
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    p.add_argument("--rounds", type=int, default=3, help="alternate MiniGPT and HF this many times; report medians")
     p.add_argument("--vocab", type=int, default=6400)
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--compile", action="store_true", help="also measure torch.compile'd MiniGPT")
@@ -112,7 +114,7 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
     peak = matmul_peak_gflops()
     print(f"bf16 matmul peak (2048^3): {peak:.0f} GFLOP/s; fp32: {matmul_peak_gflops(torch.float32):.0f} GFLOP/s\n")
-    print(f"training step (fwd+bwd+AdamW), batch {args.batch} x {args.seq_len}:")
+    print(f"training step (fwd+bwd+AdamW), batch {args.batch} x {args.seq_len}, median of {args.rounds} alternating rounds:")
     print(f"{'config':<8}{'dtype':<6}{'MiniGPT tok/s':>14}{'HF tok/s':>10}{'ratio':>7}{'GFLOP/s':>9}{'% peak':>7}" +
           (f"{'compiled':>10}{'ratio':>7}" if args.compile else ""))
     for name in args.configs:
@@ -120,8 +122,10 @@ def main():
         ours, hf = make_pair(cfg)
         compiled = torch.compile(MiniGPT(cfg)) if args.compile else None
         for dtype in ("fp32", "bf16"):
-            a = train_speed(ours, False, args.batch, args.seq_len, dtype, args.steps, args.vocab)
-            b = train_speed(hf, True, args.batch, args.seq_len, dtype, args.steps, args.vocab)
+            # alternate the two models so that machine noise hits both alike; medians over rounds
+            runs = [(train_speed(ours, False, args.batch, args.seq_len, dtype, args.steps, args.vocab),
+                     train_speed(hf, True, args.batch, args.seq_len, dtype, args.steps, args.vocab)) for _ in range(args.rounds)]
+            a, b = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
             gflops = a * flops_per_token(cfg, args.seq_len) / 1e9
             line = f"{name:<8}{dtype:<6}{a:>14,.0f}{b:>10,.0f}{a / b:>7.2f}{gflops:>9.0f}{100 * gflops / peak:>6.0f}%"
             if compiled is not None:

@@ -24,9 +24,9 @@ from data import LanguageModelingDataset  # noqa: E402
 from model import load_model  # noqa: E402
 from tokenizer import BPETokenizer  # noqa: E402
 
-BEST_FLAGS = ["--config", "tiny", "--model-override", "dim=256", "n_layers=6", "n_heads=8", "n_kv_heads=4", "dropout=0.1",
-              "--vocab-size", "2048", "--seq-len", "256", "--batch-size", "32", "--lr", "2e-3", "--min-lr", "2e-4",
-              "--warmup-steps", "100", "--max-steps", "1000", "--eval-interval", "250", "--eval-iters", "10"]
+BEST_FLAGS = ["--config", "tiny", "--model-override", "dim=256", "n_layers=4", "n_heads=8", "n_kv_heads=4",
+              "--vocab-size", "2048", "--seq-len", "256", "--batch-size", "32", "--lr", "2e-3", "--min-lr", "1e-4",
+              "--warmup-steps", "50", "--max-steps", "420", "--eval-interval", "210", "--eval-iters", "5"]
 
 
 def write_chunks(text, path, chunk_chars=4000):
