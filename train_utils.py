@@ -348,6 +348,8 @@ def cli(main):
     """Run main(); bad input, missing files and data errors end with a one-line message, not a traceback."""
     try:
         main()
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # rank 0 may still be saving: tearing gloo down under it aborts the other ranks
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
         sys.exit(f"error: {e}")
     finally:
