@@ -101,3 +101,43 @@ def test_bf16_model_generates_like_fp32_on_a_short_greedy_run(gen):
     logits32 = gen.model(torch.tensor([prompt])).logits[0, -1]
     logits16 = bf16.model(torch.tensor([prompt])).logits[0, -1].float()
     assert torch.allclose(logits16, logits32, atol=0.05)
+
+
+def make_run_dir(path, gen):
+    """A run directory as the training scripts write it, around the fixture's model and tokenizer."""
+    import os
+    from train_utils import save_checkpoint, write_json
+    os.makedirs(path, exist_ok=True)
+    gen.tokenizer.save(os.path.join(path, "tokenizer.json"))
+    write_json(os.path.join(path, "config.json"), {"stage": "test", "model": gen.model.config.to_dict()})
+    save_checkpoint(os.path.join(path, "ckpt_best.pt"), {"model": gen.model.state_dict(),
+                                                         "model_config": gen.model.config.to_dict()})
+    return path
+
+
+def run_cli(args, **kw):
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return subprocess.run([sys.executable, "generate.py", *args], cwd=root, capture_output=True, text=True, **kw)
+
+
+def test_cli_prints_only_the_continuation(gen, tmp_path):
+    run = make_run_dir(str(tmp_path / "run"), gen)
+    r = run_cli(["--checkpoint", run, "--prompt", "hello", "--max-new-tokens", "8", "--greedy"])
+    expected = gen.generate("hello", GenerationConfig(max_new_tokens=8, greedy=True))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected + "\n"
+
+
+def test_cli_chat_answers_each_turn_and_exits(gen, tmp_path):
+    run = make_run_dir(str(tmp_path / "run"), gen)
+    r = run_cli(["--checkpoint", run, "--chat", "--max-new-tokens", "5", "--greedy"], input="hi\nthe fox\nexit\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("assistant> ") == 2
+
+
+def test_cli_missing_checkpoint_is_a_one_line_error(tmp_path):
+    r = run_cli(["--checkpoint", str(tmp_path / "nope"), "--prompt", "x"])
+    assert r.returncode != 0 and r.stderr.strip() == f"error: {tmp_path / 'nope'}: checkpoint directory not found"
