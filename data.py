@@ -130,7 +130,7 @@ def _messages(items, field, role_key="role", content_key="content", roles=None):
     for i, m in enumerate(items):
         if not isinstance(m, dict) or role_key not in m or content_key not in m:
             raise DataError(f"field '{field}[{i}]' should be an object with '{role_key}' and '{content_key}'")
-        role = (roles or {}).get(m[role_key], m[role_key]) if roles else m[role_key]
+        role = roles.get(m[role_key], m[role_key]) if roles else m[role_key]
         if role not in ("system", "user", "assistant"):
             raise DataError(f"field '{field}[{i}].{role_key}' is {m[role_key]!r}, expected system/user/assistant")
         if not isinstance(m[content_key], str):
@@ -140,7 +140,7 @@ def _messages(items, field, role_key="role", content_key="content", roles=None):
 
 
 def _hh_turns(transcript, field):
-    parts = re.split(r"\n\n(Human|Assistant): ", "\n\n" + transcript.lstrip("\n") if not transcript.startswith("\n\n") else transcript)
+    parts = re.split(r"\n\n(Human|Assistant): ", "\n\n" + transcript.lstrip("\n"))
     if len(parts) < 3:
         raise DataError(f"field '{field}' has no '\\n\\nHuman: ' / '\\n\\nAssistant: ' turns")
     turns = [{"role": "user" if r == "Human" else "assistant", "content": c} for r, c in zip(parts[1::2], parts[2::2])]
@@ -197,6 +197,9 @@ def normalise(record, fmt):
     raise DataError(f"unknown format {fmt!r}")
 
 
+CONVERSIONS = {("chat", "prompt")}  # (record kind in the file, kind a stage needs) pairs that convert()
+
+
 def convert(record, from_kind, to_kind):
     """Conversations also serve as prompts: the messages before the last assistant turn."""
     if from_kind == to_kind:
@@ -220,7 +223,7 @@ def read_records(path, kind, fmt=None, skip_bad_lines=False, skipped=None):
                 if detected is None:
                     keys = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
                     raise DataError(f"cannot tell the format from fields {keys}; use --format")
-                if convert_kind(FORMAT_KIND[detected], kind) is None:
+                if FORMAT_KIND[detected] != kind and (FORMAT_KIND[detected], kind) not in CONVERSIONS:
                     raise DataError(f"format '{detected}' holds {FORMAT_KIND[detected]} records; this stage needs {kind}")
             rec = convert(normalise(raw, detected), FORMAT_KIND[detected], kind)
             if rec is None:
@@ -233,10 +236,6 @@ def read_records(path, kind, fmt=None, skip_bad_lines=False, skipped=None):
             if skipped is not None:
                 skipped.append(message)
     return records
-
-
-def convert_kind(from_kind, to_kind):
-    return True if from_kind == to_kind or (from_kind, to_kind) == ("chat", "prompt") else None
 
 
 # ----------------------------------------------------------------------------- sources, sampling, splitting
