@@ -110,18 +110,22 @@ def apply_rope(x, cos, sin):
     return x * cos + rotated * sin
 
 
-def grouped_causal_attention(q, k, v, dropout_p=0.0):
-    """Causal attention as two batched matmuls, the g query heads of each kv head stacked along time so they share
-    K and V without copying them, with scale and causal mask folded into the first matmul (baddbmm). On CPU in bf16
-    at T <= 512 this is ~2x faster than SDPA's flash kernel (bench/bench_model.py); it materialises the (T, T) scores."""
+def grouped_attention(q, k, v, causal=True, dropout_p=0.0):
+    """Attention as two batched matmuls, the g query heads of each kv head stacked along time so they share K and V
+    without copying them; for causal, scale and mask are folded into the first matmul (baddbmm). On CPU this is
+    ~2x faster than SDPA's flash kernel for bf16 training at T <= 512 and for one-token decode steps
+    (bench/bench_model.py); it materialises the (T, S) scores. causal=False: every key is visible (decoding)."""
     B, n_heads, T, hd = q.shape
-    n_kv = k.shape[1]
+    n_kv, S = k.shape[1], k.shape[2]
     g = n_heads // n_kv
-    mask = torch.full((T, T), float("-inf"), device=q.device).triu(1).repeat(g, 1).to(q.dtype)  # (g*T, T): 0 or -inf
-    scores = torch.baddbmm(mask, q.reshape(B * n_kv, g * T, hd), k.reshape(B * n_kv, T, hd).transpose(1, 2),
-                           alpha=hd ** -0.5)                                   # (B*nkv, g*T, T)
+    q3, k3 = q.reshape(B * n_kv, g * T, hd), k.reshape(B * n_kv, S, hd).transpose(1, 2)
+    if causal:
+        mask = torch.full((T, S), float("-inf"), device=q.device).triu(1).repeat(g, 1).to(q.dtype)  # (g*T, S): 0 or -inf
+        scores = torch.baddbmm(mask, q3, k3, alpha=hd ** -0.5)  # (B*nkv, g*T, S)
+    else:
+        scores = torch.bmm(q3, k3) * hd ** -0.5
     probs = F.dropout(scores.softmax(-1), dropout_p) if dropout_p else scores.softmax(-1)  # fp32 accumulation inside
-    return torch.bmm(probs, v.reshape(B * n_kv, T, hd)).reshape(B, n_heads, T, hd)
+    return torch.bmm(probs, v.reshape(B * n_kv, S, hd)).reshape(B, n_heads, T, hd)
 
 
 class KVCache:
@@ -168,8 +172,11 @@ class Attention(nn.Module):
             cache.v[layer, :, :, start:start + T] = v
             k, v = cache.k[layer, :, :, :start + T], cache.v[layer, :, :, :start + T]
             is_causal = attn_mask is None and start == 0  # a single new token may see every cached key
-        if cache is None and attn_mask is None and q.device.type == "cpu" and q.dtype != torch.float32 and T <= 512:
-            y = grouped_causal_attention(q, k, v, self.dropout if self.training else 0.0)
+        on_cpu = q.device.type == "cpu" and attn_mask is None
+        if on_cpu and cache is None and q.dtype != torch.float32 and T <= 512:
+            y = grouped_attention(q, k, v, causal=True, dropout_p=self.dropout if self.training else 0.0)
+        elif on_cpu and cache is not None and T == 1:  # a decode step: the new token sees every cached key
+            y = grouped_attention(q, k, v, causal=False)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal and T > 1,
                                                dropout_p=self.dropout if self.training else 0.0,

@@ -106,6 +106,7 @@ def main():
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--compile", action="store_true", help="also measure torch.compile'd MiniGPT")
     p.add_argument("--skip-generation", action="store_true")
+    p.add_argument("--skip-training", action="store_true")
     args = p.parse_args()
     try:
         import transformers  # noqa: F401
@@ -117,7 +118,7 @@ def main():
     print(f"training step (fwd+bwd+AdamW), batch {args.batch} x {args.seq_len}, median of {args.rounds} alternating rounds:")
     print(f"{'config':<8}{'dtype':<6}{'MiniGPT tok/s':>14}{'HF tok/s':>10}{'ratio':>7}{'GFLOP/s':>9}{'% peak':>7}" +
           (f"{'compiled':>10}{'ratio':>7}" if args.compile else ""))
-    for name in args.configs:
+    for name in ([] if args.skip_training else args.configs):
         cfg = get_config(name, vocab_size=args.vocab, max_seq_len=max(args.seq_len, 512))
         ours, hf = make_pair(cfg)
         compiled = torch.compile(MiniGPT(cfg)) if args.compile else None

@@ -124,12 +124,12 @@ def test_bad_config_is_rejected():
 
 def test_grouped_cpu_attention_matches_sdpa():
     import torch.nn.functional as F
-    from model import grouped_causal_attention
+    from model import grouped_attention
     torch.manual_seed(0)
     q, k, v = torch.randn(2, 8, 16, 32), torch.randn(2, 2, 16, 32), torch.randn(2, 2, 16, 32)
     reference = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-    assert torch.allclose(grouped_causal_attention(q, k, v), reference, atol=1e-5)
-    bf16 = grouped_causal_attention(q.bfloat16(), k.bfloat16(), v.bfloat16()).float()
+    assert torch.allclose(grouped_attention(q, k, v), reference, atol=1e-5)
+    bf16 = grouped_attention(q.bfloat16(), k.bfloat16(), v.bfloat16()).float()
     assert torch.allclose(bf16, reference, atol=0.05)
 
 
