@@ -101,13 +101,17 @@ class TextGenerator:
                 return
             logits = self.model(next_token[:, None], cache=cache, last_logits_only=True).logits[:, -1]
 
+    @staticmethod
+    def _cut_at_stop(text, cfg):
+        """(text up to the first stop string, whether one was found)."""
+        cuts = [text.index(s) for s in cfg.stop_strings if s in text]
+        return (text[:min(cuts)], True) if cuts else (text, False)
+
     def _finish(self, ids, cfg):
         """Cut a row's new tokens at EOS, decode, and cut the text at the first stop string."""
         if cfg.stop_on_eos and self.tokenizer.eos_id in ids:
             ids = ids[:ids.index(self.tokenizer.eos_id)]
-        text = self.tokenizer.decode(ids)
-        cuts = [text.index(s) for s in cfg.stop_strings if s in text]
-        return text[:min(cuts)] if cuts else text
+        return self._cut_at_stop(self.tokenizer.decode(ids), cfg)[0]
 
     def generate_ids(self, prompts, cfg):
         """New token ids for each prompt (a list of id lists of any lengths)."""
@@ -152,12 +156,12 @@ class TextGenerator:
             if cfg.stop_on_eos and t == self.tokenizer.eos_id:
                 break
             ids.append(t)
-            text = self._finish(ids, cfg)
-            if text.endswith("\ufffd"):
-                continue  # half a UTF-8 character: wait for the rest
-            if len(text) < len(self.tokenizer.decode(ids)):  # a stop string cut it
+            text, stopped = self._cut_at_stop(self.tokenizer.decode(ids), cfg)
+            if stopped:
                 yield text[len(printed):]
                 return
+            if text.endswith("\ufffd"):
+                continue  # half a UTF-8 character: wait for the rest
             yield text[len(printed):]
             printed = text
 

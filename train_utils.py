@@ -12,7 +12,6 @@ import random
 import resource
 import signal
 import sys
-import time
 
 import torch
 import torch.distributed as dist

@@ -3,7 +3,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import builtin_data
 from data import (DataError, EpochSampler, LanguageModelingDataset, load_datasets, parse_source, read_records)
