@@ -11,11 +11,9 @@ Sections: 1 flags, 2 setup, 3 data and tokenizer, 4 model and optimizer, 5 resum
 import contextlib
 import math
 import os
-import shutil
 import time
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 import train_utils as tu
 from data import (EpochSampler, LanguageModelingDataset, build_token_cache, cache_key, get_batch, load_datasets)
@@ -105,24 +103,10 @@ def main(argv=None):
         tu.write_run_config(args, config, tokenizer)
 
     # ------------------------------------------------------------------------- 5. resume
-    step, best_val_loss, evals_without_improvement = 0, float("inf"), 0
-    if args.resume:
-        ckpt = tu.load_checkpoint(tu.resume_path(args), run.device)
-        load_weights(model, ckpt["model"], ckpt["model_config"], source=tu.resume_path(args))
-        optimizer.load_state_dict(ckpt["optimizer"])
-        step, best_val_loss = ckpt["step"], ckpt["best_val_loss"]
-        evals_without_improvement = ckpt.get("evals_without_improvement", 0)
-        tu.set_rng_state(ckpt["rng"])
-        if run.master:
-            print(f"resumed from step {step} (best val loss {best_val_loss:.4f})")
-    raw_model = model
-    if args.compile:
-        model = torch.compile(model)
-    if run.ddp:
-        model = DistributedDataParallel(model, device_ids=[run.local_rank] if run.device_type == "cuda" else None,
-                                        find_unused_parameters=config.n_experts > 0)  # an expert may get no tokens
-    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard,
-                        resume_step=step if args.resume else None)
+    ckpt = tu.resume_training(args, run, {"model": model}, optimizer)
+    step, best_val_loss = (ckpt["step"], ckpt["best_val_loss"]) if ckpt else (0, float("inf"))
+    raw_model, model = model, tu.wrap_model(model, run, args)
+    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard, resume_step=step if ckpt else None)
     sample_gen = TextGenerator(raw_model, tokenizer)
 
     @torch.no_grad()
@@ -139,28 +123,22 @@ def main(argv=None):
         return tu.all_reduce_mean(sum(losses) / max(1, len(losses)), run)
 
     def save(step, is_best):
-        state = tu.training_state(model, optimizer, step, args, best_val_loss,
-                                  {"evals_without_improvement": evals_without_improvement,
-                                   "data_position": step * args.batch_size * args.grad_accum * run.world_size})
-        latest = os.path.join(args.out_dir, "ckpt_latest.pt")
-        tu.save_checkpoint(latest, state)
-        if is_best:  # copy, then rename: ckpt_best.pt is never half written either
-            shutil.copyfile(latest, latest + ".best.tmp")
-            os.replace(latest + ".best.tmp", os.path.join(args.out_dir, "ckpt_best.pt"))
+        tu.save_run(args, tu.training_state(model, optimizer, step, args, best_val_loss, {
+            "evals_without_improvement": stop_rules.evals_without_improvement,
+            "data_position": step * args.batch_size * args.grad_accum * run.world_size}), is_best)
 
     def eval_and_save(step):
-        nonlocal best_val_loss, evals_without_improvement
+        nonlocal best_val_loss
         val_loss = evaluate()
-        improved = val_loss < best_val_loss - args.early_stop_delta
+        improved = stop_rules.update(val_loss, best_val_loss)
         if improved:
-            best_val_loss, evals_without_improvement = val_loss, 0
-        else:
-            evals_without_improvement += 1
+            best_val_loss = val_loss
         if run.master:
             bpb = val_loss / math.log(2) * val_tokens_per_byte
             log.log({"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)), "val_bpb": bpb,
                      "memory_mb": tu.peak_memory_mb(run)})
             sample = sample_gen.generate(args.sample_prompt, GenerationConfig(max_new_tokens=40, temperature=0.8, top_k=50, seed=0))
+            model.train()  # the generator switched the model to eval mode
             print(f"\nstep {step}: val loss {val_loss:.4f}, ppl {math.exp(min(val_loss, 50)):.2f}, bpb {bpb:.3f}"
                   f"{' (best)' if improved else ''}\n  sample: {args.sample_prompt + sample!r}")
             save(step, improved)
@@ -172,18 +150,17 @@ def main(argv=None):
         return inspect_first_batch(args, run, model, raw_model, optimizer, train_ds, sampler, tokenizer)
 
     # ------------------------------------------------------------------------- 6. the loop
-    if step == 0 and not args.resume:
+    stop_rules = tu.StopRules(args, run)  # installed here, not earlier: forked tokenizer workers must not inherit it
+    stop_rules.evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
+    if not ckpt:
         eval_and_save(0)
+    model.train()
     B, G, W = args.batch_size, args.grad_accum, run.world_size
-    tokens_per_step = B * G * W * args.seq_len
-    bad_steps, t_last, steps_since_log = 0, time.time(), 0
-    stop = tu.StopSignal()  # installed here, not earlier: forked tokenizer workers must not inherit it
-    loop_start = time.time()
+    bad_steps, t_last, steps_since_log = tu.BadSteps(args), time.time(), 0
     bar = tu.progress(total=args.max_steps, initial=step, disable=not run.master)
     while step < args.max_steps:
         lr = tu.get_lr(step, args)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        tu.set_lr(optimizer, lr)
         try:
             train_loss = 0.0
             for micro in range(G):
@@ -199,52 +176,29 @@ def main(argv=None):
                     run.scaler.scale(loss).backward()
                 train_loss += out.loss.item() / G
         except torch.cuda.OutOfMemoryError:
-            # same effective batch with half the memory: halve the micro-batch, double the accumulation
             optimizer.zero_grad(set_to_none=True)
-            if B == 1:
-                raise
-            B, G = B // 2, G * 2
-            if run.master:
-                print(f"\nCUDA out of memory: micro-batch now {B}, grad-accum {G} (same {B * G * W} sequences per step)")
-                log.log({"step": step, "oom_micro_batch": B, "oom_grad_accum": G})
-            torch.cuda.empty_cache()
+            B, G = tu.halve_micro_batch(B, G, run, log, step)
             continue
         train_loss = tu.all_reduce_mean(train_loss, run)
-        if not math.isfinite(train_loss):  # skip the update; stop if it keeps happening
-            optimizer.zero_grad(set_to_none=True)
-            bad_steps += 1
-            if run.master:
-                log.log({"step": step, "nonfinite_loss_steps": bad_steps})
-            if bad_steps >= args.max_bad_steps:
-                raise ValueError(f"{bad_steps} non-finite losses in a row at step {step}; the last good checkpoint is "
-                                 f"{os.path.join(args.out_dir, 'ckpt_latest.pt')} (try a lower --lr)")
+        if bad_steps.skip(train_loss, step, optimizer, log):  # non-finite: no update
             step += 1
             continue
-        bad_steps = 0
-        run.scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip if args.grad_clip > 0 else float("inf"))
-        run.scaler.step(optimizer)
-        run.scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        grad_norm = tu.optimizer_step(model, optimizer, run, args)  # unscale, clip, step, zero_grad
         step += 1
         steps_since_log += 1
         bar.update(1)
 
         if step % args.log_interval == 0 or step == args.max_steps:
-            dt = time.time() - t_last
-            tokens_per_sec = tokens_per_step * steps_since_log / dt
+            tokens_per_sec = B * G * W * args.seq_len * steps_since_log / (time.time() - t_last)
             t_last, steps_since_log = time.time(), 0
             bar.set_postfix(loss=f"{train_loss:.4f}", tok_s=f"{tokens_per_sec:,.0f}")
-            log.log({"step": step, "train_loss": train_loss, "lr": lr, "grad_norm": float(grad_norm),
+            log.log({"step": step, "train_loss": train_loss, "lr": lr, "grad_norm": grad_norm,
                      "tokens_per_sec": tokens_per_sec, "memory_mb": tu.peak_memory_mb(run)})
-        stop_now = tu.all_reduce_mean(float(stop.requested), run) > 0
-        out_of_time = args.time_budget is not None and tu.all_reduce_mean(time.time() - loop_start, run) > args.time_budget
+        stop_now, out_of_time = stop_rules.ctrl_c(), stop_rules.out_of_time()
         if step % args.eval_interval == 0 or step == args.max_steps or out_of_time:
             eval_and_save(step)
             t_last, steps_since_log = time.time(), 0  # tokens/s measures training, not evaluation
-            if args.early_stop_patience and evals_without_improvement >= args.early_stop_patience:
-                if run.master:
-                    print(f"early stop: no val improvement > {args.early_stop_delta} in {evals_without_improvement} evals")
+            if stop_rules.early_stop():
                 break
             if out_of_time:
                 if run.master:
@@ -258,7 +212,7 @@ def main(argv=None):
                 print(f"saved {os.path.join(args.out_dir, 'ckpt_latest.pt')} at step {step}; resume with:\n  {tu.resume_command(args)}")
             break
     bar.close()
-    stop.restore()
+    stop_rules.close()
 
     # ------------------------------------------------------------------------- 7. final save and plot
     if run.master:

@@ -12,6 +12,7 @@ import random
 import resource
 import signal
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -231,6 +232,145 @@ def load_checkpoint(path, device="cpu"):
         return torch.load(path, map_location=device, weights_only=True)  # plain tensors and values, no pickled code
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt or foreign file
         raise ValueError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+
+
+def default_init_from(args, previous_stage, command):
+    """Later stages start from the previous stage's run directory (checkpoints/<previous>_<config> by default);
+    when it is missing, say which command makes it."""
+    if args.init_from is None:
+        args.init_from = os.path.join("checkpoints", f"{previous_stage}_{args.config}")
+    if not any(os.path.isfile(os.path.join(args.init_from, n)) for n in ("ckpt_best.pt", "ckpt_latest.pt")):
+        raise FileNotFoundError(f"{args.init_from}: no checkpoint to start from; run `python {command} --config "
+                                f"{args.config}` first, or pass --init-from DIR")
+    return args.init_from
+
+
+def copy_tokenizer(args):
+    """The tokenizer of the run we start from, copied into this run directory (every run dir is self-contained)."""
+    from tokenizer import BPETokenizer
+    tokenizer = BPETokenizer.load(os.path.join(args.init_from, "tokenizer.json"))
+    tokenizer.save(os.path.join(args.out_dir, "tokenizer.json"))
+    return tokenizer
+
+
+def wrap_model(model, run, args):
+    """torch.compile (--compile) and DistributedDataParallel (under torchrun); returns the model to call."""
+    if args.compile:
+        model = torch.compile(model)
+    if run.ddp:
+        from torch.nn.parallel import DistributedDataParallel
+        moe = getattr(getattr(model, "config", None), "n_experts", 0) > 0
+        model = DistributedDataParallel(model, device_ids=[run.local_rank] if run.device_type == "cuda" else None,
+                                        find_unused_parameters=moe)  # an expert may get no tokens
+    return model
+
+
+def optimizer_step(model, optimizer, run, args):
+    """Unscale (fp16), clip to --grad-clip, step, zero the gradients; returns the pre-clip gradient norm."""
+    run.scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, args.grad_clip if args.grad_clip > 0 else float("inf"))
+    run.scaler.step(optimizer)
+    run.scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return float(grad_norm)
+
+
+def set_lr(optimizer, lr):
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # lr_scale: e.g. PPO's critic learns faster than the actor
+
+
+class BadSteps:
+    """Non-finite losses: skip the update, and stop with a clear message after --max-bad-steps in a row."""
+
+    def __init__(self, args):
+        self.args, self.count = args, 0
+
+    def skip(self, loss, step, optimizer, log):
+        if math.isfinite(loss):
+            self.count = 0
+            return False
+        optimizer.zero_grad(set_to_none=True)
+        self.count += 1
+        log.log({"step": step, "nonfinite_loss_steps": self.count})
+        if self.count >= self.args.max_bad_steps:
+            raise ValueError(f"{self.count} non-finite losses in a row at step {step}; the last good checkpoint is "
+                             f"{os.path.join(self.args.out_dir, 'ckpt_latest.pt')} (try a lower --lr)")
+        return True
+
+
+def halve_micro_batch(B, G, run, log, step):
+    """CUDA out of memory: the same effective batch with half the memory (half the micro-batch, twice the steps)."""
+    torch.cuda.empty_cache()
+    if B == 1:
+        raise torch.cuda.OutOfMemoryError("out of memory with a micro-batch of 1")
+    B, G = B // 2, G * 2
+    if run.master:
+        print(f"\nCUDA out of memory: micro-batch now {B}, grad-accum {G} (same {B * G * run.world_size} sequences per step)")
+        log.log({"step": step, "oom_micro_batch": B, "oom_grad_accum": G})
+    return B, G
+
+
+def save_run(args, state, is_best):
+    """ckpt_latest.pt always, ckpt_best.pt when validation improved; both atomic."""
+    import shutil
+    latest = os.path.join(args.out_dir, "ckpt_latest.pt")
+    save_checkpoint(latest, state)
+    if is_best:  # copy, then rename: ckpt_best.pt is never half written either
+        shutil.copyfile(latest, latest + ".best.tmp")
+        os.replace(latest + ".best.tmp", os.path.join(args.out_dir, "ckpt_best.pt"))
+
+
+def resume_training(args, run, models, optimizer):
+    """--resume: load weights into each of {checkpoint key: module}, the optimizer and the RNG; returns the
+    checkpoint dict (step, best_val_loss, and whatever the stage stored), or None when not resuming."""
+    if not args.resume:
+        return None
+    from model import load_weights
+    path = resume_path(args)
+    ckpt = load_checkpoint(path, run.device)
+    for key, module in models.items():
+        load_weights(module, ckpt[key], ckpt["model_config"] if key == "model" else None, source=path)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    set_rng_state(ckpt["rng"])
+    if run.master:
+        print(f"resumed from {path} at step {ckpt['step']} (best val loss {ckpt['best_val_loss']:.4f})")
+    return ckpt
+
+
+class StopRules:
+    """When the loop ends early: --early-stop-patience evals without improvement, --time-budget, or Ctrl+C.
+    Decisions are averaged over DDP ranks so every process stops at the same step."""
+
+    def __init__(self, args, run):
+        self.args, self.run, self.start = args, run, time.time()
+        self.signal = StopSignal()
+        self.evals_without_improvement = 0
+
+    def update(self, val_loss, best_val_loss):
+        """After an eval: True when val_loss is a new best (by more than --early-stop-delta)."""
+        improved = val_loss < best_val_loss - self.args.early_stop_delta
+        self.evals_without_improvement = 0 if improved else self.evals_without_improvement + 1
+        return improved
+
+    def ctrl_c(self):
+        return all_reduce_mean(float(self.signal.requested), self.run) > 0
+
+    def out_of_time(self):
+        elapsed = all_reduce_mean(time.time() - self.start, self.run)
+        return self.args.time_budget is not None and elapsed > self.args.time_budget
+
+    def early_stop(self):
+        patience = self.args.early_stop_patience
+        if patience and self.evals_without_improvement >= patience:
+            if self.run.master:
+                print(f"early stop: no val improvement > {self.args.early_stop_delta} in {patience} evals")
+            return True
+        return False
+
+    def close(self):
+        self.signal.restore()
 
 
 def resume_path(args):
