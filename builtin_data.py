@@ -72,14 +72,16 @@ def _sums(rng, lang, n=8):
     return " ".join(lines) if lang == "en" else "".join(lines)
 
 
-def pretrain_texts(seed=0, n_stories=5000, n_sums=1200):
+def pretrain_texts(seed=0, n_stories=1500, n_sums=1200, n_fact_sheets=100):
     """Documents (strings) for pretraining: fact sheets, stories and arithmetic, in both languages."""
     rng, w = random.Random(seed + 1), world(seed)
     docs = []
     for name, c in w.items():
         for lang in ("en", "zh"):
             facts = _facts(name, c, lang)
-            for _ in range(3):  # the same facts in a few orders, so they are stated, not memorised as one string
+            # the same facts many times in shuffled orders, so each fact is learned on its own. Measured: with 3 sheets
+            # and 5,000 stories the tiny model knew 8 of 72 facts after 600 steps (chance); with 100 sheets, 69.
+            for _ in range(n_fact_sheets):
                 rng.shuffle(facts)
                 docs.append((" " if lang == "en" else "").join(facts))
     for i in range(n_stories):

@@ -431,3 +431,167 @@ def collate(items):
 
 def get_batch(dataset, indices):
     return collate([dataset[i] for i in indices])
+
+
+# ----------------------------------------------------------------------------- conversations (SFT)
+
+def regression_suite(path):
+    """[(prompt, expected)] from a JSONL of {"prompt", "expected"}, or the built-in held-out questions when path is
+    None. A response passes when it contains the expected answer (builtin_data.check_answer)."""
+    if path is None:
+        import builtin_data
+        return [(it["prompt"], it["answer"]) for it in builtin_data.checkable_prompts(split="heldout")]
+    suite = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+            for field in ("prompt", "expected"):
+                if not isinstance(record.get(field), str):
+                    raise DataError(f"{path}:{n}: field '{field}' must be a string")
+            suite.append((record["prompt"], record["expected"]))
+    if not suite:
+        raise DataError(f"{path}: no prompts")
+    return suite
+
+
+def assistant_turn_ends(mask):
+    """Token positions just after each assistant reply (its <|im_end|>), from the assistant mask: where a
+    conversation can be cut and still end on a complete assistant turn."""
+    return [i + 1 for i in range(len(mask)) if mask[i] and (i + 1 == len(mask) or not mask[i + 1])]
+
+
+def tokenize_conversation(messages, tokenizer, max_len):
+    """(ids, assistant_mask) of a conversation, at most max_len tokens. Too long: drop trailing turns until it
+    fits (whole turns); if even the first exchange is too long, cut inside it. None when no assistant token
+    survives (the caller drops and counts the sample)."""
+    ids, mask = tokenizer.apply_chat_template(messages)
+    if len(ids) > max_len:
+        fitting = [end for end in assistant_turn_ends(mask) if end <= max_len]
+        cut = fitting[-1] if fitting else max_len
+        ids, mask = ids[:cut], mask[:cut]
+    return (ids, mask) if any(mask) else None
+
+
+class SFTDataset:
+    """Tokenized conversations: (ids, assistant_mask) per sample, cut to seq_len + 1 tokens (inputs and targets
+    are that sequence shifted by one). `system_prompt` is added, with probability `system_prompt_prob` per
+    conversation (seeded), to conversations that have no system message."""
+
+    def __init__(self, conversations, tokenizer, seq_len, system_prompt=None, system_prompt_prob=0.0, seed=0):
+        rng = random.Random(seed)
+        self.samples, self.dropped, self.truncated, self.with_system_prompt = [], 0, 0, 0
+        for messages in conversations:
+            if system_prompt and messages[0]["role"] != "system" and rng.random() < system_prompt_prob:
+                messages = [{"role": "system", "content": system_prompt}] + messages
+                self.with_system_prompt += 1
+            full_len = len(tokenizer.apply_chat_template(messages)[0])
+            sample = tokenize_conversation(messages, tokenizer, seq_len + 1)
+            if sample is None:
+                self.dropped += 1  # nothing left to learn from within seq_len
+                continue
+            self.truncated += len(sample[0]) < full_len
+            self.samples.append((np.array(sample[0], dtype=np.int32), np.array(sample[1], dtype=np.int8)))
+
+    def __len__(self):
+        return len(self.samples)
+
+    def stats(self):
+        return {"samples": len(self.samples), "dropped_no_assistant_token": self.dropped,
+                "truncated": self.truncated, "with_system_prompt": self.with_system_prompt,
+                "tokens": int(sum(len(ids) for ids, _ in self.samples)),
+                "assistant_tokens": int(sum(mask.sum() for _, mask in self.samples))}
+
+    def get(self, i, turn_drop_prob=0.0, rng=None):
+        """Sample i; with probability turn_drop_prob its trailing turns are dropped (cut after a random earlier
+        assistant reply): the model also sees conversations that end mid-way."""
+        ids, mask = self.samples[i]
+        ends = assistant_turn_ends(mask)
+        if turn_drop_prob > 0 and len(ends) > 1 and rng.random() < turn_drop_prob:
+            cut = rng.choice(ends[:-1])
+            ids, mask = ids[:cut], mask[:cut]
+        return ids, mask
+
+
+def sft_batch(dataset, indices, pad_id, turn_drop_prob=0.0, seed=0, position=0):
+    """(x, y, loss_mask), each (B, T) with T the longest sample in the batch minus one. y is x shifted by one,
+    loss_mask[t] = 1 where y[t] is an assistant token: the mask is shifted with the targets (the off-by-one
+    MiniMind users keep reporting). Padding carries no loss. Augmentation is seeded by the sample position, so
+    resumed runs see the same batches."""
+    rng = random.Random(seed * 1_000_003 + position)
+    samples = [dataset.get(i, turn_drop_prob, rng) for i in indices]
+    T = max(len(ids) for ids, _ in samples) - 1
+    x = torch.full((len(samples), T), pad_id, dtype=torch.long)
+    y = torch.full((len(samples), T), pad_id, dtype=torch.long)
+    loss_mask = torch.zeros((len(samples), T), dtype=torch.long)
+    for row, (ids, mask) in enumerate(samples):
+        n = len(ids) - 1
+        x[row, :n] = torch.from_numpy(ids[:-1].astype(np.int64))
+        y[row, :n] = torch.from_numpy(ids[1:].astype(np.int64))
+        loss_mask[row, :n] = torch.from_numpy(mask[1:].astype(np.int64))
+    return x, y, loss_mask
+
+
+# ----------------------------------------------------------------------------- preference pairs (DPO, reward model)
+
+def tokenize_pair(pair, tokenizer, max_len, max_prompt_len=None):
+    """(prompt_ids, chosen_ids, rejected_ids). The prompt is rendered with the chat template up to the assistant
+    header; each response is its content and <|im_end|>, exactly as the template renders an assistant turn.
+    Too long: keep the end of the prompt (the latest turn, at most max_prompt_len, default max_len // 2), then
+    cut the responses to what is left."""
+    prompt = tokenizer.apply_chat_template(pair["prompt"], add_generation_prompt=True)[0]
+    chosen = tokenizer.encode(pair["chosen"]) + [tokenizer.eos_id]
+    rejected = tokenizer.encode(pair["rejected"]) + [tokenizer.eos_id]
+    if len(prompt) + max(len(chosen), len(rejected)) > max_len:
+        prompt = prompt[-(max_prompt_len or max_len // 2):]
+        chosen, rejected = chosen[:max_len - len(prompt)], rejected[:max_len - len(prompt)]
+    return prompt, chosen, rejected
+
+
+class PairDataset:
+    """Tokenized preference pairs, each at most seq_len + 1 tokens (prompt + response)."""
+
+    def __init__(self, pairs, tokenizer, seq_len, max_prompt_len=None):
+        self.samples, self.truncated = [], 0
+        for pair in pairs:
+            prompt, chosen, rejected = tokenize_pair(pair, tokenizer, seq_len + 1, max_prompt_len)
+            self.truncated += chosen[-1] != tokenizer.eos_id or rejected[-1] != tokenizer.eos_id
+            self.samples.append((prompt, chosen, rejected))
+
+    def __len__(self):
+        return len(self.samples)
+
+    def stats(self):
+        return {"pairs": len(self.samples), "truncated": int(self.truncated),
+                "tokens": int(sum(len(p) * 2 + len(c) + len(r) for p, c, r in self.samples))}
+
+
+def pad_sequences(sequences, pad_id):
+    """Right-pad id lists into (B, L) and return (ids, lengths)."""
+    L = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), L), pad_id, dtype=torch.long)
+    for row, s in enumerate(sequences):
+        ids[row, :len(s)] = torch.tensor(s, dtype=torch.long)
+    return ids, torch.tensor([len(s) for s in sequences])
+
+
+def pair_batch(dataset, indices, pad_id):
+    """Chosen and rejected in one batch (one forward pass): rows 0..B-1 are prompt+chosen, rows B..2B-1 are
+    prompt+rejected. Returns (ids (2B, L), lengths (2B,), prompt_lengths (2B,))."""
+    samples = [dataset.samples[i] for i in indices]
+    sequences = [p + c for p, c, _ in samples] + [p + r for p, _, r in samples]
+    ids, lengths = pad_sequences(sequences, pad_id)
+    prompt_lengths = torch.tensor([len(p) for p, _, _ in samples] * 2)
+    return ids, lengths, prompt_lengths
+
+
+def response_targets(ids, lengths, prompt_lengths):
+    """Shift for next-token prediction and mark the response: x = ids[:, :-1], y = ids[:, 1:], and
+    response_mask[b, t] = 1 where y[b, t] is a response token (not the prompt, not padding)."""
+    position = torch.arange(1, ids.size(1), device=ids.device)[None, :]  # where y[:, t] sits in ids
+    response_mask = (position >= prompt_lengths[:, None].to(ids.device)) & (position < lengths[:, None].to(ids.device))
+    return ids[:, :-1], ids[:, 1:], response_mask.float()

@@ -202,6 +202,19 @@ class TextGenerator:
         return max(finished, key=lambda f: f[0])[1] if finished else []
 
 
+@torch.no_grad()
+def answer_accuracy(generator, suite, max_new_tokens=48, batch_size=64):
+    """Greedy chat answers to [(prompt, expected)]: (fraction that contain the expected answer, [((prompt, expected),
+    answer)]). The regression suite of SFT, DPO and PPO."""
+    from builtin_data import check_answer
+    answers = []
+    cfg = GenerationConfig(greedy=True, max_new_tokens=max_new_tokens)
+    for i in range(0, len(suite), batch_size):
+        answers += generator.generate([p for p, _ in suite[i:i + batch_size]], cfg, chat=True)
+    passed = [check_answer(a, expected) for a, (_, expected) in zip(answers, suite)]
+    return sum(passed) / max(1, len(passed)), list(zip(suite, answers))
+
+
 def load_generator(run_dir, device="cpu", dtype=torch.float32):
     """Model (cast to dtype) and tokenizer from a run directory, as a TextGenerator."""
     if not os.path.isdir(run_dir):

@@ -250,6 +250,13 @@ def cross_entropy(logits, targets):
     return (nll * valid).sum() / valid.sum().clamp(min=1)
 
 
+def token_logprobs(logits, targets):
+    """log p(target) at every position, (B, T), in fp32: the target's logit minus the log-sum-exp over the vocab
+    (never materialises the (B, T, V) log-softmax). DPO, the reward model and PPO all score sequences with it."""
+    logits = logits.float()
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
 class ModelOutput(NamedTuple):
     logits: torch.Tensor             # (B, T, vocab), or (B, 1, vocab) with last_logits_only
     loss: Optional[torch.Tensor]     # mean next-token cross-entropy over positions that carry loss
@@ -344,6 +351,37 @@ class MiniGPT(nn.Module):
             return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
 
 
+class ValueModel(nn.Module):
+    """A MiniGPT backbone with a scalar head instead of next-token logits: one value per position, (B, T).
+    The reward model reads it at the last real token of prompt+response; PPO's critic at every response token."""
+
+    def __init__(self, config: MiniGPTConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = MiniGPT(config)
+        if not config.tie_embeddings:
+            self.backbone.lm_head.weight.requires_grad_(False)  # unused here: keep it out of the optimizer and DDP
+        self.head = nn.Linear(config.dim, 1)
+        nn.init.normal_(self.head.weight, std=1 / math.sqrt(config.dim + 1))  # unit-scale outputs at init
+        nn.init.zeros_(self.head.bias)
+
+    configure_optimizer = MiniGPT.configure_optimizer
+    num_params = MiniGPT.num_params
+
+    def forward(self, idx):
+        """(values (B, T) in fp32, MoE aux loss)."""
+        hidden, aux_loss = self.backbone.forward_hidden(idx)
+        return self.head(hidden).squeeze(-1).float(), aux_loss
+
+    def freeze_backbone(self, trainable_layers=0):
+        """Train only the head, the final norm and the top `trainable_layers` blocks."""
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        for layer in self.backbone.layers[len(self.backbone.layers) - trainable_layers:] if trainable_layers else []:
+            layer.requires_grad_(True)
+        self.backbone.norm.requires_grad_(True)
+
+
 # ----------------------------------------------------------------------------- loading
 
 def config_mismatch(saved: dict, expected: MiniGPTConfig):
@@ -365,13 +403,13 @@ def load_weights(model, state_dict, saved_config=None, source="checkpoint"):
     if wrong:
         raise ValueError(f"{source}: weights do not fit the model ({len(wrong)} shapes differ, e.g. {'; '.join(wrong[:2])})")
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and model.config.tie_embeddings)]
+    missing = [k for k in missing if not (k.endswith("lm_head.weight") and model.config.tie_embeddings)]
     if missing or unexpected:
         raise ValueError(f"{source}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
-def load_model(run_dir, device="cpu", which="best"):
-    """The model saved in a run directory (config.json + ckpt_best.pt or ckpt_latest.pt), in eval mode."""
+def _read_run(run_dir, which):
+    """(config, checkpoint dict, checkpoint path) of a run directory."""
     cfg_path = os.path.join(run_dir, "config.json")
     if not os.path.isfile(cfg_path):
         raise FileNotFoundError(f"{run_dir}: no config.json; is this a run directory written by a train_*.py script?")
@@ -381,10 +419,28 @@ def load_model(run_dir, device="cpu", which="best"):
     path = next((os.path.join(run_dir, n) for n in order if os.path.isfile(os.path.join(run_dir, n))), None)
     if path is None:
         raise FileNotFoundError(f"{run_dir}: no ckpt_best.pt or ckpt_latest.pt")
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    model = MiniGPT(config).to(device)
+    return config, torch.load(path, map_location="cpu", weights_only=True), path
+
+
+def load_model(run_dir, device="cpu", which="best"):
+    """The language model saved in a run directory (config.json + ckpt_best.pt or ckpt_latest.pt), in eval mode."""
+    config, ckpt, path = _read_run(run_dir, which)
+    if any(k.startswith("backbone.") for k in ckpt["model"]):
+        raise ValueError(f"{path}: holds a reward/value model, not a language model (use load_value_model)")
+    model = MiniGPT(config)
     load_weights(model, ckpt["model"], ckpt.get("model_config"), source=path)
-    return model.eval()
+    return model.to(device).eval()
+
+
+def load_value_model(run_dir, device="cpu", which="best"):
+    """A ValueModel from a reward-model run directory, or a fresh head on a language model's backbone."""
+    config, ckpt, path = _read_run(run_dir, which)
+    model = ValueModel(config)
+    if any(k.startswith("backbone.") for k in ckpt["model"]):
+        load_weights(model, ckpt["model"], source=path)
+    else:
+        load_weights(model.backbone, ckpt["model"], ckpt.get("model_config"), source=path)
+    return model.to(device).eval()
 
 
 if __name__ == "__main__":  # prints the preset table shown in the README

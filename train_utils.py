@@ -502,7 +502,7 @@ def grad_norms_by_group(model):
     for name, p in model.named_parameters():
         if p.grad is None:
             continue
-        parts = name.replace("module.", "").replace("_orig_mod.", "").split(".")
+        parts = name.replace("module.", "").replace("_orig_mod.", "").replace("backbone.", "").split(".")
         key = ".".join(parts[:2]) if parts[0] == "layers" else parts[0]
         groups[key] = groups.get(key, 0.0) + p.grad.float().pow(2).sum().item()
     return {k: v ** 0.5 for k, v in groups.items()}

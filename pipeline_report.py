@@ -1,0 +1,56 @@
+"""
+One screen after `make pipeline`: each stage's headline metrics at its first evaluation (before training) and at
+its best checkpoint (after), read from the run directories' metrics.jsonl.
+
+    python pipeline_report.py checkpoints --config tiny
+"""
+import argparse
+import os
+import sys
+
+from train_utils import read_metrics
+
+# stage: (what picks the best checkpoint: key and whether higher is better, [(metric key, label)])
+STAGES = {
+    "pretrain": (("val_loss", False), [("val_loss", "val loss"), ("val_bpb", "bits per byte")]),
+    "sft": (("val_loss", False), [("val_loss", "assistant-token val loss"), ("pass_rate", "held-out answer accuracy")]),
+    "reward": (("val_loss", False), [("eval_accuracy", "held-out pairwise accuracy"), ("eval_margin", "reward margin")]),
+    "dpo": (("val_loss", False), [("eval_rewards/accuracies", "held-out preference accuracy"),
+                                  ("eval_rewards/margins", "reward margin"), ("pass_rate", "held-out answer accuracy")]),
+    "ppo": (("val_reward", True), [("val_reward", "held-out reward"), ("val_accuracy", "held-out answer accuracy"),
+                                   ("val_kl", "KL to the SFT model")]),
+}
+
+
+def report(out_dir, config):
+    """The table as a list of (stage, metric, before, after, best step) rows; stages that have not run are skipped."""
+    rows = []
+    for stage, ((best_key, higher), metrics) in STAGES.items():
+        path = os.path.join(out_dir, f"{stage}_{config}", "metrics.jsonl")
+        if not os.path.isfile(path):
+            continue
+        evals = [r for r in read_metrics(path) if best_key in r]
+        if not evals:
+            continue
+        best = (max if higher else min)(evals, key=lambda r: r[best_key])
+        for key, label in metrics:
+            if key in evals[0]:
+                rows.append((stage, label, evals[0][key], best.get(key), best["step"]))
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument("out_dir", nargs="?", default="checkpoints")
+    p.add_argument("--config", default="tiny")
+    args = p.parse_args(argv)
+    rows = report(args.out_dir, args.config)
+    if not rows:
+        sys.exit(f"error: {args.out_dir}: no <stage>_{args.config}/metrics.jsonl; run `make pipeline` first")
+    print(f"{'stage':<9} {'metric':<31} {'before':>9} {'after':>9}  best checkpoint")
+    for stage, label, before, after, step in rows:
+        print(f"{stage:<9} {label:<31} {before:>9.3f} {after:>9.3f}  step {step}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""
+Direct preference optimisation: make the policy prefer the chosen response over the rejected one, relative to a
+frozen reference (the SFT model), with no reward model and no sampling.
+
+    python train_dpo.py                               # from checkpoints/sft_tiny, on the built-in preference pairs
+    python train_dpo.py --data hh-rlhf.jsonl.gz --beta 0.1 --max-steps 1000
+    python train_dpo.py --loss-type ipo --beta 0.5    # or --label-smoothing 0.1 for conservative DPO
+    python train_dpo.py --precompute-ref              # reference log-probs once up front: half the forward passes
+
+Sections: 1 flags, 2 setup, 3 data and tokenizer, 4 models and optimizer, 5 resume, 6 the loop, 7 final save.
+"""
+import contextlib
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+
+import builtin_data
+import train_utils as tu
+from data import EpochSampler, PairDataset, load_datasets, pair_batch, regression_suite, response_targets
+from generate import TextGenerator, answer_accuracy
+from model import load_model, token_logprobs
+from tokenizer import BPETokenizer
+
+
+# ----------------------------------------------------------------------------- 1. flags
+def parse_args(argv=None):
+    # lr: TRL's default is 5e-7 to 1e-6 for billion-parameter models; a 1M-parameter model needs far more to move.
+    p = tu.common_parser("Direct preference optimisation on preference pairs.", "dpo",
+                         lr=1e-4, max_steps=200, batch_size=16, seq_len=256, warmup_steps=10, eval_interval=50,
+                         eval_iters=10, weight_decay=0.0)
+    p.add_argument("--beta", type=float, default=0.1, help="strength of the KL constraint to the reference")
+    p.add_argument("--loss-type", default="sigmoid", choices=["sigmoid", "ipo"])
+    p.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="assumed fraction of flipped labels (conservative DPO, sigmoid loss only)")
+    p.add_argument("--precompute-ref", action="store_true",
+                   help="compute the reference log-probs once before training and free the reference model")
+    p.add_argument("--max-prompt-len", type=int, default=None, help="prompt tokens kept when a pair is too long "
+                   "(default: half of --seq-len; the end of the prompt is kept)")
+    p.add_argument("--eval-prompts", default=None, help="JSONL of {\"prompt\", \"expected\"} answered greedily at "
+                   "each eval (default: the built-in held-out questions when training on the built-in data)")
+    p.add_argument("--eval-max-new-tokens", type=int, default=48)
+    args = tu.finish_args(p.parse_args(argv), "dpo")
+    tu.default_init_from(args, "sft", "train_sft.py")
+    return args
+
+
+def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, loss_type="sigmoid", label_smoothing=0.0):
+    """Per-pair losses and the implicit rewards, from summed response log-probs (B,) each.
+
+    The implicit reward of a response is beta * (log pi(y|x) - log pi_ref(y|x)); h is the chosen-minus-rejected
+    difference of the log-ratios."""
+    h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    if loss_type == "sigmoid":
+        # DPO (Rafailov et al. 2023, eq. 7): -log sigmoid(beta h); conservative DPO (Mitchell 2023) mixes in the
+        # flipped label with weight eps: -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h)
+        losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    elif loss_type == "ipo":
+        losses = (h - 1 / (2 * beta)) ** 2  # IPO (Azar et al. 2023, eq. 17): regress h to 1/(2 beta)
+    else:
+        raise ValueError(f"unknown --loss-type {loss_type}")
+    chosen_rewards = beta * (policy_chosen - ref_chosen).detach()
+    rejected_rewards = beta * (policy_rejected - ref_rejected).detach()
+    return losses, chosen_rewards, rejected_rewards
+
+
+def sequence_logprobs(model, ids, lengths, prompt_lengths, average=False):
+    """Summed log-probs of the response tokens of each row (prompt and padding carry nothing), (rows,).
+    average=True divides by the response length (IPO scores per token)."""
+    x, y, response_mask = response_targets(ids, lengths, prompt_lengths)
+    logprobs = token_logprobs(model(x).logits, y) * response_mask  # (rows, T)
+    total = logprobs.sum(-1)
+    return total / response_mask.sum(-1).clamp(min=1) if average else total
+
+
+def pair_metrics(losses, chosen_rewards, rejected_rewards, policy_chosen, policy_rejected, prefix=""):
+    """The numbers TRL's DPOTrainer logs, under the same names."""
+    return {f"{prefix}loss": losses.mean().item(),
+            f"{prefix}rewards/chosen": chosen_rewards.mean().item(),
+            f"{prefix}rewards/rejected": rejected_rewards.mean().item(),
+            f"{prefix}rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
+            f"{prefix}rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
+            f"{prefix}logps/chosen": policy_chosen.detach().mean().item(),
+            f"{prefix}logps/rejected": policy_rejected.detach().mean().item()}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    average_logprobs = args.loss_type == "ipo"  # IPO's log-ratios are per token (as in TRL)
+
+    # ------------------------------------------------------------------------- 2. setup
+    run = tu.setup(args)
+    os.makedirs(os.path.join(args.out_dir, "plots"), exist_ok=True)
+
+    # ------------------------------------------------------------------------- 3. data and tokenizer
+    if run.master:
+        tu.copy_tokenizer(args)
+    if run.ddp:
+        torch.distributed.barrier()
+    tokenizer = BPETokenizer.load(os.path.join(args.out_dir, "tokenizer.json"))
+    train_pairs, val_pairs, stats = load_datasets(
+        args.data, "pair", seed=args.seed, val_split=args.val_split, global_ratio=args.global_sample_ratio,
+        max_records=args.max_data_size, fmt=args.format, skip_bad_lines=args.skip_bad_lines, val_specs=args.val_data)
+    builtin = args.data == ["builtin"] and not args.val_data
+    if builtin:
+        val_pairs = builtin_data.preference_pairs(args.seed, "heldout")  # pairs on questions never trained on
+    train_ds = PairDataset(train_pairs, tokenizer, args.seq_len, args.max_prompt_len)
+    val_ds = PairDataset(val_pairs, tokenizer, args.seq_len, args.max_prompt_len) if val_pairs else train_ds
+    suite = regression_suite(args.eval_prompts) if builtin or args.eval_prompts else []
+    sampler = EpochSampler(len(train_ds), args.seed)
+    if run.master:
+        tu.write_json(os.path.join(args.out_dir, "dataset_stats.json"),
+                      {**stats, "train": train_ds.stats(), "val": val_ds.stats(), "regression_suite": len(suite)})
+        print(f"data: {len(train_ds)} train pairs ({train_ds.truncated} truncated), {len(val_ds)} val pairs")
+
+    # ------------------------------------------------------------------------- 4. models and optimizer
+    policy = load_model(args.init_from, run.device).train()
+    reference = load_model(args.init_from, run.device).requires_grad_(False)  # frozen, eval mode
+    optimizer = policy.configure_optimizer(args.lr, args.weight_decay, device_type=run.device_type)
+
+    @torch.no_grad()
+    def reference_logprobs(dataset, indices):
+        ids, lengths, prompt_lengths = (t.to(run.device) for t in pair_batch(dataset, indices, tokenizer.pad_id))
+        with tu.autocast(run):
+            return sequence_logprobs(reference, ids, lengths, prompt_lengths, average_logprobs).float()
+
+    cached_ref = {}
+    if args.precompute_ref:
+        # one pass of the reference over every pair, then the reference is freed: each step runs only the policy
+        for name, dataset in (("train", train_ds), ("val", val_ds)):
+            rows = [reference_logprobs(dataset, list(range(i, min(i + args.batch_size, len(dataset)))))
+                    for i in range(0, len(dataset), args.batch_size)]
+            n = len(dataset)
+            cached_ref[name] = torch.stack([torch.cat([r[:len(r) // 2] for r in rows]),
+                                            torch.cat([r[len(r) // 2:] for r in rows])], dim=1)  # (n, 2)
+            assert cached_ref[name].shape == (n, 2)
+        del reference
+        if run.master:
+            print(f"reference log-probs precomputed for {len(train_ds)} + {len(val_ds)} pairs; reference model freed")
+
+    def ref_logprobs(name, dataset, indices):
+        """(2B,) reference log-probs of chosen then rejected rows, cached or computed now."""
+        if args.precompute_ref:
+            cached = cached_ref[name][indices].to(run.device)
+            return torch.cat([cached[:, 0], cached[:, 1]])
+        return reference_logprobs(dataset, indices)
+
+    if run.master:
+        print(f"policy and reference: {policy.num_params() / 1e6:.2f}M parameters each, from {args.init_from}; "
+              f"{args.loss_type} loss, beta {args.beta}")
+        tu.write_run_config(args, policy.config, tokenizer)
+
+    # ------------------------------------------------------------------------- 5. resume
+    ckpt = tu.resume_training(args, run, {"model": policy}, optimizer)
+    step, best_val_loss = (ckpt["step"], ckpt["best_val_loss"]) if ckpt else (0, float("inf"))
+    raw_policy, policy = policy, tu.wrap_model(policy, run, args)
+    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard, resume_step=step if ckpt else None)
+
+    @torch.no_grad()
+    def evaluate():
+        """TRL's metrics over the held-out pairs (up to eval_iters batches), prefixed eval_."""
+        policy.eval()
+        sums, count = {}, 0
+        for j in range(run.rank, args.eval_iters, run.world_size):
+            indices = list(range(j * args.batch_size, min((j + 1) * args.batch_size, len(val_ds))))
+            if not indices:
+                break
+            ids, lengths, prompt_lengths = (t.to(run.device) for t in pair_batch(val_ds, indices, tokenizer.pad_id))
+            with tu.autocast(run):
+                logps = sequence_logprobs(raw_policy, ids, lengths, prompt_lengths, average_logprobs).float()
+            ref = ref_logprobs("val", val_ds, indices)
+            B = len(indices)
+            losses, chosen_r, rejected_r = dpo_loss(logps[:B], logps[B:], ref[:B], ref[B:], args.beta,
+                                                    args.loss_type, args.label_smoothing)
+            for k, v in pair_metrics(losses, chosen_r, rejected_r, logps[:B], logps[B:], "eval_").items():
+                sums[k] = sums.get(k, 0.0) + v * B
+            count += B
+        policy.train()
+        return {k: tu.all_reduce_mean(v / max(1, count), run) for k, v in sums.items()}
+
+    def save(step, is_best):
+        tu.save_run(args, tu.training_state(policy, optimizer, step, args, best_val_loss, {
+            "evals_without_improvement": stop_rules.evals_without_improvement}), is_best)
+
+    def eval_and_save(step):
+        nonlocal best_val_loss
+        metrics = evaluate()
+        val_loss = metrics["eval_loss"]
+        improved = stop_rules.update(val_loss, best_val_loss)
+        if improved:
+            best_val_loss = val_loss
+        if run.master:
+            row = {"step": step, "val_loss": val_loss, **metrics, "memory_mb": tu.peak_memory_mb(run)}
+            answer = ""
+            if suite:  # greedy answers: does the policy now say what the chosen responses say?
+                with tu.autocast(run):
+                    row["pass_rate"], examples = answer_accuracy(TextGenerator(raw_policy, tokenizer), suite,
+                                                                 args.eval_max_new_tokens)
+                policy.train()
+                answer = f", answer accuracy {row['pass_rate']:.3f}; {examples[0][0][0]!r} -> {examples[0][1]!r}"
+            log.log(row)
+            print(f"\nstep {step}: val loss {val_loss:.4f}, preference accuracy {metrics['eval_rewards/accuracies']:.3f}, "
+                  f"margin {metrics['eval_rewards/margins']:.3f}{answer}{' (best)' if improved else ''}")
+            save(step, improved)
+            if not args.no_plot:
+                tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"),
+                                keys=(("loss", "val_loss"), ("rewards/accuracies", "eval_rewards/accuracies"),
+                                      ("rewards/margins", "eval_rewards/margins", "rewards/chosen", "rewards/rejected"),
+                                      ("pass_rate",)))
+
+    if args.inspect:
+        return inspect_first_batch(args, run, policy, raw_policy, optimizer, train_ds, sampler, tokenizer, ref_logprobs)
+
+    # ------------------------------------------------------------------------- 6. the loop
+    stop_rules = tu.StopRules(args, run)
+    stop_rules.evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
+    if not ckpt:
+        eval_and_save(0)  # the SFT model's numbers (loss log 2, margin 0): what DPO is measured against
+    policy.train()
+    B, G, W = args.batch_size, args.grad_accum, run.world_size
+    bad_steps, t_last, steps_since_log = tu.BadSteps(args), time.time(), 0
+    bar = tu.progress(total=args.max_steps, initial=step, disable=not run.master)
+    while step < args.max_steps:
+        lr = tu.get_lr(step, args)
+        tu.set_lr(optimizer, lr)
+        try:
+            metrics = {}
+            for micro in range(G):
+                position = (step * G * W + micro * W + run.rank) * B
+                indices = sampler.take(position, B)
+                ids, lengths, prompt_lengths = (t.to(run.device) for t in pair_batch(train_ds, indices, tokenizer.pad_id))
+                ref = ref_logprobs("train", train_ds, indices)  # (2B,) no gradient
+                sync = contextlib.nullcontext() if not run.ddp or micro == G - 1 else policy.no_sync()
+                with sync:
+                    with tu.autocast(run):
+                        logps = sequence_logprobs(policy, ids, lengths, prompt_lengths, average_logprobs)  # (2B,)
+                    losses, chosen_rewards, rejected_rewards = dpo_loss(
+                        logps[:B], logps[B:], ref[:B], ref[B:], args.beta, args.loss_type, args.label_smoothing)
+                    run.scaler.scale(losses.mean() / G).backward()
+                for k, v in pair_metrics(losses, chosen_rewards, rejected_rewards, logps[:B], logps[B:]).items():
+                    metrics[k] = metrics.get(k, 0.0) + v / G
+        except torch.cuda.OutOfMemoryError:
+            optimizer.zero_grad(set_to_none=True)
+            B, G = tu.halve_micro_batch(B, G, run, log, step)
+            continue
+        metrics = {k: tu.all_reduce_mean(v, run) for k, v in metrics.items()}
+        if bad_steps.skip(metrics["loss"], step, optimizer, log):
+            step += 1
+            continue
+        grad_norm = tu.optimizer_step(policy, optimizer, run, args)  # unscale, clip, step, zero_grad
+        step += 1
+        steps_since_log += 1
+        bar.update(1)
+
+        if step % args.log_interval == 0 or step == args.max_steps:
+            pairs_per_sec = B * G * W * steps_since_log / (time.time() - t_last)
+            t_last, steps_since_log = time.time(), 0
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['rewards/accuracies']:.2f}")
+            log.log({"step": step, **metrics, "lr": lr, "grad_norm": grad_norm, "pairs_per_sec": pairs_per_sec,
+                     "memory_mb": tu.peak_memory_mb(run)})
+        stop_now, out_of_time = stop_rules.ctrl_c(), stop_rules.out_of_time()
+        if step % args.eval_interval == 0 or step == args.max_steps or out_of_time:
+            eval_and_save(step)
+            t_last, steps_since_log = time.time(), 0
+            if stop_rules.early_stop() or out_of_time:
+                break
+        elif (args.save_interval and step % args.save_interval == 0) or stop_now:
+            if run.master:
+                save(step, False)
+        if stop_now:
+            if run.master:
+                print(f"saved {os.path.join(args.out_dir, 'ckpt_latest.pt')} at step {step}; resume with:\n  {tu.resume_command(args)}")
+            break
+    bar.close()
+    stop_rules.close()
+
+    # ------------------------------------------------------------------------- 7. final save and plot
+    if run.master:
+        evals = [r for r in tu.read_metrics(log.path) if "eval_rewards/accuracies" in r]
+        print(f"done: step {step}; held-out preference accuracy {evals[0]['eval_rewards/accuracies']:.3f} -> "
+              f"{evals[-1]['eval_rewards/accuracies']:.3f}; run directory {args.out_dir}")
+    return best_val_loss
+
+
+def inspect_first_batch(args, run, policy, raw_policy, optimizer, train_ds, sampler, tokenizer, ref_logprobs):
+    """--inspect: the first pair with its response mask, the loss on it, one optimizer step, gradient norms."""
+    indices = sampler.take(0, args.batch_size)
+    ids, lengths, prompt_lengths = (t.to(run.device) for t in pair_batch(train_ds, indices, tokenizer.pad_id))
+    x, y, response_mask = response_targets(ids, lengths, prompt_lengths)
+    B = len(indices)
+    for name, row in (("chosen", 0), ("rejected", B)):
+        print(f"{name}: prompt {tokenizer.decode(ids[row, :prompt_lengths[row]].tolist())!r}")
+        print(f"  scored response tokens: {tokenizer.decode(y[row][response_mask[row] == 1].tolist())!r}")
+    with tu.autocast(run):
+        logps = sequence_logprobs(policy, ids, lengths, prompt_lengths, args.loss_type == "ipo")
+    ref = ref_logprobs("train", train_ds, indices)
+    losses, _, _ = dpo_loss(logps[:B], logps[B:], ref[:B], ref[B:], args.beta, args.loss_type, args.label_smoothing)
+    losses.mean().backward()
+    print(f"loss {losses.mean().item():.4f} (log 2 = 0.6931 when the policy equals the reference)")
+    for name, norm in tu.grad_norms_by_group(raw_policy).items():
+        print(f"  grad norm {name:<12} {norm:.4e}")
+    optimizer.step()
+    print("one optimizer step done; exiting (--inspect)")
+
+
+if __name__ == "__main__":
+    tu.cli(main)

@@ -1,0 +1,375 @@
+"""
+PPO (RLHF): sample answers from the policy, score them, and push the policy toward higher reward while a
+per-token KL penalty keeps it near the reference (the SFT model).
+
+    python train_ppo.py                               # actor from checkpoints/sft_tiny, reward from checkpoints/reward_tiny
+    python train_ppo.py --reward builtin              # reward = the program that checks built-in answers (1 or 0)
+    python train_ppo.py --adaptive-kl --target-kl 1.0 --max-steps 200
+
+One update (a "step") = a rollout of --rollout-batch prompts, then --ppo-epochs passes over it in minibatches:
+  1. rollout: sample responses with the KV cache; score each (reward model at the last token, or the checker)
+  2. per token: logprobs of the actor (old), of the reference, and the critic's values, all without gradient
+  3. rewards: -kl_coef * (old - ref) on every response token, plus the score on the last one
+  4. advantages by GAE (gamma, lambda), whitened over the batch; returns = advantages + values
+  5. minibatches: clipped policy loss + vf_coef * clipped value loss; stop the update early if approx KL > bound
+
+Sections: 1 flags, 2 setup, 3 data and tokenizer, 4 models and optimizer, 5 resume, 6 the loop, 7 final save.
+"""
+import os
+import time
+
+import torch
+
+import builtin_data
+import train_utils as tu
+from data import EpochSampler, load_datasets, pad_sequences, response_targets
+from generate import GenerationConfig, TextGenerator
+from model import load_model, load_value_model, token_logprobs
+from tokenizer import BPETokenizer
+
+
+# ----------------------------------------------------------------------------- 1. flags
+def parse_args(argv=None):
+    # lr 1e-5 (policy) and 3e-4 (value) are the usual RLHF settings for large models; a 1M-parameter policy barely
+    # moves at 1e-5 in a few dozen updates, so the tiny default is 5e-5 (value lr stays 3e-4).
+    p = tu.common_parser("PPO against a reward model or the built-in answer checker.", "ppo",
+                         lr=5e-5, max_steps=40, warmup_steps=0, eval_interval=10, weight_decay=0.0, seq_len=256,
+                         log_interval=1)
+    p.add_argument("--reward", default="model", choices=["model", "builtin"],
+                   help="model: a trained reward model (--reward-model); builtin: 1 for a correct built-in answer, else 0")
+    p.add_argument("--reward-model", default=None, help="reward model run directory (default checkpoints/reward_<config>)")
+    p.add_argument("--critic-from", default=None,
+                   help="initialise the critic from this run (default: the reward model, or the SFT model with --reward builtin)")
+    p.add_argument("--value-lr", type=float, default=3e-4)
+    p.add_argument("--rollout-batch", type=int, default=64, help="prompts per rollout")
+    p.add_argument("--minibatch-size", type=int, default=16)
+    p.add_argument("--ppo-epochs", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--kl-coef", type=float, default=0.05, help="initial per-token KL penalty coefficient")
+    p.add_argument("--adaptive-kl", action="store_true", help="adapt kl-coef toward --target-kl (Ziegler et al. 2019)")
+    p.add_argument("--target-kl", type=float, default=1.0, help="target KL per response, for --adaptive-kl")
+    p.add_argument("--kl-horizon", type=int, default=10000)
+    p.add_argument("--gamma", type=float, default=1.0)
+    p.add_argument("--lam", type=float, default=0.95)
+    p.add_argument("--cliprange", type=float, default=0.2)
+    p.add_argument("--cliprange-value", type=float, default=0.2)
+    p.add_argument("--vf-coef", type=float, default=0.1)
+    p.add_argument("--max-approx-kl", type=float, default=0.1,
+                   help="end an update's epochs early once a minibatch's approximate KL exceeds this")
+    p.add_argument("--eval-batch", type=int, default=128, help="held-out prompts scored at each eval")
+    args = tu.finish_args(p.parse_args(argv), "ppo")
+    tu.default_init_from(args, "sft", "train_sft.py")
+    if args.reward == "model":
+        args.reward_model = args.reward_model or os.path.join("checkpoints", f"reward_{args.config}")
+        if not os.path.isfile(os.path.join(args.reward_model, "config.json")):
+            raise FileNotFoundError(f"{args.reward_model}: no reward model; run `python train_reward.py --config "
+                                    f"{args.config}` first, pass --reward-model DIR, or use --reward builtin")
+    args.critic_from = args.critic_from or (args.reward_model if args.reward == "model" else args.init_from)
+    return args
+
+
+# ----------------------------------------------------------------------------- the PPO math
+def masked_mean(x, mask):
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(x, mask, eps=1e-8):
+    """(x - mean) / std over the masked entries; zero elsewhere."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+def gae(rewards, values, mask, gamma, lam):
+    """Generalised advantage estimation (Schulman et al. 2016), (B, T) each; mask marks the response tokens,
+    which are contiguous in each row. delta_t = r_t + gamma V_{t+1} - V_t, A_t = delta_t + gamma lam A_{t+1};
+    past the last response token V and A are 0. Returns (advantages, returns = advantages + values)."""
+    B, T = rewards.shape
+    advantages = torch.zeros_like(rewards)
+    next_advantage = torch.zeros(B, device=rewards.device)
+    for t in reversed(range(T)):
+        next_mask = mask[:, t + 1] if t + 1 < T else torch.zeros(B, device=rewards.device)
+        next_value = values[:, t + 1] * next_mask if t + 1 < T else torch.zeros(B, device=rewards.device)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_advantage = (delta + gamma * lam * next_advantage * next_mask) * mask[:, t]
+        advantages[:, t] = next_advantage
+    return advantages, (advantages + values) * mask
+
+
+def policy_loss(logprobs, old_logprobs, advantages, mask, cliprange):
+    """Clipped surrogate (Schulman et al. 2017, eq. 7): mean of max(-A r, -A clip(r, 1-eps, 1+eps)), r = pi/pi_old.
+    Returns (loss, clip fraction, approximate KL = mean of (log r)^2 / 2)."""
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    losses = torch.max(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - cliprange, 1 + cliprange))
+    clipfrac = masked_mean(((ratio - 1).abs() > cliprange).float(), mask)
+    return masked_mean(losses, mask), clipfrac, masked_mean(0.5 * log_ratio ** 2, mask)
+
+
+def value_loss(values, old_values, returns, mask, cliprange_value):
+    """Clipped value loss (as in OpenAI's PPO2): 0.5 * mean of max((V - R)^2, (V_clipped - R)^2), where
+    V_clipped stays within cliprange_value of the rollout's values."""
+    clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    return 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped - returns) ** 2), mask)
+
+
+def entropy_from_logits(logits):
+    """Entropy of each position's next-token distribution, (B, T)."""
+    logits = logits.float()
+    logp = torch.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def rollout_sequences(prompt_ids, response_ids, eos_id, pad_id):
+    """Prompt + generated tokens cut after the first <|im_end|>, right-padded: (ids, lengths, prompt_lengths).
+    response_targets(ids, lengths, prompt_lengths) then marks exactly the generated tokens."""
+    responses = [r[:r.index(eos_id) + 1] if eos_id in r else r for r in response_ids]
+    responses = [r if r else [eos_id] for r in responses]  # an empty response still ends the turn
+    ids, lengths = pad_sequences([p + r for p, r in zip(prompt_ids, responses)], pad_id)
+    return ids, lengths, torch.tensor([len(p) for p in prompt_ids]), responses
+
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    # ------------------------------------------------------------------------- 2. setup
+    run = tu.setup(args)
+    os.makedirs(os.path.join(args.out_dir, "plots"), exist_ok=True)
+
+    # ------------------------------------------------------------------------- 3. data and tokenizer
+    if run.master:
+        tu.copy_tokenizer(args)
+    if run.ddp:
+        torch.distributed.barrier()
+    tokenizer = BPETokenizer.load(os.path.join(args.out_dir, "tokenizer.json"))
+    train_prompts, val_prompts, stats = load_datasets(
+        args.data, "prompt", seed=args.seed, val_split=args.val_split, global_ratio=args.global_sample_ratio,
+        max_records=args.max_data_size, fmt=args.format, skip_bad_lines=args.skip_bad_lines, val_specs=args.val_data)
+    if args.data == ["builtin"] and not args.val_data:
+        val_prompts = [{"prompt": [{"role": "user", "content": it["prompt"]}], "answer": it["answer"]}
+                       for it in builtin_data.checkable_prompts(args.seed, "heldout")]
+    val_prompts = (val_prompts or train_prompts)[:args.eval_batch]
+    if args.reward == "builtin" and any(p["answer"] is None for p in train_prompts):
+        raise ValueError("--reward builtin needs prompts with an 'answer' field (the built-in data has them)")
+    # prompts longer than half the context are cut from the left (the latest turn is kept)
+    encode = lambda record: tokenizer.apply_chat_template(record["prompt"], add_generation_prompt=True)[0][-(args.seq_len // 2):]  # noqa: E731
+    train_ids, val_ids = [encode(r) for r in train_prompts], [encode(r) for r in val_prompts]
+    sampler = EpochSampler(len(train_prompts), args.seed)
+    if run.master:
+        tu.write_json(os.path.join(args.out_dir, "dataset_stats.json"),
+                      {**stats, "train_prompts": len(train_ids), "val_prompts": len(val_ids)})
+        print(f"data: {len(train_ids)} train prompts, {len(val_ids)} held-out prompts; reward: {args.reward}")
+
+    # ------------------------------------------------------------------------- 4. models and optimizer
+    # eval mode for the trained models too: no dropout in PPO (as in TRL), so pi/pi_old is exactly 1 before the
+    # first minibatch step and the clipping measures only what the updates changed
+    policy = load_model(args.init_from, run.device)                              # the actor, trained
+    reference = load_model(args.init_from, run.device).requires_grad_(False)     # frozen SFT model
+    critic = load_value_model(args.critic_from, run.device)                      # values, trained
+    reward_model = load_value_model(args.reward_model, run.device).requires_grad_(False) if args.reward == "model" else None
+    # one AdamW, two learning rates: the critic's group is scaled to --value-lr (tu.set_lr applies lr_scale)
+    optimizer = torch.optim.AdamW([{"params": [p for p in policy.parameters() if p.requires_grad], "lr_scale": 1.0},
+                                   {"params": [p for p in critic.parameters() if p.requires_grad],
+                                    "lr_scale": args.value_lr / args.lr}], lr=args.lr, weight_decay=args.weight_decay)
+    if run.master:
+        print(f"actor/reference {policy.num_params() / 1e6:.2f}M from {args.init_from}; critic from {args.critic_from}"
+              + (f"; reward model {args.reward_model}" if reward_model else ""))
+        tu.write_run_config(args, policy.config, tokenizer)
+
+    # ------------------------------------------------------------------------- 5. resume
+    ckpt = tu.resume_training(args, run, {"model": policy, "critic": critic}, optimizer)
+    step, best_val_loss = (ckpt["step"], ckpt["best_val_loss"]) if ckpt else (0, float("inf"))
+    kl_coef = ckpt["kl_coef"] if ckpt else args.kl_coef
+    raw_policy, raw_critic = policy, critic
+    policy, critic = tu.wrap_model(policy, run, args), tu.wrap_model(critic, run, args)
+    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard, resume_step=step if ckpt else None)
+    generator = TextGenerator(raw_policy, tokenizer)
+
+    @torch.no_grad()
+    def score(records, ids, lengths, responses):
+        """(rewards (B,), accuracy or None): the reward model at the last token, or the checker's 1/0."""
+        answers = [r["answer"] for r in records]
+        correct = [builtin_data.check_answer(tokenizer.decode(resp, skip_special_tokens=True), a)
+                   for resp, a in zip(responses, answers)] if all(a is not None for a in answers) else None
+        if reward_model is None:
+            return torch.tensor(correct, device=run.device), sum(correct) / len(correct)
+        with tu.autocast(run):
+            values, _ = reward_model(ids)
+        rewards = values[torch.arange(len(ids), device=run.device), lengths - 1].float()
+        return rewards, (sum(correct) / len(correct) if correct is not None else None)
+
+    @torch.no_grad()
+    def rollout(records, prompt_ids, seed, greedy=False):
+        """Sample (or greedily decode) responses and compute everything PPO needs from them, without gradient."""
+        cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, greedy=greedy, seed=seed)
+        with tu.autocast(run):
+            response_ids = generator.generate_ids(prompt_ids, cfg)
+        ids, lengths, prompt_lengths, responses = rollout_sequences(prompt_ids, response_ids, tokenizer.eos_id, tokenizer.pad_id)
+        ids, lengths, prompt_lengths = ids.to(run.device), lengths.to(run.device), prompt_lengths.to(run.device)
+        x, y, mask = response_targets(ids, lengths, prompt_lengths)  # mask: exactly the generated tokens
+        with tu.autocast(run):
+            old_logprobs = token_logprobs(raw_policy(x).logits, y) * mask
+            ref_logprobs = token_logprobs(reference(x).logits, y) * mask
+            old_values = raw_critic(x)[0] * mask
+        scores, accuracy = score(records, ids, lengths, responses)
+        return {"x": x, "y": y, "mask": mask, "old_logprobs": old_logprobs, "ref_logprobs": ref_logprobs,
+                "old_values": old_values, "scores": scores, "accuracy": accuracy, "responses": responses}
+
+    def evaluate():
+        """Greedy answers to the held-out prompts: mean reward, accuracy, KL to the reference per response."""
+        r = rollout(val_prompts, val_ids, seed=0, greedy=True)
+        kl = ((r["old_logprobs"] - r["ref_logprobs"]).sum(-1)).mean().item()
+        metrics = {"val_reward": r["scores"].mean().item(), "val_kl": kl,
+                   "val_response_length": r["mask"].sum(-1).mean().item()}
+        if r["accuracy"] is not None:
+            metrics["val_accuracy"] = r["accuracy"]
+        return {k: tu.all_reduce_mean(v, run) for k, v in metrics.items()}, tokenizer.decode(r["responses"][0])
+
+    def save(step, is_best):
+        tu.save_run(args, tu.training_state(policy, optimizer, step, args, best_val_loss, {
+            "critic": raw_critic.state_dict(), "kl_coef": kl_coef,
+            "evals_without_improvement": stop_rules.evals_without_improvement}), is_best)
+
+    def eval_and_save(step):
+        nonlocal best_val_loss
+        metrics, example = evaluate()
+        improved = stop_rules.update(-metrics["val_reward"], best_val_loss)  # best = highest held-out reward
+        if improved:
+            best_val_loss = -metrics["val_reward"]
+        if run.master:
+            log.log({"step": step, **metrics, "memory_mb": tu.peak_memory_mb(run)})
+            accuracy = f", accuracy {metrics['val_accuracy']:.3f}" if "val_accuracy" in metrics else ""
+            print(f"\nstep {step}: held-out reward {metrics['val_reward']:+.3f}{accuracy}, KL {metrics['val_kl']:.3f}"
+                  f"{' (best)' if improved else ''}\n  {val_prompts[0]['prompt'][-1]['content']!r} -> {example!r}")
+            save(step, improved)
+            if not args.no_plot:
+                tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"),
+                                keys=(("reward", "val_reward"), ("accuracy", "val_accuracy"), ("kl", "val_kl"),
+                                      ("entropy", "approx_kl", "clipfrac"), ("value_loss",), ("response_length",)))
+
+    if args.inspect:
+        return inspect_first_rollout(args, run, tokenizer, train_prompts, train_ids, sampler, rollout)
+
+    # ------------------------------------------------------------------------- 6. the loop
+    stop_rules = tu.StopRules(args, run)
+    stop_rules.evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
+    if not ckpt:
+        eval_and_save(0)  # the SFT model's held-out reward and accuracy: what PPO is measured against
+    N, M, G, W = args.rollout_batch, args.minibatch_size, args.grad_accum, run.world_size
+    bad_steps, t_last = tu.BadSteps(args), time.time()
+    bar = tu.progress(total=args.max_steps, initial=step, disable=not run.master)
+    while step < args.max_steps:
+        lr = tu.get_lr(step, args)
+        tu.set_lr(optimizer, lr)
+        # 1-2. rollout: every (step, rank) takes its own slice of one deterministic prompt stream
+        indices = sampler.take((step * W + run.rank) * N, N)
+        batch = rollout([train_prompts[i] for i in indices], [train_ids[i] for i in indices], seed=args.seed * 100003 + step)
+        mask = batch["mask"]
+        # 3. per-token rewards: the KL penalty everywhere, the score on the last response token
+        kl = batch["old_logprobs"] - batch["ref_logprobs"]                     # (N, T), 0 off the response
+        rewards = -kl_coef * kl
+        last = mask.sum(-1).long() + (mask.argmax(-1)) - 1                     # index of each row's last response token
+        rewards[torch.arange(N), last] += batch["scores"]
+        # 4. advantages and returns
+        advantages, returns = gae(rewards, batch["old_values"], mask, args.gamma, args.lam)
+        advantages = masked_whiten(advantages, mask)
+        # 5. PPO epochs over minibatches
+        sums, updates, early_stopped = {}, 0, False
+        try:
+            for epoch in range(args.ppo_epochs):
+                order = torch.randperm(N, generator=torch.Generator().manual_seed(args.seed + step * 31 + epoch))
+                for start in range(0, N, M):
+                    rows = order[start:start + M]
+                    for micro in range(G):  # --grad-accum splits a minibatch into G micro-batches
+                        sub = rows[micro::G]
+                        with tu.autocast(run):
+                            logits = policy(batch["x"][sub]).logits
+                            values = critic(batch["x"][sub])[0]
+                        logprobs = token_logprobs(logits, batch["y"][sub])
+                        pg_loss, clipfrac, approx_kl = policy_loss(logprobs, batch["old_logprobs"][sub],
+                                                                   advantages[sub], mask[sub], args.cliprange)
+                        vf_loss = value_loss(values, batch["old_values"][sub], returns[sub], mask[sub], args.cliprange_value)
+                        loss = pg_loss + args.vf_coef * vf_loss
+                        run.scaler.scale(loss / G).backward()
+                        with torch.no_grad():
+                            entropy = masked_mean(entropy_from_logits(logits), mask[sub])
+                        for k, v in (("pg_loss", pg_loss), ("value_loss", vf_loss), ("clipfrac", clipfrac),
+                                     ("approx_kl", approx_kl), ("entropy", entropy), ("loss", loss)):
+                            sums[k] = sums.get(k, 0.0) + v.item() / G
+                    if bad_steps.skip(tu.all_reduce_mean(loss.item(), run), step, optimizer, log):
+                        continue
+                    grad_norm = tu.optimizer_step(policy, optimizer, run, args)  # unscale, clip, step, zero_grad
+                    updates += 1
+                    if tu.all_reduce_mean(approx_kl.item(), run) > args.max_approx_kl:
+                        early_stopped = True  # the policy moved too far from the rollout's: stop reusing it
+                        break
+                if early_stopped:
+                    break
+        except torch.cuda.OutOfMemoryError:
+            optimizer.zero_grad(set_to_none=True)
+            M, G = tu.halve_micro_batch(M, G, run, log, step)
+            M *= 2  # keep the minibatch; only the micro-batch (M / G) halves
+            continue
+        # adaptive KL (Ziegler et al. 2019): move kl_coef by up to 20% per horizon toward the target KL
+        mean_kl = tu.all_reduce_mean(kl.sum(-1).mean().item(), run)
+        if args.adaptive_kl:
+            error = max(-0.2, min(0.2, mean_kl / args.target_kl - 1))
+            kl_coef *= 1 + error * N * W / args.kl_horizon
+        step += 1
+        bar.update(1)
+
+        if step % args.log_interval == 0 or step == args.max_steps:
+            row = {"step": step, "reward": tu.all_reduce_mean(batch["scores"].mean().item(), run), "kl": mean_kl,
+                   **{k: tu.all_reduce_mean(v / max(1, updates), run) for k, v in sums.items()},
+                   "response_length": tu.all_reduce_mean(mask.sum(-1).mean().item(), run), "kl_coef": kl_coef,
+                   "ppo_updates": updates, "early_stopped": early_stopped, "lr": lr, "grad_norm": grad_norm if updates else 0.0,
+                   "rollouts_per_sec": N * W / (time.time() - t_last), "memory_mb": tu.peak_memory_mb(run)}
+            if batch["accuracy"] is not None:
+                row["accuracy"] = tu.all_reduce_mean(batch["accuracy"], run)
+            t_last = time.time()
+            bar.set_postfix(reward=f"{row['reward']:+.3f}", kl=f"{mean_kl:.3f}")
+            log.log(row)
+        stop_now, out_of_time = stop_rules.ctrl_c(), stop_rules.out_of_time()
+        if step % args.eval_interval == 0 or step == args.max_steps or out_of_time:
+            eval_and_save(step)
+            t_last = time.time()
+            if stop_rules.early_stop() or out_of_time:
+                break
+        elif (args.save_interval and step % args.save_interval == 0) or stop_now:
+            if run.master:
+                save(step, False)
+        if stop_now:
+            if run.master:
+                print(f"saved {os.path.join(args.out_dir, 'ckpt_latest.pt')} at step {step}; resume with:\n  {tu.resume_command(args)}")
+            break
+    bar.close()
+    stop_rules.close()
+
+    # ------------------------------------------------------------------------- 7. final save and plot
+    if run.master:
+        evals = [r for r in tu.read_metrics(log.path) if "val_reward" in r]
+        best = max(evals, key=lambda r: r["val_reward"])
+        accuracy = (f", accuracy {evals[0]['val_accuracy']:.3f} -> {best['val_accuracy']:.3f}"
+                    if "val_accuracy" in best else "")
+        print(f"done: step {step}; held-out reward {evals[0]['val_reward']:+.3f} -> {best['val_reward']:+.3f}{accuracy} "
+              f"(best checkpoint, step {best['step']}, KL {best['val_kl']:.3f}); run directory {args.out_dir}")
+    return best_val_loss
+
+
+def inspect_first_rollout(args, run, tokenizer, train_prompts, train_ids, sampler, rollout):
+    """--inspect: one rollout's first sequence token by token with its response mask and per-token numbers."""
+    indices = sampler.take(0, min(4, args.rollout_batch))
+    batch = rollout([train_prompts[i] for i in indices], [train_ids[i] for i in indices], seed=args.seed)
+    x, y, mask = batch["x"], batch["y"], batch["mask"]
+    print(f"rollout: {tuple(x.shape)}, {int(mask.sum())} generated tokens carry loss; score of row 0: {batch['scores'][0]:+.3f}")
+    print(f"{'pos':>4} {'target':<18} {'mask':>4} {'logp':>8} {'ref':>8} {'value':>8}")
+    for t in range(x.shape[1]):
+        if mask[0, t] or t + 1 < x.shape[1] and mask[0, t + 1]:
+            print(f"{t:>4} {tokenizer.id_to_token(int(y[0, t]))!r:<18} {int(mask[0, t]):>4} {batch['old_logprobs'][0, t]:>8.3f} "
+                  f"{batch['ref_logprobs'][0, t]:>8.3f} {batch['old_values'][0, t]:>8.3f}")
+    print("rollout only; exiting (--inspect)")
+
+
+if __name__ == "__main__":
+    tu.cli(main)

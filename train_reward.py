@@ -1,0 +1,257 @@
+"""
+Reward model: a MiniGPT backbone (from SFT) with a scalar head, trained so the chosen response of each pair scores
+higher than the rejected one. PPO then optimises a policy against it.
+
+    python train_reward.py                            # from checkpoints/sft_tiny, on the built-in preference pairs
+    python train_reward.py --data hh-rlhf.jsonl.gz --freeze-backbone 2 --margin 0.5
+    python train_reward.py --score "What is 2 plus 3?" "2 plus 3 is 5."     # print a reward and exit
+
+The reward is the head's output at the last real token of prompt+response (the response's <|im_end|>), where
+the whole sequence has been read. Loss (Bradley-Terry): -log sigmoid(r_chosen - r_rejected - margin).
+
+Sections: 1 flags, 2 setup, 3 data and tokenizer, 4 model and optimizer, 5 resume, 6 the loop, 7 final save.
+"""
+import contextlib
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+
+import builtin_data
+import train_utils as tu
+from data import EpochSampler, PairDataset, load_datasets, pad_sequences, pair_batch
+from model import load_value_model
+from tokenizer import BPETokenizer
+
+
+# ----------------------------------------------------------------------------- 1. flags
+def parse_args(argv=None):
+    p = tu.common_parser("Train a reward model on preference pairs.", "reward",
+                         lr=3e-4, max_steps=300, batch_size=16, seq_len=256, warmup_steps=20, eval_interval=50,
+                         eval_iters=10, weight_decay=0.0)
+    p.add_argument("--margin", type=float, default=0.0, help="required reward gap: -log sigmoid(r_c - r_r - margin)")
+    p.add_argument("--freeze-backbone", type=int, nargs="?", const=0, default=None, metavar="N",
+                   help="train only the head, the final norm and the top N blocks (no value: the head only)")
+    p.add_argument("--max-prompt-len", type=int, default=None, help="prompt tokens kept when a pair is too long")
+    p.add_argument("--score", nargs=2, metavar=("PROMPT", "RESPONSE"), default=None,
+                   help="print the reward of --out-dir's model for one prompt and response, then exit")
+    args = tu.finish_args(p.parse_args(argv), "reward")
+    if args.score is None:
+        tu.default_init_from(args, "sft", "train_sft.py")
+    return args
+
+
+def rewards_at_last_token(values, lengths):
+    """values (rows, L), lengths (rows,) -> the value at each row's last real token, (rows,)."""
+    return values[torch.arange(values.size(0), device=values.device), lengths.to(values.device) - 1]
+
+
+def reward_loss(chosen_rewards, rejected_rewards, margin=0.0):
+    """Bradley-Terry (Ouyang et al. 2022, eq. 1), with the optional margin of Llama 2: per-pair losses (B,)."""
+    return -F.logsigmoid(chosen_rewards - rejected_rewards - margin)
+
+
+def reward_metrics(losses, chosen_rewards, rejected_rewards, prefix=""):
+    rewards = torch.cat([chosen_rewards, rejected_rewards]).detach()
+    return {f"{prefix}loss": losses.mean().item(),
+            f"{prefix}accuracy": (chosen_rewards > rejected_rewards).float().mean().item(),
+            f"{prefix}rewards/chosen": chosen_rewards.mean().item(),
+            f"{prefix}rewards/rejected": rejected_rewards.mean().item(),
+            f"{prefix}reward_mean": rewards.mean().item(),
+            f"{prefix}reward_std": rewards.std().item() if rewards.numel() > 1 else 0.0,
+            f"{prefix}margin": (chosen_rewards - rejected_rewards).mean().item()}
+
+
+@torch.no_grad()
+def score(run_dir, prompt, response, device="cpu"):
+    """The reward a trained reward model gives one (prompt, response)."""
+    model = load_value_model(run_dir, device)
+    tokenizer = BPETokenizer.load(os.path.join(run_dir, "tokenizer.json"))
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}, {"role": "assistant", "content": response}])[0]
+    ids = ids[:-len(tokenizer.encode("\n"))]  # end at the response's <|im_end|>, as in training
+    ids, lengths = pad_sequences([ids], tokenizer.pad_id)
+    return rewards_at_last_token(model(ids.to(device))[0], lengths).item()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.score:
+        print(f"reward {score(args.out_dir, *args.score):+.4f}")
+        return None
+
+    # ------------------------------------------------------------------------- 2. setup
+    run = tu.setup(args)
+    os.makedirs(os.path.join(args.out_dir, "plots"), exist_ok=True)
+
+    # ------------------------------------------------------------------------- 3. data and tokenizer
+    if run.master:
+        tu.copy_tokenizer(args)
+    if run.ddp:
+        torch.distributed.barrier()
+    tokenizer = BPETokenizer.load(os.path.join(args.out_dir, "tokenizer.json"))
+    train_pairs, val_pairs, stats = load_datasets(
+        args.data, "pair", seed=args.seed, val_split=args.val_split, global_ratio=args.global_sample_ratio,
+        max_records=args.max_data_size, fmt=args.format, skip_bad_lines=args.skip_bad_lines, val_specs=args.val_data)
+    if args.data == ["builtin"] and not args.val_data:
+        val_pairs = builtin_data.preference_pairs(args.seed, "heldout")  # pairs on questions never trained on
+    train_ds = PairDataset(train_pairs, tokenizer, args.seq_len, args.max_prompt_len)
+    val_ds = PairDataset(val_pairs, tokenizer, args.seq_len, args.max_prompt_len) if val_pairs else train_ds
+    sampler = EpochSampler(len(train_ds), args.seed)
+    if run.master:
+        tu.write_json(os.path.join(args.out_dir, "dataset_stats.json"), {**stats, "train": train_ds.stats(), "val": val_ds.stats()})
+        print(f"data: {len(train_ds)} train pairs ({train_ds.truncated} truncated), {len(val_ds)} val pairs")
+
+    # ------------------------------------------------------------------------- 4. model and optimizer
+    model = load_value_model(args.init_from, run.device).train()  # SFT backbone + a fresh scalar head
+    if args.freeze_backbone is not None:
+        model.freeze_backbone(args.freeze_backbone)
+    optimizer = model.configure_optimizer(args.lr, args.weight_decay, device_type=run.device_type)
+    if run.master:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        print(f"reward model: {model.num_params() / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trained) from {args.init_from}")
+        tu.write_run_config(args, model.config, tokenizer)
+
+    # ------------------------------------------------------------------------- 5. resume
+    ckpt = tu.resume_training(args, run, {"model": model}, optimizer)
+    step, best_val_loss = (ckpt["step"], ckpt["best_val_loss"]) if ckpt else (0, float("inf"))
+    raw_model, model = model, tu.wrap_model(model, run, args)
+    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard, resume_step=step if ckpt else None)
+
+    @torch.no_grad()
+    def evaluate():
+        """Loss, pairwise accuracy, reward mean/spread and margin over the held-out pairs, prefixed eval_."""
+        model.eval()
+        chosen, rejected = [], []
+        for j in range(run.rank, args.eval_iters, run.world_size):
+            indices = list(range(j * args.batch_size, min((j + 1) * args.batch_size, len(val_ds))))
+            if not indices:
+                break
+            ids, lengths, _ = (t.to(run.device) for t in pair_batch(val_ds, indices, tokenizer.pad_id))
+            with tu.autocast(run):
+                rewards = rewards_at_last_token(raw_model(ids)[0], lengths)
+            chosen.append(rewards[:len(indices)])
+            rejected.append(rewards[len(indices):])
+        model.train()
+        chosen, rejected = torch.cat(chosen), torch.cat(rejected)
+        metrics = reward_metrics(reward_loss(chosen, rejected, args.margin), chosen, rejected, "eval_")
+        return {k: tu.all_reduce_mean(v, run) for k, v in metrics.items()}
+
+    def save(step, is_best):
+        tu.save_run(args, tu.training_state(model, optimizer, step, args, best_val_loss, {
+            "evals_without_improvement": stop_rules.evals_without_improvement}), is_best)
+
+    def eval_and_save(step):
+        nonlocal best_val_loss
+        metrics = evaluate()
+        val_loss = metrics["eval_loss"]
+        improved = stop_rules.update(val_loss, best_val_loss)
+        if improved:
+            best_val_loss = val_loss
+        if run.master:
+            log.log({"step": step, "val_loss": val_loss, **metrics, "memory_mb": tu.peak_memory_mb(run)})
+            print(f"\nstep {step}: val loss {val_loss:.4f}, pairwise accuracy {metrics['eval_accuracy']:.3f}, "
+                  f"margin {metrics['eval_margin']:.3f}, rewards {metrics['eval_reward_mean']:+.3f} +- "
+                  f"{metrics['eval_reward_std']:.3f}{' (best)' if improved else ''}")
+            save(step, improved)
+            if not args.no_plot:
+                tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"),
+                                keys=(("loss", "val_loss"), ("accuracy", "eval_accuracy"),
+                                      ("margin", "eval_margin", "eval_reward_std")))
+
+    if args.inspect:
+        return inspect_first_batch(args, run, model, raw_model, optimizer, train_ds, sampler, tokenizer)
+
+    # ------------------------------------------------------------------------- 6. the loop
+    stop_rules = tu.StopRules(args, run)
+    stop_rules.evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
+    if not ckpt:
+        eval_and_save(0)  # an untrained head: accuracy near chance
+    model.train()
+    B, G, W = args.batch_size, args.grad_accum, run.world_size
+    bad_steps, t_last, steps_since_log = tu.BadSteps(args), time.time(), 0
+    bar = tu.progress(total=args.max_steps, initial=step, disable=not run.master)
+    while step < args.max_steps:
+        lr = tu.get_lr(step, args)
+        tu.set_lr(optimizer, lr)
+        try:
+            metrics = {}
+            for micro in range(G):
+                position = (step * G * W + micro * W + run.rank) * B
+                ids, lengths, _ = (t.to(run.device) for t in pair_batch(train_ds, sampler.take(position, B), tokenizer.pad_id))
+                sync = contextlib.nullcontext() if not run.ddp or micro == G - 1 else model.no_sync()
+                with sync:
+                    with tu.autocast(run):
+                        values, aux_loss = model(ids)  # chosen rows then rejected rows, one forward
+                    rewards = rewards_at_last_token(values, lengths)
+                    losses = reward_loss(rewards[:B], rewards[B:], args.margin)
+                    run.scaler.scale((losses.mean() + aux_loss) / G).backward()
+                for k, v in reward_metrics(losses, rewards[:B], rewards[B:]).items():
+                    metrics[k] = metrics.get(k, 0.0) + v / G
+        except torch.cuda.OutOfMemoryError:
+            optimizer.zero_grad(set_to_none=True)
+            B, G = tu.halve_micro_batch(B, G, run, log, step)
+            continue
+        metrics = {k: tu.all_reduce_mean(v, run) for k, v in metrics.items()}
+        if bad_steps.skip(metrics["loss"], step, optimizer, log):
+            step += 1
+            continue
+        grad_norm = tu.optimizer_step(model, optimizer, run, args)  # unscale, clip, step, zero_grad
+        step += 1
+        steps_since_log += 1
+        bar.update(1)
+
+        if step % args.log_interval == 0 or step == args.max_steps:
+            pairs_per_sec = B * G * W * steps_since_log / (time.time() - t_last)
+            t_last, steps_since_log = time.time(), 0
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['accuracy']:.2f}")
+            log.log({"step": step, **metrics, "lr": lr, "grad_norm": grad_norm, "pairs_per_sec": pairs_per_sec,
+                     "memory_mb": tu.peak_memory_mb(run)})
+        stop_now, out_of_time = stop_rules.ctrl_c(), stop_rules.out_of_time()
+        if step % args.eval_interval == 0 or step == args.max_steps or out_of_time:
+            eval_and_save(step)
+            t_last, steps_since_log = time.time(), 0
+            if stop_rules.early_stop() or out_of_time:
+                break
+        elif (args.save_interval and step % args.save_interval == 0) or stop_now:
+            if run.master:
+                save(step, False)
+        if stop_now:
+            if run.master:
+                print(f"saved {os.path.join(args.out_dir, 'ckpt_latest.pt')} at step {step}; resume with:\n  {tu.resume_command(args)}")
+            break
+    bar.close()
+    stop_rules.close()
+
+    # ------------------------------------------------------------------------- 7. final save and plot
+    if run.master:
+        evals = [r for r in tu.read_metrics(log.path) if "eval_accuracy" in r]
+        best = min(evals, key=lambda r: r["val_loss"])
+        print(f"done: step {step}; held-out pairwise accuracy {evals[0]['eval_accuracy']:.3f} -> "
+              f"{best['eval_accuracy']:.3f} (best checkpoint, step {best['step']}); run directory {args.out_dir}")
+    return best_val_loss
+
+
+def inspect_first_batch(args, run, model, raw_model, optimizer, train_ds, sampler, tokenizer):
+    """--inspect: the first pair and where its rewards are read, one optimizer step, gradient norms."""
+    indices = sampler.take(0, args.batch_size)
+    ids, lengths, _ = (t.to(run.device) for t in pair_batch(train_ds, indices, tokenizer.pad_id))
+    B = len(indices)
+    for name, row in (("chosen", 0), ("rejected", B)):
+        last = int(lengths[row]) - 1
+        print(f"{name}: {tokenizer.decode(ids[row, :last + 1].tolist())!r}\n  reward read at position {last} "
+              f"(token {tokenizer.id_to_token(int(ids[row, last]))!r})")
+    with tu.autocast(run):
+        values, _ = model(ids)
+    rewards = rewards_at_last_token(values, lengths)
+    losses = reward_loss(rewards[:B], rewards[B:], args.margin)
+    losses.mean().backward()
+    print(f"loss {losses.mean().item():.4f} (log 2 = 0.6931 for equal rewards)")
+    for name, norm in tu.grad_norms_by_group(raw_model).items():
+        print(f"  grad norm {name:<12} {norm:.4e}")
+    optimizer.step()
+    print("one optimizer step done; exiting (--inspect)")
+
+
+if __name__ == "__main__":
+    tu.cli(main)

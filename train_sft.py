@@ -1,0 +1,226 @@
+"""
+Supervised fine-tuning: teach a pretrained model to answer in the chat format, with the loss on assistant tokens only.
+
+    python train_sft.py                               # from checkpoints/pretrain_tiny, on the built-in conversations
+    python train_sft.py --data alpaca.json sharegpt.jsonl:0.5 --max-steps 2000
+    python train_sft.py --system-prompt "You are a helpful assistant." --system-prompt-prob 0.5 --turn-drop-prob 0.2
+    python train_sft.py --resume                      # continue exactly where the run in --out-dir stopped
+
+Conversations in any chat format data.py reads are rendered by the tokenizer's chat template (ChatML); the loss
+mask is 1 on each assistant reply and its <|im_end|>, 0 on the rest. At each eval a fixed regression suite of
+questions with known answers (the built-in held-out questions, or --eval-prompts FILE) is answered greedily and
+its pass rate is logged next to the losses.
+
+Sections: 1 flags, 2 setup, 3 data and tokenizer, 4 model and optimizer, 5 resume, 6 the loop, 7 final save.
+"""
+import contextlib
+import math
+import os
+import time
+
+import torch
+
+import builtin_data
+import train_utils as tu
+from data import DataError, EpochSampler, SFTDataset, load_datasets, regression_suite, sft_batch
+from generate import TextGenerator, answer_accuracy
+from model import load_model
+from tokenizer import BPETokenizer
+
+
+# ----------------------------------------------------------------------------- 1. flags
+def parse_args(argv=None):
+    # Fine-tuning defaults: a quarter of pretraining's lr and a short warmup, so the pretrained weights move
+    # gently; no weight decay pulling them toward zero on a small dataset.
+    p = tu.common_parser("Supervised fine-tuning on conversations.", "sft",
+                         lr=5e-4, max_steps=300, batch_size=32, seq_len=256, warmup_steps=20, eval_interval=50,
+                         eval_iters=5, weight_decay=0.0)
+    p.add_argument("--system-prompt", default=None, help="a system message added to conversations that have none")
+    p.add_argument("--system-prompt-prob", type=float, default=1.0, help="probability of adding --system-prompt")
+    p.add_argument("--turn-drop-prob", type=float, default=0.0,
+                   help="augmentation: drop a multi-turn conversation's trailing turns with this probability")
+    p.add_argument("--eval-prompts", default=None,
+                   help="JSONL of {\"prompt\", \"expected\"} for the regression suite (default: built-in held-out questions)")
+    p.add_argument("--eval-max-new-tokens", type=int, default=48)
+    args = tu.finish_args(p.parse_args(argv), "sft")
+    tu.default_init_from(args, "pretrain", "train_pretrain.py")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    # ------------------------------------------------------------------------- 2. setup
+    run = tu.setup(args)
+    os.makedirs(os.path.join(args.out_dir, "plots"), exist_ok=True)
+
+    # ------------------------------------------------------------------------- 3. data and tokenizer
+    if run.master:
+        tu.copy_tokenizer(args)
+    if run.ddp:
+        torch.distributed.barrier()
+    tokenizer = BPETokenizer.load(os.path.join(args.out_dir, "tokenizer.json"))
+    train_convs, val_convs, stats = load_datasets(
+        args.data, "chat", seed=args.seed, val_split=args.val_split, global_ratio=args.global_sample_ratio,
+        max_records=args.max_data_size, fmt=args.format, skip_bad_lines=args.skip_bad_lines, val_specs=args.val_data)
+    if args.data == ["builtin"] and not args.val_data:
+        val_convs = builtin_data.sft_conversations(args.seed, "heldout")  # held-out questions, never trained on
+    dataset_args = dict(tokenizer=tokenizer, seq_len=args.seq_len, system_prompt=args.system_prompt,
+                        system_prompt_prob=args.system_prompt_prob, seed=args.seed)
+    train_ds = SFTDataset(train_convs, **dataset_args)
+    val_ds = SFTDataset(val_convs, **dataset_args) if val_convs else train_ds
+    if len(train_ds) == 0:
+        raise DataError(f"{', '.join(args.data)}: no conversation has an assistant token within --seq-len {args.seq_len}")
+    suite = regression_suite(args.eval_prompts)
+    sampler = EpochSampler(len(train_ds), args.seed)
+    if run.master:
+        tu.write_json(os.path.join(args.out_dir, "dataset_stats.json"),
+                      {**stats, "train": train_ds.stats(), "val": val_ds.stats(), "regression_suite": len(suite)})
+        print(f"data: {len(train_ds)} train conversations ({train_ds.dropped} dropped: no assistant token within "
+              f"--seq-len; {train_ds.truncated} truncated), {len(val_ds)} val, {len(suite)} regression prompts")
+
+    # ------------------------------------------------------------------------- 4. model and optimizer
+    model = load_model(args.init_from, run.device).train()
+    config = model.config
+    if args.seq_len > config.max_seq_len:
+        raise ValueError(f"--seq-len {args.seq_len} exceeds the model's max_seq_len {config.max_seq_len}")
+    optimizer = model.configure_optimizer(args.lr, args.weight_decay, device_type=run.device_type)
+    if run.master:
+        print(f"model: {model.num_params() / 1e6:.2f}M parameters from {args.init_from}, dtype {args.dtype}")
+        tu.write_run_config(args, config, tokenizer)
+
+    # ------------------------------------------------------------------------- 5. resume
+    ckpt = tu.resume_training(args, run, {"model": model}, optimizer)
+    step, best_val_loss = (ckpt["step"], ckpt["best_val_loss"]) if ckpt else (0, float("inf"))
+    raw_model, model = model, tu.wrap_model(model, run, args)
+    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard, resume_step=step if ckpt else None)
+
+    @torch.no_grad()
+    def evaluate():
+        """Mean assistant-token loss over the first eval_iters validation batches (the same ones every time)."""
+        model.eval()
+        losses = []
+        for j in range(run.rank, args.eval_iters, run.world_size):
+            indices = [(j * args.batch_size + i) % len(val_ds) for i in range(args.batch_size)]
+            x, y, loss_mask = (t.to(run.device) for t in sft_batch(val_ds, indices, tokenizer.pad_id))
+            with tu.autocast(run):
+                losses.append(raw_model(x, y, loss_mask).loss.item())
+        model.train()
+        return tu.all_reduce_mean(sum(losses) / max(1, len(losses)), run)
+
+    def save(step, is_best):
+        tu.save_run(args, tu.training_state(model, optimizer, step, args, best_val_loss, {
+            "evals_without_improvement": stop_rules.evals_without_improvement}), is_best)
+
+    def eval_and_save(step):
+        nonlocal best_val_loss
+        val_loss = evaluate()
+        improved = stop_rules.update(val_loss, best_val_loss)
+        if improved:
+            best_val_loss = val_loss
+        if run.master:
+            with tu.autocast(run):
+                rate, examples = answer_accuracy(TextGenerator(raw_model, tokenizer), suite, args.eval_max_new_tokens)
+            model.train()  # the generator switched the model to eval mode
+            log.log({"step": step, "val_loss": val_loss, "pass_rate": rate, "memory_mb": tu.peak_memory_mb(run)})
+            (prompt, expected), answer = examples[0]
+            print(f"\nstep {step}: val loss {val_loss:.4f}, regression pass rate {rate:.3f}{' (best)' if improved else ''}"
+                  f"\n  {prompt!r} -> {answer!r} (expected {expected!r})")
+            save(step, improved)
+            if not args.no_plot:
+                tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"),
+                                keys=(("train_loss", "val_loss"), ("pass_rate",), ("lr",)))
+
+    if args.inspect:
+        return inspect_first_batch(args, run, model, raw_model, optimizer, train_ds, sampler, tokenizer)
+
+    # ------------------------------------------------------------------------- 6. the loop
+    stop_rules = tu.StopRules(args, run)
+    stop_rules.evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
+    if not ckpt:
+        eval_and_save(0)  # the starting model's numbers: what fine-tuning is measured against
+    model.train()
+    B, G, W = args.batch_size, args.grad_accum, run.world_size
+    bad_steps, t_last, steps_since_log, tokens_since_log = tu.BadSteps(args), time.time(), 0, 0
+    bar = tu.progress(total=args.max_steps, initial=step, disable=not run.master)
+    while step < args.max_steps:
+        lr = tu.get_lr(step, args)
+        tu.set_lr(optimizer, lr)
+        try:
+            train_loss = 0.0
+            for micro in range(G):
+                position = (step * G * W + micro * W + run.rank) * B  # one deterministic sample stream, as in pretraining
+                x, y, loss_mask = (t.to(run.device) for t in sft_batch(
+                    train_ds, sampler.take(position, B), tokenizer.pad_id, args.turn_drop_prob, args.seed, position))
+                sync = contextlib.nullcontext() if not run.ddp or micro == G - 1 else model.no_sync()
+                with sync:
+                    with tu.autocast(run):
+                        out = model(x, y, loss_mask)  # cross-entropy over assistant tokens only
+                        loss = (out.loss + out.aux_loss) / G
+                    run.scaler.scale(loss).backward()
+                train_loss += out.loss.item() / G
+                tokens_since_log += int(loss_mask.sum())
+        except torch.cuda.OutOfMemoryError:
+            optimizer.zero_grad(set_to_none=True)
+            B, G = tu.halve_micro_batch(B, G, run, log, step)
+            continue
+        train_loss = tu.all_reduce_mean(train_loss, run)
+        if bad_steps.skip(train_loss, step, optimizer, log):
+            step += 1
+            continue
+        grad_norm = tu.optimizer_step(model, optimizer, run, args)  # unscale, clip, step, zero_grad
+        step += 1
+        steps_since_log += 1
+        bar.update(1)
+
+        if step % args.log_interval == 0 or step == args.max_steps:
+            assistant_tokens_per_sec = tokens_since_log * W / (time.time() - t_last)
+            t_last, steps_since_log, tokens_since_log = time.time(), 0, 0
+            bar.set_postfix(loss=f"{train_loss:.4f}")
+            log.log({"step": step, "train_loss": train_loss, "lr": lr, "grad_norm": grad_norm,
+                     "assistant_tokens_per_sec": assistant_tokens_per_sec, "memory_mb": tu.peak_memory_mb(run)})
+        stop_now, out_of_time = stop_rules.ctrl_c(), stop_rules.out_of_time()
+        if step % args.eval_interval == 0 or step == args.max_steps or out_of_time:
+            eval_and_save(step)
+            t_last, steps_since_log, tokens_since_log = time.time(), 0, 0
+            if stop_rules.early_stop() or out_of_time:
+                break
+        elif (args.save_interval and step % args.save_interval == 0) or stop_now:
+            if run.master:
+                save(step, False)
+        if stop_now:
+            if run.master:
+                print(f"saved {os.path.join(args.out_dir, 'ckpt_latest.pt')} at step {step}; resume with:\n  {tu.resume_command(args)}")
+            break
+    bar.close()
+    stop_rules.close()
+
+    # ------------------------------------------------------------------------- 7. final save and plot
+    if run.master:
+        rows = tu.read_metrics(log.path)
+        rates = [r["pass_rate"] for r in rows if "pass_rate" in r]
+        print(f"done: step {step}, best val loss {best_val_loss:.4f}, regression pass rate {rates[0]:.3f} -> "
+              f"{rates[-1]:.3f}; run directory {args.out_dir}")
+    return best_val_loss
+
+
+def inspect_first_batch(args, run, model, raw_model, optimizer, train_ds, sampler, tokenizer):
+    """--inspect: the first conversation token by token with its loss mask, one optimizer step, gradient norms."""
+    x, y, loss_mask = (t.to(run.device) for t in sft_batch(train_ds, sampler.take(0, args.batch_size), tokenizer.pad_id))
+    print(f"batch: input {tuple(x.shape)}, {int(loss_mask.sum())} of {loss_mask.numel()} target positions carry loss")
+    print(f"{'pos':>4} {'input':<18} {'target':<18} {'loss':>4}")
+    for i in range(min(48, x.shape[1])):
+        print(f"{i:>4} {tokenizer.id_to_token(int(x[0, i]))!r:<18} {tokenizer.id_to_token(int(y[0, i]))!r:<18} {int(loss_mask[0, i]):>4}")
+    print("trained-on text of the first sample:", repr(tokenizer.decode(y[0][loss_mask[0] == 1].tolist())))
+    with tu.autocast(run):
+        out = model(x, y, loss_mask)
+    (out.loss + out.aux_loss).backward()
+    print(f"loss {out.loss.item():.4f} (ln vocab = {math.log(tokenizer.vocab_size):.4f})")
+    for name, norm in tu.grad_norms_by_group(raw_model).items():
+        print(f"  grad norm {name:<12} {norm:.4e}")
+    optimizer.step()
+    print("one optimizer step done; exiting (--inspect)")
+
+
+if __name__ == "__main__":
+    tu.cli(main)
