@@ -264,16 +264,18 @@ def parse_source(spec):
     return Source(path, ratio, max_samples)
 
 
-def builtin_records(kind, seed=0):
+def builtin_records(kind):
+    """The built-in data of one kind (training split). One fixed world for every stage: the training --seed must
+    not change it, or SFT would ask about a world pretraining never described."""
     import builtin_data
     if kind == "text":
-        return builtin_data.pretrain_texts(seed)
+        return builtin_data.pretrain_texts()
     if kind == "chat":
-        return builtin_data.sft_conversations(seed, "train")
+        return builtin_data.sft_conversations(split="train")
     if kind == "pair":
-        return builtin_data.preference_pairs(seed, "train")
+        return builtin_data.preference_pairs(split="train")
     return [{"prompt": [{"role": "user", "content": it["prompt"]}], "answer": it["answer"]}
-            for it in builtin_data.checkable_prompts(seed, "train")]
+            for it in builtin_data.checkable_prompts(split="train")]
 
 
 def load_datasets(specs, kind, seed=0, val_split=0.05, global_ratio=1.0, max_records=None, fmt=None,
@@ -288,7 +290,7 @@ def load_datasets(specs, kind, seed=0, val_split=0.05, global_ratio=1.0, max_rec
         src = parse_source(spec)
         skipped = []
         if src.path == "builtin":
-            records = builtin_records(kind, seed)
+            records = builtin_records(kind)
         else:
             records = read_records(src.path, kind, fmt, skip_bad_lines, skipped)
         rng = random.Random(seed * 1_000_003 + zlib.crc32(src.path.encode()))

@@ -104,7 +104,7 @@ def main(argv=None):
         max_records=args.max_data_size, fmt=args.format, skip_bad_lines=args.skip_bad_lines, val_specs=args.val_data)
     builtin = args.data == ["builtin"] and not args.val_data
     if builtin:
-        val_pairs = builtin_data.preference_pairs(args.seed, "heldout")  # pairs on questions never trained on
+        val_pairs = builtin_data.preference_pairs(split="heldout")  # pairs on questions never trained on
     train_ds = PairDataset(train_pairs, tokenizer, args.seq_len, args.max_prompt_len)
     val_ds = PairDataset(val_pairs, tokenizer, args.seq_len, args.max_prompt_len) if val_pairs else train_ds
     suite = regression_suite(args.eval_prompts) if builtin or args.eval_prompts else []

@@ -148,7 +148,7 @@ def main(argv=None):
         max_records=args.max_data_size, fmt=args.format, skip_bad_lines=args.skip_bad_lines, val_specs=args.val_data)
     if args.data == ["builtin"] and not args.val_data:
         val_prompts = [{"prompt": [{"role": "user", "content": it["prompt"]}], "answer": it["answer"]}
-                       for it in builtin_data.checkable_prompts(args.seed, "heldout")]
+                       for it in builtin_data.checkable_prompts(split="heldout")]
     val_prompts = (val_prompts or train_prompts)[:args.eval_batch]
     if args.reward == "builtin" and any(p["answer"] is None for p in train_prompts):
         raise ValueError("--reward builtin needs prompts with an 'answer' field (the built-in data has them)")

@@ -94,7 +94,7 @@ def main(argv=None):
         args.data, "pair", seed=args.seed, val_split=args.val_split, global_ratio=args.global_sample_ratio,
         max_records=args.max_data_size, fmt=args.format, skip_bad_lines=args.skip_bad_lines, val_specs=args.val_data)
     if args.data == ["builtin"] and not args.val_data:
-        val_pairs = builtin_data.preference_pairs(args.seed, "heldout")  # pairs on questions never trained on
+        val_pairs = builtin_data.preference_pairs(split="heldout")  # pairs on questions never trained on
     train_ds = PairDataset(train_pairs, tokenizer, args.seq_len, args.max_prompt_len)
     val_ds = PairDataset(val_pairs, tokenizer, args.seq_len, args.max_prompt_len) if val_pairs else train_ds
     sampler = EpochSampler(len(train_ds), args.seed)

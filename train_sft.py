@@ -64,7 +64,7 @@ def main(argv=None):
         args.data, "chat", seed=args.seed, val_split=args.val_split, global_ratio=args.global_sample_ratio,
         max_records=args.max_data_size, fmt=args.format, skip_bad_lines=args.skip_bad_lines, val_specs=args.val_data)
     if args.data == ["builtin"] and not args.val_data:
-        val_convs = builtin_data.sft_conversations(args.seed, "heldout")  # held-out questions, never trained on
+        val_convs = builtin_data.sft_conversations(split="heldout")  # held-out questions, never trained on
     dataset_args = dict(tokenizer=tokenizer, seq_len=args.seq_len, system_prompt=args.system_prompt,
                         system_prompt_prob=args.system_prompt_prob, seed=args.seed)
     train_ds = SFTDataset(train_convs, **dataset_args)

@@ -148,3 +148,16 @@ def test_builtin_data_is_deterministic_bilingual_and_checkable():
     assert builtin_data.check_answer("3 plus 4 is 71.", "7") == 0.0
     pairs = builtin_data.preference_pairs()
     assert all(p["chosen"] != p["rejected"] for p in pairs)
+
+
+def test_builtin_world_is_the_same_for_every_stage_and_training_seed():
+    """Pretraining text, SFT conversations and the regression suite describe one world whatever --seed is."""
+    place = builtin_data.world()["Mira"]["place"][0]
+    texts, _, _ = load_datasets(["builtin"], "text", seed=5, val_split=0.0)
+    assert any(f"Mira lives in {place}." in t for t in texts)
+    assert not any(f"Mira lives in {p}." in t for t in texts for p, _ in builtin_data.PLACES if p != place)
+    convs, _, _ = load_datasets(["builtin"], "chat", seed=99, val_split=0.0)
+    world = builtin_data.world()
+    asked = [(c[0]["content"][len("Where does "):-len(" live?")], c[1]["content"]) for c in convs
+             if c[0]["content"].startswith("Where does ")]
+    assert asked and all(world[name]["place"][0] in answer for name, answer in asked)

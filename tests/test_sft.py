@@ -106,3 +106,20 @@ def test_sft_inspect_shows_the_loss_mask(stage_dirs, tmp_path, capsys):
     train_sft.main(FAST + ["--init-from", stage_dirs["pretrain"], "--out-dir", str(tmp_path / "i"), "--inspect"])
     out = capsys.readouterr().out
     assert "trained-on text of the first sample" in out and "<|im_end|>" in out and "one optimizer step done" in out
+
+
+def test_sft_ddp_two_processes_match_one_process_with_double_accumulation(stage_dirs, tmp_path):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    common = FAST + ["--init-from", stage_dirs["pretrain"], "--max-steps", "3", "--eval-interval", "3",
+                     "--num-threads", "1", "--eval-max-new-tokens", "2"]
+    train_sft.main(common + ["--grad-accum", "2", "--out-dir", one])
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "train_sft.py", *common, "--out-dir", two], cwd=root, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+    train = lambda d: {r["step"]: r["train_loss"] for r in map(json.loads, open(os.path.join(d, "metrics.jsonl"))) if "train_loss" in r}  # noqa: E731
+    assert train(one).keys() == train(two).keys() and len(train(one)) == 3
+    for step in train(one):
+        assert train(one)[step] == pytest.approx(train(two)[step], abs=1e-4)

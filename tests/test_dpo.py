@@ -1,0 +1,90 @@
+"""DPO: the loss against hand computations, response-only masking, the cached reference, and the loop."""
+import json
+import math
+import os
+
+import pytest
+import torch
+
+import train_dpo
+from conftest import FAST
+from data import PairDataset, pair_batch, response_targets
+from model import MiniGPT, get_config, token_logprobs
+from tokenizer import BPETokenizer
+from train_dpo import dpo_loss, sequence_logprobs
+
+PC, PR, RC, RR = torch.tensor([-5.0, -8.0]), torch.tensor([-7.0, -6.0]), torch.tensor([-6.0, -7.0]), torch.tensor([-6.5, -6.5])
+
+
+def test_sigmoid_loss_matches_hand_computation():
+    losses, chosen, rejected = dpo_loss(PC, PR, RC, RR, beta=0.1)
+    h = [(-5 + 6) - (-7 + 6.5), (-8 + 7) - (-6 + 6.5)]  # 1.5, -1.5
+    assert losses.tolist() == pytest.approx([math.log(1 + math.exp(-0.1 * v)) for v in h])
+    assert chosen.tolist() == pytest.approx([0.1, -0.1]) and rejected.tolist() == pytest.approx([-0.05, 0.05])
+
+
+def test_label_smoothing_and_ipo_match_hand_computation():
+    sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+    losses, _, _ = dpo_loss(PC, PR, RC, RR, beta=0.1, label_smoothing=0.2)
+    assert losses[0].item() == pytest.approx(-0.8 * math.log(sig(0.15)) - 0.2 * math.log(sig(-0.15)))
+    losses, _, _ = dpo_loss(PC, PR, RC, RR, beta=0.5, loss_type="ipo")
+    assert losses.tolist() == pytest.approx([(1.5 - 1.0) ** 2, (-1.5 - 1.0) ** 2])
+
+
+def test_policy_equal_to_reference_gives_log2_and_zero_margin():
+    logps = torch.tensor([-3.0, -9.0])
+    losses, chosen, rejected = dpo_loss(logps, logps.flip(0), logps, logps.flip(0), beta=0.1)
+    assert losses.tolist() == pytest.approx([math.log(2)] * 2) and (chosen - rejected).abs().max() == 0
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return BPETokenizer.train(["What is 2 plus 3? 2 plus 3 is 5. I don't know."] * 3, 300, verbose=False)
+
+
+def test_masking_scores_exactly_the_response_tokens(tok):
+    pairs = [{"prompt": [{"role": "user", "content": "What is 2 plus 3?"}], "chosen": "2 plus 3 is 5.", "rejected": "I don't know."}]
+    ds = PairDataset(pairs * 2, tok, seq_len=64)
+    ids, lengths, prompt_lengths = pair_batch(ds, [0, 1], tok.pad_id)
+    x, y, mask = response_targets(ids, lengths, prompt_lengths)
+    assert tok.decode(y[0][mask[0] == 1].tolist()) == "2 plus 3 is 5.<|im_end|>"
+    assert tok.decode(y[2][mask[2] == 1].tolist()) == "I don't know.<|im_end|>"
+    model = MiniGPT(get_config("tiny", vocab_size=tok.vocab_size)).eval()
+    with torch.no_grad():
+        total = sequence_logprobs(model, ids, lengths, prompt_lengths)
+        per_token = token_logprobs(model(ids[:, :-1]).logits, ids[:, 1:])
+    p = int(prompt_lengths[0])  # first response token sits at ids[p], predicted at position p - 1
+    assert total[0].item() == pytest.approx(per_token[0, p - 1:int(lengths[0]) - 1].sum().item(), rel=1e-5)
+    # changing a prompt token's prediction target cannot change the score: only response positions count
+    assert mask[0, :p - 1].sum() == 0 and mask[0, int(lengths[0]) - 1:].sum() == 0
+
+
+def rows(d):
+    return [json.loads(line) for line in open(os.path.join(d, "metrics.jsonl"))]
+
+
+def test_dpo_run_logs_trl_metrics_and_precomputed_reference_matches_live_one(stage_dirs, tmp_path):
+    live, cached = str(tmp_path / "live"), str(tmp_path / "cached")
+    common = FAST + ["--init-from", stage_dirs["sft"], "--max-steps", "4", "--eval-interval", "4", "--eval-max-new-tokens", "4"]
+    train_dpo.main(common + ["--out-dir", live])
+    train_dpo.main(common + ["--out-dir", cached, "--precompute-ref"])
+    first = next(r for r in rows(live) if "eval_loss" in r)
+    assert first["step"] == 0 and first["eval_loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert first["eval_rewards/margins"] == pytest.approx(0, abs=1e-4)
+    train = [r for r in rows(live) if "rewards/chosen" in r and "eval_loss" not in r]
+    assert {"loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+            "logps/rejected"} <= set(train[0])
+    assert "pass_rate" in rows(live)[0]
+    losses = lambda d: [r["loss"] for r in rows(d) if "rewards/chosen" in r and "eval_loss" not in r]  # noqa: E731
+    assert losses(live) == pytest.approx(losses(cached), abs=1e-5)
+
+
+def test_dpo_resume_is_exact(stage_dirs, tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    common = FAST + ["--init-from", stage_dirs["sft"], "--eval-interval", "2", "--lr-decay-steps", "4",
+                     "--loss-type", "ipo", "--eval-max-new-tokens", "2"]
+    train_dpo.main(common + ["--max-steps", "4", "--out-dir", a])
+    train_dpo.main(common + ["--max-steps", "2", "--out-dir", b])
+    train_dpo.main(common + ["--max-steps", "4", "--out-dir", b, "--resume"])
+    losses = lambda d: {r["step"]: r["loss"] for r in rows(d) if "rewards/chosen" in r and "eval_loss" not in r}  # noqa: E731
+    assert losses(a) == losses(b) and len(losses(a)) == 4

@@ -1,0 +1,31 @@
+"""The whole chain through the Makefile with very few steps: every stage's outputs load and the report prints."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from generate import load_generator
+from model import load_value_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_pipeline_runs_every_stage_and_prints_the_report(tmp_path):
+    out = str(tmp_path / "runs")
+    fast = ("--max-steps 3 --eval-interval 3 --batch-size 4 --seq-len 64 --eval-iters 1 --warmup-steps 1 "
+            "--dtype float32 --no-plot")
+    env = {**os.environ, "MINIGPT_DATA_DIR": str(tmp_path / "cache")}
+    r = subprocess.run(["make", "pipeline", f"OUT={out}", f"PY={sys.executable}", f"ARGS={fast}",
+                        "PPO_ARGS=--rollout-batch 4 --minibatch-size 2 --ppo-epochs 1 --max-new-tokens 6 --eval-batch 4"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    for stage in ("pretrain", "sft", "dpo", "ppo"):
+        assert isinstance(load_generator(os.path.join(out, f"{stage}_tiny")).generate("Hi", ), str)
+    load_value_model(os.path.join(out, "reward_tiny"))
+    report = r.stdout[r.stdout.index("stage "):]
+    for line in ("pretrain  val loss", "sft       held-out answer accuracy", "reward    held-out pairwise accuracy",
+                 "dpo       held-out preference accuracy", "ppo       held-out reward"):
+        assert line in report

@@ -1,0 +1,110 @@
+"""PPO: GAE and the clipped losses against hand computations, rollout masks, and the loop with both rewards."""
+import json
+import os
+
+import pytest
+import torch
+
+import train_ppo
+from conftest import FAST
+from data import response_targets
+from train_ppo import gae, masked_whiten, policy_loss, rollout_sequences, value_loss
+
+
+def test_gae_matches_hand_computation():
+    # one row: a prompt position (mask 0), then three response tokens
+    rewards = torch.tensor([[0.0, 0.1, -0.2, 1.0]])
+    values = torch.tensor([[9.0, 0.5, 0.4, 0.3]])
+    mask = torch.tensor([[0.0, 1.0, 1.0, 1.0]])
+    gamma, lam = 0.9, 0.8
+    d3 = 1.0 - 0.3                      # last token: no next value
+    d2 = -0.2 + gamma * 0.3 - 0.4
+    d1 = 0.1 + gamma * 0.4 - 0.5
+    a3, a2 = d3, d2 + gamma * lam * d3
+    a1 = d1 + gamma * lam * a2
+    advantages, returns = gae(rewards, values, mask, gamma, lam)
+    assert advantages[0].tolist() == pytest.approx([0.0, a1, a2, a3])
+    assert returns[0].tolist() == pytest.approx([0.0, a1 + 0.5, a2 + 0.4, a3 + 0.3])
+
+
+def test_clipped_policy_and_value_losses_match_hand_computation():
+    old = torch.tensor([[0.0, 0.0, 0.0]])
+    new = torch.log(torch.tensor([[1.5, 0.5, 1.1]]))  # ratios 1.5, 0.5, 1.1
+    adv = torch.tensor([[1.0, 1.0, -2.0]])
+    mask = torch.ones(1, 3)
+    loss, clipfrac, approx_kl = policy_loss(new, old, adv, mask, cliprange=0.2)
+    # per token max(-A r, -A clip(r)): max(-1.5, -1.2) = -1.2; max(-0.5, -0.8) = -0.5; max(2.2, 2.2) = 2.2
+    assert loss.item() == pytest.approx((-1.2 - 0.5 + 2.2) / 3)
+    assert clipfrac.item() == pytest.approx(2 / 3)
+    assert approx_kl.item() == pytest.approx((0.5 * new ** 2).mean().item())
+    values, old_values, returns = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 0.0]]), torch.tensor([[2.0, 0.1]])
+    # token 1: unclipped (1-2)^2 = 1, clipped 0.7 -> (0.7-2)^2 = 1.69 -> 1.69; token 2: 0.01 both
+    assert value_loss(values, old_values, returns, torch.ones(1, 2), 0.2).item() == pytest.approx(0.5 * (1.69 + 0.01) / 2)
+
+
+def test_whitened_advantages_have_zero_mean_unit_variance_on_the_mask():
+    x, mask = torch.tensor([[5.0, 1.0, 2.0, 3.0]]), torch.tensor([[0.0, 1.0, 1.0, 1.0]])
+    w = masked_whiten(x, mask)
+    assert w[0, 0] == 0 and w[0, 1:].mean().item() == pytest.approx(0, abs=1e-6)
+    assert (w[0, 1:] ** 2).mean().item() == pytest.approx(1, abs=1e-4)
+
+
+def test_rollout_masks_cover_exactly_the_generated_tokens():
+    eos, pad = 2, 0
+    prompts = [[1, 10, 11], [1, 12]]
+    generated = [[20, 21, eos, pad, pad], [22, 23, 24, 25, 26]]  # row 0 stopped; row 1 ran out of tokens
+    ids, lengths, prompt_lengths, responses = rollout_sequences(prompts, generated, eos, pad)
+    assert responses == [[20, 21, eos], [22, 23, 24, 25, 26]]
+    x, y, mask = response_targets(ids, lengths, prompt_lengths)
+    assert y[0][mask[0] == 1].tolist() == [20, 21, eos] and y[1][mask[1] == 1].tolist() == [22, 23, 24, 25, 26]
+
+
+def rows(d):
+    return [json.loads(line) for line in open(os.path.join(d, "metrics.jsonl"))]
+
+
+PPO_FAST = FAST + ["--rollout-batch", "8", "--minibatch-size", "4", "--ppo-epochs", "2", "--max-new-tokens", "8",
+                   "--eval-batch", "8"]
+
+
+def test_ppo_with_reward_model_logs_every_metric_and_resumes_exactly(stage_dirs, tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    common = PPO_FAST + ["--init-from", stage_dirs["sft"], "--reward-model", stage_dirs["reward"], "--eval-interval", "2",
+                         "--lr-decay-steps", "4", "--adaptive-kl"]
+    train_ppo.main(common + ["--max-steps", "4", "--out-dir", a])
+    train_ppo.main(common + ["--max-steps", "2", "--out-dir", b])
+    train_ppo.main(common + ["--max-steps", "4", "--out-dir", b, "--resume"])
+    train = [r for r in rows(a) if "pg_loss" in r]
+    assert {"reward", "accuracy", "kl", "entropy", "clipfrac", "approx_kl", "value_loss", "response_length", "kl_coef"} <= set(train[0])
+    assert train[-1]["kl_coef"] != 0.05  # adaptive
+    assert {"val_reward", "val_accuracy", "val_kl"} <= set(rows(a)[0])
+    key = lambda d: {r["step"]: (r["reward"], r["pg_loss"]) for r in rows(d) if "pg_loss" in r}  # noqa: E731
+    assert key(a) == key(b) and len(key(a)) == 4
+    ckpt = torch.load(os.path.join(a, "ckpt_latest.pt"), weights_only=True)
+    assert {"model", "critic", "kl_coef"} <= set(ckpt)
+
+
+def test_ppo_builtin_reward_is_the_answer_checker(stage_dirs, tmp_path):
+    out = str(tmp_path / "b")
+    train_ppo.main(PPO_FAST + ["--init-from", stage_dirs["sft"], "--reward", "builtin", "--max-steps", "1",
+                               "--eval-interval", "1", "--out-dir", out])
+    train = [r for r in rows(out) if "pg_loss" in r]
+    assert train[0]["reward"] == pytest.approx(train[0]["accuracy"])  # reward 1 for a correct answer, else 0
+
+
+def test_ppo_without_a_reward_model_says_what_to_run(stage_dirs, tmp_path):
+    with pytest.raises(FileNotFoundError, match="python train_reward.py --config tiny"):
+        train_ppo.parse_args(["--init-from", stage_dirs["sft"], "--reward-model", str(tmp_path / "none")])
+
+
+def test_ppo_runs_under_torchrun_with_two_processes(stage_dirs, tmp_path):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = str(tmp_path / "ddp")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "train_ppo.py", *PPO_FAST, "--init-from", stage_dirs["sft"], "--reward-model", stage_dirs["reward"],
+                        "--max-steps", "2", "--eval-interval", "2", "--num-threads", "1", "--out-dir", out],
+                       cwd=root, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert [r["step"] for r in rows(out) if "pg_loss" in r] == [1, 2]

@@ -1,0 +1,58 @@
+"""Reward model: Bradley-Terry loss, where the reward is read, backbone freezing, the loop and --score."""
+import json
+import math
+import os
+
+import pytest
+import torch
+
+import train_reward
+from conftest import FAST
+from model import ValueModel, get_config, load_value_model
+from train_reward import reward_loss, rewards_at_last_token
+
+
+def test_bradley_terry_loss_matches_hand_computation():
+    losses = reward_loss(torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0]))
+    assert losses.tolist() == pytest.approx([math.log(1 + math.exp(-1)), math.log(1 + math.exp(1))])
+    assert reward_loss(torch.tensor([2.0]), torch.tensor([1.0]), margin=1.0).item() == pytest.approx(math.log(2))
+
+
+def test_reward_is_read_at_the_last_real_token_and_ignores_padding():
+    model = ValueModel(get_config("tiny")).eval()
+    ids = torch.tensor([[1, 50, 60, 2]])
+    padded = torch.tensor([[1, 50, 60, 2, 0, 0, 0]])
+    with torch.no_grad():
+        alone = rewards_at_last_token(model(ids)[0], torch.tensor([4]))
+        in_batch = rewards_at_last_token(model(padded)[0], torch.tensor([4]))
+    assert alone.item() == pytest.approx(in_batch.item(), abs=1e-5)  # causal: padding after the token changes nothing
+
+
+def test_freeze_backbone_trains_only_the_head_norm_and_top_layers():
+    model = ValueModel(get_config("tiny"))
+    model.freeze_backbone(1)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "head.weight" in trainable and "backbone.norm.weight" in trainable
+    assert any(n.startswith("backbone.layers.3.") for n in trainable)
+    assert not any(n.startswith(("backbone.layers.0.", "backbone.embed")) for n in trainable)
+
+
+def test_reward_run_writes_accuracy_metrics_and_scores_a_response(stage_dirs, capsys):
+    rows = [json.loads(line) for line in open(os.path.join(stage_dirs["reward"], "metrics.jsonl"))]
+    evals = [r for r in rows if "eval_accuracy" in r]
+    assert evals[0]["step"] == 0 and {"eval_margin", "eval_reward_mean", "eval_reward_std"} <= set(evals[0])
+    assert {"loss", "accuracy", "margin", "reward_mean", "reward_std"} <= set(next(r for r in rows if "accuracy" in r))
+    assert isinstance(load_value_model(stage_dirs["reward"]), ValueModel)
+    train_reward.main(["--out-dir", stage_dirs["reward"], "--score", "What is 2 plus 3?", "2 plus 3 is 5."])
+    assert capsys.readouterr().out.startswith("reward ")
+
+
+def test_reward_resume_with_frozen_backbone_is_exact(stage_dirs, tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    common = FAST + ["--init-from", stage_dirs["sft"], "--eval-interval", "2", "--lr-decay-steps", "4",
+                     "--freeze-backbone", "1", "--margin", "0.5"]
+    train_reward.main(common + ["--max-steps", "4", "--out-dir", a])
+    train_reward.main(common + ["--max-steps", "2", "--out-dir", b])
+    train_reward.main(common + ["--max-steps", "4", "--out-dir", b, "--resume"])
+    losses = lambda d: {r["step"]: r["loss"] for r in map(json.loads, open(os.path.join(d, "metrics.jsonl"))) if "accuracy" in r}  # noqa: E731
+    assert losses(a) == losses(b) and len(losses(a)) == 4
