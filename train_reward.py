@@ -95,8 +95,9 @@ def main(argv=None):
         max_records=args.max_data_size, fmt=args.format, skip_bad_lines=args.skip_bad_lines, val_specs=args.val_data)
     if args.data == ["builtin"] and not args.val_data:
         val_pairs = builtin_data.preference_pairs(split="heldout")  # pairs on questions never trained on
-    train_ds = PairDataset(train_pairs, tokenizer, args.seq_len, args.max_prompt_len)
-    val_ds = PairDataset(val_pairs, tokenizer, args.seq_len, args.max_prompt_len) if val_pairs else train_ds
+    # the reward model reads whole sequences (no input/target shift), so a pair holds at most seq_len tokens
+    train_ds = PairDataset(train_pairs, tokenizer, args.seq_len - 1, args.max_prompt_len)
+    val_ds = PairDataset(val_pairs, tokenizer, args.seq_len - 1, args.max_prompt_len) if val_pairs else train_ds
     sampler = EpochSampler(len(train_ds), args.seed)
     if run.master:
         tu.write_json(os.path.join(args.out_dir, "dataset_stats.json"), {**stats, "train": train_ds.stats(), "val": val_ds.stats()})

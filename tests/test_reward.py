@@ -56,3 +56,13 @@ def test_reward_resume_with_frozen_backbone_is_exact(stage_dirs, tmp_path):
     train_reward.main(common + ["--max-steps", "4", "--out-dir", b, "--resume"])
     losses = lambda d: {r["step"]: r["loss"] for r in map(json.loads, open(os.path.join(d, "metrics.jsonl"))) if "accuracy" in r}  # noqa: E731
     assert losses(a) == losses(b) and len(losses(a)) == 4
+
+
+def test_pairs_longer_than_the_context_are_cut_to_fit(stage_dirs, tmp_path):
+    path = tmp_path / "long.jsonl"
+    record = {"prompt": "Where does Mira live? " * 60, "chosen": "Mira lives in Oakvale. " * 10, "rejected": "I don't know. " * 10}
+    path.write_text("\n".join([json.dumps(record)] * 6) + "\n")
+    out = str(tmp_path / "long")
+    train_reward.main(FAST + ["--init-from", stage_dirs["sft"], "--data", str(path), "--max-steps", "1",
+                              "--eval-interval", "1", "--seq-len", "256", "--out-dir", out])  # the model's whole context
+    assert os.path.isfile(os.path.join(out, "ckpt_best.pt"))
