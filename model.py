@@ -382,6 +382,12 @@ class ValueModel(nn.Module):
         self.backbone.norm.requires_grad_(True)
 
 
+def values_at_last_token(values, lengths):
+    """values (rows, L), lengths (rows,) -> the value at each row's last real token, (rows,): where a reward
+    model has read the whole prompt+response."""
+    return values[torch.arange(values.size(0), device=values.device), lengths.to(values.device) - 1]
+
+
 # ----------------------------------------------------------------------------- loading
 
 def config_mismatch(saved: dict, expected: MiniGPTConfig):

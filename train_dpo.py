@@ -18,10 +18,9 @@ import torch.nn.functional as F
 
 import builtin_data
 import train_utils as tu
-from data import EpochSampler, PairDataset, load_datasets, pair_batch, regression_suite, response_targets
+from data import EpochSampler, PairDataset, pair_batch, regression_suite, response_targets
 from generate import TextGenerator, answer_accuracy
 from model import load_model, token_logprobs
-from tokenizer import BPETokenizer
 
 
 # ----------------------------------------------------------------------------- 1. flags
@@ -94,14 +93,8 @@ def main(argv=None):
     os.makedirs(os.path.join(args.out_dir, "plots"), exist_ok=True)
 
     # ------------------------------------------------------------------------- 3. data and tokenizer
-    if run.master:
-        tu.copy_tokenizer(args)
-    if run.ddp:
-        torch.distributed.barrier()
-    tokenizer = BPETokenizer.load(os.path.join(args.out_dir, "tokenizer.json"))
-    train_pairs, val_pairs, stats = load_datasets(
-        args.data, "pair", seed=args.seed, val_split=args.val_split, global_ratio=args.global_sample_ratio,
-        max_records=args.max_data_size, fmt=args.format, skip_bad_lines=args.skip_bad_lines, val_specs=args.val_data)
+    tokenizer = tu.copy_tokenizer(args, run)
+    train_pairs, val_pairs, stats = tu.load_data(args, "pair")
     builtin = args.data == ["builtin"] and not args.val_data
     if builtin:
         val_pairs = builtin_data.preference_pairs(split="heldout")  # pairs on questions never trained on
@@ -270,7 +263,7 @@ def main(argv=None):
                 save(step, False)
         if stop_now:
             if run.master:
-                print(f"saved {os.path.join(args.out_dir, 'ckpt_latest.pt')} at step {step}; resume with:\n  {tu.resume_command(args)}")
+                tu.print_saved_for_resume(args, step)
             break
     bar.close()
     stop_rules.close()

@@ -22,10 +22,9 @@ import torch
 
 import builtin_data
 import train_utils as tu
-from data import EpochSampler, load_datasets, pad_sequences, response_targets
+from data import EpochSampler, pad_sequences, response_targets
 from generate import GenerationConfig, TextGenerator
-from model import load_model, load_value_model, token_logprobs
-from tokenizer import BPETokenizer
+from model import load_model, load_value_model, token_logprobs, values_at_last_token
 
 
 # ----------------------------------------------------------------------------- 1. flags
@@ -138,14 +137,8 @@ def main(argv=None):
     os.makedirs(os.path.join(args.out_dir, "plots"), exist_ok=True)
 
     # ------------------------------------------------------------------------- 3. data and tokenizer
-    if run.master:
-        tu.copy_tokenizer(args)
-    if run.ddp:
-        torch.distributed.barrier()
-    tokenizer = BPETokenizer.load(os.path.join(args.out_dir, "tokenizer.json"))
-    train_prompts, val_prompts, stats = load_datasets(
-        args.data, "prompt", seed=args.seed, val_split=args.val_split, global_ratio=args.global_sample_ratio,
-        max_records=args.max_data_size, fmt=args.format, skip_bad_lines=args.skip_bad_lines, val_specs=args.val_data)
+    tokenizer = tu.copy_tokenizer(args, run)
+    train_prompts, val_prompts, stats = tu.load_data(args, "prompt")
     if args.data == ["builtin"] and not args.val_data:
         val_prompts = [{"prompt": [{"role": "user", "content": it["prompt"]}], "answer": it["answer"]}
                        for it in builtin_data.checkable_prompts(split="heldout")]
@@ -196,7 +189,7 @@ def main(argv=None):
             return torch.tensor(correct, device=run.device), sum(correct) / len(correct)
         with tu.autocast(run):
             values, _ = reward_model(ids)
-        rewards = values[torch.arange(len(ids), device=run.device), lengths - 1].float()
+        rewards = values_at_last_token(values, lengths)
         return rewards, (sum(correct) / len(correct) if correct is not None else None)
 
     @torch.no_grad()
@@ -341,7 +334,7 @@ def main(argv=None):
                 save(step, False)
         if stop_now:
             if run.master:
-                print(f"saved {os.path.join(args.out_dir, 'ckpt_latest.pt')} at step {step}; resume with:\n  {tu.resume_command(args)}")
+                tu.print_saved_for_resume(args, step)
             break
     bar.close()
     stop_rules.close()

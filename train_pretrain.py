@@ -16,7 +16,7 @@ import time
 import torch
 
 import train_utils as tu
-from data import (EpochSampler, LanguageModelingDataset, build_token_cache, cache_key, get_batch, load_datasets)
+from data import (EpochSampler, LanguageModelingDataset, build_token_cache, cache_key, get_batch)
 from generate import GenerationConfig, TextGenerator
 from model import MiniGPT, get_config, load_model, load_weights
 from tokenizer import BPETokenizer
@@ -47,15 +47,12 @@ def main(argv=None):
     source = args.tokenizer or (args.init_from and os.path.join(args.init_from, "tokenizer.json"))
     if not source and os.path.isfile(tok_path) and not args.retrain_tokenizer:
         source = tok_path
-    data_kwargs = dict(seed=args.seed, val_split=args.val_split, global_ratio=args.global_sample_ratio,
-                       max_records=args.max_data_size, fmt=args.format, skip_bad_lines=args.skip_bad_lines,
-                       val_specs=args.val_data)
     train_texts = val_texts = stats = None
     if run.master:
         if source:
             tokenizer = BPETokenizer.load(source)
         else:
-            train_texts, val_texts, stats = load_datasets(args.data, "text", **data_kwargs)
+            train_texts, val_texts, stats = tu.load_data(args, "text")
             vocab_size = args.vocab_size or get_config(args.config).vocab_size
             print(f"training a {vocab_size}-token tokenizer on up to {args.tokenizer_samples} documents")
             tokenizer = BPETokenizer.train(train_texts, vocab_size, max_samples=args.tokenizer_samples, seed=args.seed)
@@ -72,7 +69,7 @@ def main(argv=None):
                      args.skip_bad_lines, tok_path, tokenizer.vocab_size, len(tokenizer.merges)])
     if run.master:
         if not os.path.isfile(os.path.join(cache_dir, key, "meta.json")) and train_texts is None:
-            train_texts, val_texts, stats = load_datasets(args.data, "text", **data_kwargs)
+            train_texts, val_texts, stats = tu.load_data(args, "text")
         cache, meta = build_token_cache(train_texts, val_texts, tokenizer, cache_dir, key, stats)
         tu.write_json(os.path.join(args.out_dir, "dataset_stats.json"),
                       {**meta["stats"], "train": meta["train"], "val": meta["val"], "cache": cache})
@@ -209,7 +206,7 @@ def main(argv=None):
                 save(step, False)
         if stop_now:
             if run.master:
-                print(f"saved {os.path.join(args.out_dir, 'ckpt_latest.pt')} at step {step}; resume with:\n  {tu.resume_command(args)}")
+                tu.print_saved_for_resume(args, step)
             break
     bar.close()
     stop_rules.close()

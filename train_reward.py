@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 import builtin_data
 import train_utils as tu
-from data import EpochSampler, PairDataset, load_datasets, pad_sequences, pair_batch
-from model import load_value_model
+from data import EpochSampler, PairDataset, pad_sequences, pair_batch
+from model import load_value_model, values_at_last_token as rewards_at_last_token
 from tokenizer import BPETokenizer
 
 
@@ -40,11 +40,6 @@ def parse_args(argv=None):
     if args.score is None:
         tu.default_init_from(args, "sft", "train_sft.py")
     return args
-
-
-def rewards_at_last_token(values, lengths):
-    """values (rows, L), lengths (rows,) -> the value at each row's last real token, (rows,)."""
-    return values[torch.arange(values.size(0), device=values.device), lengths.to(values.device) - 1]
 
 
 def reward_loss(chosen_rewards, rejected_rewards, margin=0.0):
@@ -85,14 +80,8 @@ def main(argv=None):
     os.makedirs(os.path.join(args.out_dir, "plots"), exist_ok=True)
 
     # ------------------------------------------------------------------------- 3. data and tokenizer
-    if run.master:
-        tu.copy_tokenizer(args)
-    if run.ddp:
-        torch.distributed.barrier()
-    tokenizer = BPETokenizer.load(os.path.join(args.out_dir, "tokenizer.json"))
-    train_pairs, val_pairs, stats = load_datasets(
-        args.data, "pair", seed=args.seed, val_split=args.val_split, global_ratio=args.global_sample_ratio,
-        max_records=args.max_data_size, fmt=args.format, skip_bad_lines=args.skip_bad_lines, val_specs=args.val_data)
+    tokenizer = tu.copy_tokenizer(args, run)
+    train_pairs, val_pairs, stats = tu.load_data(args, "pair")
     if args.data == ["builtin"] and not args.val_data:
         val_pairs = builtin_data.preference_pairs(split="heldout")  # pairs on questions never trained on
     # the reward model reads whole sequences (no input/target shift), so a pair holds at most seq_len tokens
@@ -219,7 +208,7 @@ def main(argv=None):
                 save(step, False)
         if stop_now:
             if run.master:
-                print(f"saved {os.path.join(args.out_dir, 'ckpt_latest.pt')} at step {step}; resume with:\n  {tu.resume_command(args)}")
+                tu.print_saved_for_resume(args, step)
             break
     bar.close()
     stop_rules.close()

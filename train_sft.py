@@ -22,10 +22,9 @@ import torch
 
 import builtin_data
 import train_utils as tu
-from data import DataError, EpochSampler, SFTDataset, load_datasets, regression_suite, sft_batch
+from data import DataError, EpochSampler, SFTDataset, regression_suite, sft_batch
 from generate import TextGenerator, answer_accuracy
 from model import load_model
-from tokenizer import BPETokenizer
 
 
 # ----------------------------------------------------------------------------- 1. flags
@@ -55,14 +54,8 @@ def main(argv=None):
     os.makedirs(os.path.join(args.out_dir, "plots"), exist_ok=True)
 
     # ------------------------------------------------------------------------- 3. data and tokenizer
-    if run.master:
-        tu.copy_tokenizer(args)
-    if run.ddp:
-        torch.distributed.barrier()
-    tokenizer = BPETokenizer.load(os.path.join(args.out_dir, "tokenizer.json"))
-    train_convs, val_convs, stats = load_datasets(
-        args.data, "chat", seed=args.seed, val_split=args.val_split, global_ratio=args.global_sample_ratio,
-        max_records=args.max_data_size, fmt=args.format, skip_bad_lines=args.skip_bad_lines, val_specs=args.val_data)
+    tokenizer = tu.copy_tokenizer(args, run)
+    train_convs, val_convs, stats = tu.load_data(args, "chat")
     if args.data == ["builtin"] and not args.val_data:
         val_convs = builtin_data.sft_conversations(split="heldout")  # held-out questions, never trained on
     dataset_args = dict(tokenizer=tokenizer, seq_len=args.seq_len, system_prompt=args.system_prompt,
@@ -190,7 +183,7 @@ def main(argv=None):
                 save(step, False)
         if stop_now:
             if run.master:
-                print(f"saved {os.path.join(args.out_dir, 'ckpt_latest.pt')} at step {step}; resume with:\n  {tu.resume_command(args)}")
+                tu.print_saved_for_resume(args, step)
             break
     bar.close()
     stop_rules.close()

@@ -245,12 +245,24 @@ def default_init_from(args, previous_stage, command):
     return args.init_from
 
 
-def copy_tokenizer(args):
-    """The tokenizer of the run we start from, copied into this run directory (every run dir is self-contained)."""
+def copy_tokenizer(args, run):
+    """The tokenizer of the run we start from, copied into this run directory (every run dir is self-contained)
+    by rank 0, then read by every rank."""
     from tokenizer import BPETokenizer
-    tokenizer = BPETokenizer.load(os.path.join(args.init_from, "tokenizer.json"))
-    tokenizer.save(os.path.join(args.out_dir, "tokenizer.json"))
-    return tokenizer
+    path = os.path.join(args.out_dir, "tokenizer.json")
+    if run.master:
+        BPETokenizer.load(os.path.join(args.init_from, "tokenizer.json")).save(path)
+    if run.ddp:
+        dist.barrier()  # rank 0 wrote tokenizer.json; the others read it
+    return BPETokenizer.load(path)
+
+
+def load_data(args, kind):
+    """load_datasets with the shared data flags (--data, --val-data, --format, sampling, split, bad lines)."""
+    from data import load_datasets
+    return load_datasets(args.data, kind, seed=args.seed, val_split=args.val_split, global_ratio=args.global_sample_ratio,
+                         max_records=args.max_data_size, fmt=args.format, skip_bad_lines=args.skip_bad_lines,
+                         val_specs=args.val_data)
 
 
 def wrap_model(model, run, args):
@@ -476,6 +488,11 @@ class StopSignal:
             raise KeyboardInterrupt
         self.requested = True
         print("\nstopping after this step and saving a checkpoint (Ctrl+C again to abort without saving)")
+
+
+def print_saved_for_resume(args, step):
+    """After Ctrl+C: where the checkpoint is and the exact command that continues from it."""
+    print(f"saved {os.path.join(args.out_dir, 'ckpt_latest.pt')} at step {step}; resume with:\n  {resume_command(args)}")
 
 
 def resume_command(args):
