@@ -4,7 +4,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # flat modules at the repo root
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import subprocess  # noqa: E402
+
 import pytest  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Flags that make any stage run in seconds: a tiny model, tiny batches, fp32 (bit-exact resume), no plots.
 FAST = ["--config", "tiny", "--batch-size", "4", "--seq-len", "64", "--eval-iters", "2", "--log-interval", "1",
@@ -25,3 +29,20 @@ def stage_dirs(tmp_path_factory):
                            "--eval-max-new-tokens", "8"])
     train_reward.main(FAST + ["--max-steps", "4", "--eval-interval", "4", "--init-from", dirs["sft"], "--out-dir", dirs["reward"]])
     return dirs
+
+
+# torchrun --standalone picks a free port at start; on a busy machine another process can take it first
+# (seen once in CI). Those start-up failures are retried once; any failure of the training itself is not.
+RENDEZVOUS_ERRORS = ("EADDRINUSE", "Address already in use", "RendezvousConnectionError", "RendezvousTimeoutError",
+                     "failed to listen", "Connection reset by peer", "DistNetworkError")
+
+
+def torchrun(script, args, nproc=2, timeout=300):
+    """Run `script args` under torchrun with nproc CPU processes; asserts success and returns the CompletedProcess."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), script, *args]
+    for attempt in range(2):
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        if r.returncode == 0 or not any(e in r.stderr for e in RENDEZVOUS_ERRORS):
+            break
+    assert r.returncode == 0, f"torchrun {script} failed (attempt {attempt + 1}):\n{r.stderr[-6000:]}"
+    return r

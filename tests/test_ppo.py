@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import train_ppo
-from conftest import FAST
+from conftest import FAST, torchrun
 from data import response_targets
 from train_ppo import gae, masked_whiten, policy_loss, rollout_sequences, value_loss
 
@@ -98,13 +98,7 @@ def test_ppo_without_a_reward_model_says_what_to_run(stage_dirs, tmp_path):
 
 
 def test_ppo_runs_under_torchrun_with_two_processes(stage_dirs, tmp_path):
-    import subprocess
-    import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = str(tmp_path / "ddp")
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        "train_ppo.py", *PPO_FAST, "--init-from", stage_dirs["sft"], "--reward-model", stage_dirs["reward"],
-                        "--max-steps", "2", "--eval-interval", "2", "--num-threads", "1", "--out-dir", out],
-                       cwd=root, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-4000:]
+    torchrun("train_ppo.py", [*PPO_FAST, "--init-from", stage_dirs["sft"], "--reward-model", stage_dirs["reward"],
+                              "--max-steps", "2", "--eval-interval", "2", "--num-threads", "1", "--out-dir", out])
     assert [r["step"] for r in rows(out) if "pg_loss" in r] == [1, 2]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import train_sft
-from conftest import FAST
+from conftest import FAST, torchrun
 from data import DataError, SFTDataset, regression_suite, sft_batch, tokenize_conversation
 from tokenizer import BPETokenizer
 
@@ -109,16 +109,11 @@ def test_sft_inspect_shows_the_loss_mask(stage_dirs, tmp_path, capsys):
 
 
 def test_sft_ddp_two_processes_match_one_process_with_double_accumulation(stage_dirs, tmp_path):
-    import subprocess
-    import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     common = FAST + ["--init-from", stage_dirs["pretrain"], "--max-steps", "3", "--eval-interval", "3",
                      "--num-threads", "1", "--eval-max-new-tokens", "2"]
     train_sft.main(common + ["--grad-accum", "2", "--out-dir", one])
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        "train_sft.py", *common, "--out-dir", two], cwd=root, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-4000:]
+    torchrun("train_sft.py", [*common, "--out-dir", two])
     train = lambda d: {r["step"]: r["train_loss"] for r in map(json.loads, open(os.path.join(d, "metrics.jsonl"))) if "train_loss" in r}  # noqa: E731
     assert train(one).keys() == train(two).keys() and len(train(one)) == 3
     for step in train(one):
