@@ -5,8 +5,10 @@ OUT ?= checkpoints
 ARGS ?=
 PPO_ARGS ?=
 PY ?= python
+EVAL_DATA ?= data/eval
+STAGE ?= ppo
 
-.PHONY: pipeline pretrain sft reward dpo ppo generate report test
+.PHONY: pipeline pretrain sft reward dpo ppo generate report eval test
 
 pipeline: pretrain sft reward dpo ppo generate report
 
@@ -32,6 +34,10 @@ generate:
 
 report:
 	$(PY) pipeline_report.py $(OUT) --config $(CONFIG)
+
+# standard benchmarks of one stage's checkpoint (not part of the pipeline: it needs task files in EVAL_DATA)
+eval:
+	$(PY) eval_benchmarks.py --checkpoint $(OUT)/$(STAGE)_$(CONFIG) --data-dir $(EVAL_DATA)
 
 test:
 	$(PY) -m pytest tests
