@@ -13,7 +13,8 @@ How each task is scored (lm-evaluation-harness, zero-shot):
 - lambada: the log-likelihood of the last word; acc = the last word is the greedy continuation, perplexity = exp(-mean).
 - wikitext2: every token of each article scored once with as much left context as fits (rolling windows);
   word_perplexity, byte_perplexity and bits_per_byte over the original article's words and bytes.
-Nothing is downloaded: every task reads a file in --data-dir (names below, in TASKS).
+Nothing is downloaded: every task reads a file in --data-dir (names below, in TASKS); any other .jsonl there in
+llm-foundry's multiple-choice format (query, choices, gold) is evaluated as a custom task named after the file.
 """
 import argparse
 import json
@@ -73,7 +74,8 @@ def get(record, name, where, kind=str):
     if kind is list and not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
         raise EvalDataError(f"{where}: field '{name}' should be a non-empty list of strings")
     if kind is not list and not isinstance(value, kind):
-        raise EvalDataError(f"{where}: field '{name}' should be {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
+        expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise EvalDataError(f"{where}: field '{name}' should be {expected}, got {type(value).__name__}")
     return value
 
 
@@ -113,23 +115,41 @@ def read_hellaswag(path):
 
 
 def read_arc(path):
-    """llm-foundry {"query": "Question: ...", "choices", "gold"}, or AI2/HF {"question", "choices": {"text"}, "answerKey"}."""
+    """llm-foundry {"query": "Question: ...", "choices", "gold"}; AI2's release {"question": {"stem", "choices":
+    [{"text", "label"}]}, "answerKey"}; or Hugging Face's {"question", "choices": {"text", "label"}, "answerKey"}."""
     items = []
     for where, r in read_jsonl(path):
         if "query" in r:
             query, choices = get(r, "query", where), get(r, "choices", where, list)
             gold = label_index(get(r, "gold", where, (int, str)), len(choices), where, "gold")
         else:
-            query = "Question: " + get(r, "question", where)
-            options = get(r, "choices", where, dict)
-            choices, labels = options.get("text"), options.get("label")
-            if not (isinstance(choices, list) and isinstance(labels, list) and len(choices) == len(labels)):
-                raise EvalDataError(f"{where}: field 'choices' should hold equal lists 'text' and 'label'")
+            question = get(r, "question", where, (str, dict))
+            if isinstance(question, dict):  # AI2: the choices sit inside the question
+                stem, options = get(question, "stem", where), get(question, "choices", where, (list,))
+                if not all(isinstance(o, dict) and isinstance(o.get("text"), str) for o in options):
+                    raise EvalDataError(f"{where}: field 'question.choices' should be a list of {{text, label}} objects")
+                choices, labels = [o["text"] for o in options], [o.get("label") for o in options]
+            else:
+                stem, options = question, get(r, "choices", where, dict)
+                choices, labels = options.get("text"), options.get("label")
+                if not (isinstance(choices, list) and isinstance(labels, list) and len(choices) == len(labels)):
+                    raise EvalDataError(f"{where}: field 'choices' should hold equal lists 'text' and 'label'")
+            query = "Question: " + stem
             key = get(r, "answerKey", where)
             if key not in labels:
                 raise EvalDataError(f"{where}: field 'answerKey' is {key!r}, not one of {labels}")
             gold = labels.index(key)
         items.append(multiple_choice(query + "\nAnswer:", choices, gold))  # harness: "Question: {q}\nAnswer:"
+    return items
+
+
+def read_custom(path):
+    """Any multiple-choice file in llm-foundry's format {"query", "choices", "gold"}: each choice is scored as
+    " " + choice after the query (llm-foundry's default continuation delimiter is a space)."""
+    items = []
+    for where, r in read_jsonl(path):
+        query, choices = get(r, "query", where), get(r, "choices", where, list)
+        items.append(multiple_choice(query, choices, label_index(get(r, "gold", where, (int, str)), len(choices), where, "gold")))
     return items
 
 
@@ -251,16 +271,33 @@ TASKS = {
     "piqa": (("piqa_valid.jsonl", "piqa.jsonl"), read_piqa),
     "boolq": (("boolq.jsonl", "boolq_dev.jsonl"), read_boolq),
 }
-ACC_NORM = {"hellaswag", "arc_easy", "arc_challenge", "piqa"}  # the tasks the harness reports acc_norm for
+NO_ACC_NORM = {"winogrande", "boolq"}  # the harness reports only acc for these (multiple-choice tasks report acc_norm too)
 
 
 def find_task_file(data_dir, task):
-    names = TASKS[task][0]
+    """The task's file in data_dir: one of its known names, or <task>.jsonl for a custom task."""
+    names = TASKS[task][0] if task in TASKS else (task + ".jsonl",)
     return next((os.path.join(data_dir, n) for n in names if os.path.isfile(os.path.join(data_dir, n))), None)
 
 
+def custom_tasks(data_dir):
+    """Other .jsonl files in data_dir whose first record is llm-foundry multiple choice: each is a task named after it."""
+    known = {n for names, _ in TASKS.values() for n in names}
+    tasks = []
+    for name in sorted(os.listdir(data_dir)):
+        if name.endswith(".jsonl") and name not in known:
+            with open(os.path.join(data_dir, name), "rb") as f:
+                try:
+                    first = json.loads(f.readline())
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    continue
+            if isinstance(first, dict) and {"query", "choices", "gold"} <= first.keys():
+                tasks.append(name[:-len(".jsonl")])
+    return tasks
+
+
 def load_task(path, task, limit=None):
-    items = TASKS[task][1](path)
+    items = (TASKS[task][1] if task in TASKS else read_custom)(path)
     if not items:
         raise EvalDataError(f"{path}: no items")
     return items[:limit] if limit else items
@@ -416,14 +453,17 @@ def loglikelihoods(scorer, string_pairs, batch_size=32, share_context=True, bar=
     return score_each(scorer, pairs, batch_size, bar)
 
 
-def rolling_windows(tokens, prefix_id, max_len):
-    """(context, continuation) pairs that score every token of a long text exactly once, each with as much left context
-    as fits (the harness's loglikelihood_rolling): the first window predicts tokens[:max_len] from the prefix token,
-    each later one the next max_len tokens, its context the max_len - n + 1 tokens before them."""
+def rolling_windows(tokens, prefix_id, max_len, stride=None):
+    """(context, continuation) pairs that score every token of a long text exactly once (the harness's
+    loglikelihood_rolling): the first window predicts tokens[:max_len] from the prefix token, each later one the
+    next `stride` tokens, reading the max_len tokens before their end. stride = max_len (the harness's default)
+    gives disjoint windows; a smaller stride gives every token at least max_len - stride tokens of context, at
+    max_len / stride times the compute."""
+    stride = min(stride or max_len, max_len)
     first = min(max_len, len(tokens))
     pairs, done = [([prefix_id], tokens[:first])], first
     while done < len(tokens):
-        n = min(len(tokens) - done, max_len)
+        n = min(len(tokens) - done, stride)
         end = done + n
         window = tokens[end - max_len - 1:end - 1]  # the max_len tokens the model reads
         pairs.append((window[:len(window) - (n - 1)], tokens[done:end]))
@@ -448,13 +488,13 @@ def bootstrap_stderr(fn, values, iters=1000, seed=1234):
     return float(np.std(stats, ddof=1)) if len(values) > 1 else None
 
 
-def evaluate_task(scorer, task, items, batch_size=32, share_context=True, progress=True):
+def evaluate_task(scorer, task, items, batch_size=32, share_context=True, progress=True, stride=None):
     """Score one task's items; returns {"metrics": {name: (value, stderr)}, "n", "chance", "lls", ...}."""
     from tqdm import tqdm
     start, tokens_before = time.perf_counter(), scorer.tokens
     if task == "wikitext2":
         docs = [scorer.encode(wikitext_detokenize(item.pairs[0][1])) for item in items]
-        windows = [(d, w) for d, tokens in enumerate(docs) for w in rolling_windows(tokens, scorer.prefix_id, scorer.max_len)]
+        windows = [(d, w) for d, tokens in enumerate(docs) for w in rolling_windows(tokens, scorer.prefix_id, scorer.max_len, stride)]
         with tqdm(total=len(windows), desc=task, disable=not progress, leave=False) as bar:
             scores = score_each(scorer, [w for _, w in windows], batch_size, bar)
         lls = [0.0] * len(items)
@@ -482,7 +522,7 @@ def evaluate_task(scorer, task, items, batch_size=32, share_context=True, progre
         else:
             correct = [float(np.argmax(l) == item.gold) for l, item in zip(lls, items)]
             metrics = {"acc": (float(np.mean(correct)), mean_stderr(correct))}
-            if task in ACC_NORM:
+            if task not in NO_ACC_NORM:
                 correct_norm = [float(np.argmax(np.array(l) / [len(c) for c in item.choices]) == item.gold)
                                 for l, item in zip(lls, items)]  # the harness divides by characters (= bytes for ASCII)
                 metrics["acc_norm"] = (float(np.mean(correct_norm)), mean_stderr(correct_norm))
@@ -517,10 +557,13 @@ def parse_args(argv=None):
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="a run directory written by any train_*.py (config.json, tokenizer.json, ckpt)")
     source.add_argument("--hf", help="a Hugging Face model folder (needs transformers), e.g. one export_hf.py wrote")
-    p.add_argument("--tasks", nargs="+", choices=list(TASKS), help="default: every task with a file in --data-dir")
+    p.add_argument("--tasks", nargs="+", help=f"any of {', '.join(TASKS)}, or NAME for a multiple-choice NAME.jsonl in "
+                   "llm-foundry's format (query, choices, gold); default: every task with a file in --data-dir")
     p.add_argument("--data-dir", default="data/eval", help="folder with the task files (names in TASKS)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N items of each task")
     p.add_argument("--batch-size", type=int, default=32, help="continuations per forward pass")
+    p.add_argument("--stride", type=int, default=None, help="wikitext2: tokens each window adds (default: the model's "
+                   "context, disjoint windows as in the harness; smaller: more context per token, more compute)")
     p.add_argument("--which", default="best", choices=["best", "latest"], help="ckpt_best.pt or ckpt_latest.pt")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16: faster, scores differ slightly")
@@ -532,6 +575,8 @@ def parse_args(argv=None):
         p.error(f"--data-dir {args.data_dir}: no such folder (it should hold the task files, e.g. hellaswag_val.jsonl)")
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be at least 1")
+    if args.stride is not None and args.stride < 1:
+        p.error("--stride must be at least 1")
     return args
 
 
@@ -539,10 +584,10 @@ def main(argv=None):
     args = parse_args(argv)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    found = {task: find_task_file(args.data_dir, task) for task in (args.tasks or TASKS)}
+    found = {task: find_task_file(args.data_dir, task) for task in (args.tasks or [*TASKS, *custom_tasks(args.data_dir)])}
     missing = [task for task, path in found.items() if path is None]
     if args.tasks and missing:  # asked for by name: its file must be there
-        names = ", ".join(TASKS[missing[0]][0])
+        names = ", ".join(TASKS[missing[0]][0] if missing[0] in TASKS else [missing[0] + ".jsonl"])
         raise FileNotFoundError(f"{args.data_dir}: no file for task {missing[0]} (looked for {names})")
     if not any(found.values()):
         raise FileNotFoundError(f"{args.data_dir}: no task files (expected names such as {', '.join(t[0][0] for t in TASKS.values())})")
@@ -558,14 +603,14 @@ def main(argv=None):
         scorer = hf_scorer(args.hf, args.device, dtype)
     results = {}
     for task, items in task_items.items():
-        results[task] = evaluate_task(scorer, task, items, args.batch_size, not args.no_share_context)
+        results[task] = evaluate_task(scorer, task, items, args.batch_size, not args.no_share_context, stride=args.stride)
     print(format_table(results))
     seconds = sum(r["seconds"] for r in results.values())
     print(f"{scorer.tokens:,} tokens in {seconds:.1f} s ({scorer.tokens / max(seconds, 1e-9):,.0f} tokens/s)")
 
     out = args.out or os.path.join(model_dir, f"benchmark_results_{time.strftime('%Y%m%d-%H%M%S')}.json")
     report = {"model": model_dir, "kind": "checkpoint" if args.checkpoint else "hf", "data_dir": args.data_dir,
-              "limit": args.limit, "dtype": args.dtype, "tokens": scorer.tokens, "seconds": seconds,
+              "limit": args.limit, "dtype": args.dtype, "stride": args.stride, "tokens": scorer.tokens, "seconds": seconds,
               "tokens_per_sec": scorer.tokens / max(seconds, 1e-9),
               "results": {task: {"file": found[task], "n": r["n"], "seconds": r["seconds"], "tokens_per_sec": r["tokens_per_sec"],
                                  "metrics": {name: {"value": v, "stderr": s, "chance": r["chance"].get(name)}

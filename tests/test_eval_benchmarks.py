@@ -31,7 +31,10 @@ FILES = {
         {"question": "What do bees make?", "choices": {"text": ["honey", "milk", "silk", "wool"], "label": ["A", "B", "C", "D"]},
          "answerKey": "A"}],
     "arc_challenge.jsonl": [
-        {"query": "Question: What gas do plants give off in sunlight?", "choices": ["oxygen", "helium", "neon", "argon"], "gold": 0}],
+        {"query": "Question: What gas do plants give off in sunlight?", "choices": ["oxygen", "helium", "neon", "argon"], "gold": 0},
+        {"id": "Mercury_1", "question": {"stem": "Which tool measures mass?", "choices": [
+            {"text": "a ruler", "label": "A"}, {"text": "a balance", "label": "B"}, {"text": "a clock", "label": "C"}]},
+         "answerKey": "B"}],
     "boolq.jsonl": [
         {"query": f"Passage: {PASSAGE}\nQuestion: is the oldest bridge still used?", "choices": ["no", "yes"], "gold": 1},
         {"passage": "Cats sleep most of the day.", "question": "do cats sleep a lot", "answer": True}],
@@ -42,6 +45,9 @@ FILES = {
         {"sentence": "Sarah was a better cook than Maria so _ made dinner.", "option1": "Sarah", "option2": "Maria", "answer": "1"},
         {"sentence": "The trophy did not fit in the case because the _ was too big.", "option1": "trophy", "option2": "case",
          "answer": "1"}],
+    "town_quiz.jsonl": [  # any llm-foundry multiple-choice file is a custom task
+        {"query": "How many arches does the Stone Bridge have?", "choices": ["seven", "two"], "gold": 0},
+        {"query": "What did the River Mill grind?", "choices": ["stone", "flour"], "gold": 1}],
     "lambada_openai.jsonl": [{"text": "She opened the door and saw her old friend standing in the rain"},
                              {"text": "He looked at the map and pointed at the river"}],
 }
@@ -105,7 +111,9 @@ def test_hellaswag_is_preprocessed_as_the_harness_does(bench):
 def test_arc_boolq_and_piqa_contexts_end_with_answer(bench):
     arc = items_of(bench, "arc_easy")
     assert arc[0].pairs == [("Question: Which part of a plant takes in water?\nAnswer:", " " + c) for c in ["roots", "flowers", "seeds"]]
-    assert arc[1].pairs[0] == ("Question: What do bees make?\nAnswer:", " honey") and arc[1].gold == 0
+    assert arc[1].pairs[0] == ("Question: What do bees make?\nAnswer:", " honey") and arc[1].gold == 0  # Hugging Face layout
+    ai2 = items_of(bench, "arc_challenge")[1]  # AI2's original layout
+    assert ai2.pairs[1] == ("Question: Which tool measures mass?\nAnswer:", " a balance") and ai2.gold == 1
     boolq = items_of(bench, "boolq")
     assert boolq[0].pairs == [(f"{PASSAGE}\nQuestion: is the oldest bridge still used?\nAnswer:", " no"),
                               (f"{PASSAGE}\nQuestion: is the oldest bridge still used?\nAnswer:", " yes")]
@@ -137,11 +145,16 @@ def test_wikitext_is_split_into_articles_and_detokenized(bench):
 def test_rolling_windows_score_every_token_once_with_the_most_context_that_fits():
     tokens = list(range(10, 20))
     assert eb.rolling_windows(tokens, 1, 4) == [([1], [10, 11, 12, 13]), ([13], [14, 15, 16, 17]), ([15, 16, 17], [18, 19])]
-    for context, continuation in eb.rolling_windows(tokens, 1, 4):
-        assert len(context) + len(continuation) - 1 <= 4  # what the model reads fits its window
+    # a stride of 2: after the first window each step adds 2 tokens, read with the 3 before them
+    assert eb.rolling_windows(tokens, 1, 4, stride=2) == [([1], [10, 11, 12, 13]), ([11, 12, 13], [14, 15]),
+                                                          ([13, 14, 15], [16, 17]), ([15, 16, 17], [18, 19])]
+    for stride in (1, 2, 3, 4):
+        windows = eb.rolling_windows(tokens, 1, 4, stride)
+        assert [t for _, cont in windows for t in cont] == tokens  # every token once, in order
+        assert all(len(c) + len(x) - 1 <= 4 for c, x in windows)  # what the model reads fits its window
 
 
-@pytest.mark.parametrize("task", ["hellaswag", "arc_easy", "arc_challenge", "boolq", "piqa", "winogrande", "lambada"])
+@pytest.mark.parametrize("task", ["hellaswag", "arc_easy", "arc_challenge", "boolq", "piqa", "winogrande", "lambada", "town_quiz"])
 @pytest.mark.parametrize("share_context", [True, False], ids=["shared-context", "one-pass-each"])
 def test_scores_match_a_plain_full_forward_reference(bench, task, share_context):
     items = items_of(bench, task)
@@ -154,7 +167,7 @@ def test_scores_match_a_plain_full_forward_reference(bench, task, share_context)
         return
     acc = sum(max(range(len(r)), key=r.__getitem__) == item.gold for r, item in zip(reference, items)) / len(items)
     assert result["metrics"]["acc"][0] == acc
-    if task in eb.ACC_NORM:
+    if task not in eb.NO_ACC_NORM:
         norm = [[ll / len(choice) for ll, choice in zip(r, item.choices)] for r, item in zip(reference, items)]
         acc_norm = sum(max(range(len(n)), key=n.__getitem__) == item.gold for n, item in zip(norm, items)) / len(items)
         assert result["metrics"]["acc_norm"][0] == acc_norm
@@ -198,10 +211,25 @@ def test_shared_context_runs_fewer_tokens_than_one_pass_per_choice(bench):
     assert shared.tokens < 0.6 * each.tokens
 
 
+def test_custom_task_is_scored_as_space_then_choice_after_the_query(bench):
+    items = items_of(bench, "town_quiz")
+    assert items[1].pairs == [("What did the River Mill grind?", " stone"), ("What did the River Mill grind?", " flour")]
+    assert eb.custom_tasks(bench["data"]) == ["town_quiz"]  # the known tasks' files are not picked up twice
+
+
+def test_a_smaller_wikitext_stride_gives_more_context_and_a_different_score(bench):
+    items = items_of(bench, "wikitext2")
+    disjoint = eb.evaluate_task(eb.our_scorer(bench["run"]), "wikitext2", items, progress=False)
+    strided = eb.evaluate_task(eb.our_scorer(bench["run"]), "wikitext2", items, progress=False, stride=MAX_LEN // 4)
+    assert strided["tokens"] > 3 * disjoint["tokens"]
+    assert strided["metrics"]["bits_per_byte"][0] != pytest.approx(disjoint["metrics"]["bits_per_byte"][0], rel=1e-6)
+
+
 def test_cli_prints_the_table_and_writes_results_next_to_the_checkpoint(bench, capsys):
     report = eb.main(["--checkpoint", bench["run"], "--data-dir", bench["data"], "--batch-size", "4"])
     table = capsys.readouterr().out
     assert "chance" in table and "stderr" in table and "tokens/s" in table
+    assert "town_quiz" in report["results"]
     for task in eb.TASKS:
         assert task in table and task in report["results"]
     saved = [f for f in os.listdir(bench["run"]) if f.startswith("benchmark_results_")]
@@ -235,6 +263,9 @@ BAD = [
     ("boolq", "boolq.jsonl", [{"query": "Passage: p\nQuestion: q?", "choices": ["no", "yes"], "gold": "yes"}],
      r"boolq.jsonl:1: field 'gold' is 'yes', expected an index 0..1"),
     ("lambada", "lambada_openai.jsonl", ['{"text": "a b"}', '{"text": "broken'], r"lambada_openai.jsonl:2: not valid JSON"),
+    ("arc_challenge", "arc_challenge.jsonl", [{"question": {"stem": "q", "choices": [{"text": "a", "label": "A"}]}, "answerKey": "Z"}],
+     r"arc_challenge.jsonl:1: field 'answerKey' is 'Z', not one of \['A'\]"),
+    ("boolq", "boolq.jsonl", [{"passage": "p", "question": "q", "answer": "yes"}], r"boolq.jsonl:1: field 'answer' should be bool, got str"),
 ]
 
 
@@ -252,6 +283,11 @@ def test_piqa_label_file_with_a_bad_label_names_its_line(tmp_path):
         eb.load_task(str(tmp_path / "piqa_valid.jsonl"), "piqa")
 
 
+def test_a_folder_without_task_files_says_what_names_it_expects(bench, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no task files .expected names such as wikitext2_test_sample.raw"):
+        eb.main(["--checkpoint", bench["run"], "--data-dir", str(tmp_path)])
+
+
 def test_the_command_line_reports_a_bad_file_in_one_line(bench, tmp_path):
     (tmp_path / "winogrande_dev.jsonl").write_text('{"sentence": "no blank here", "option1": "a", "option2": "b", "answer": "1"}\n')
     r = subprocess.run([sys.executable, "eval_benchmarks.py", "--checkpoint", bench["run"], "--data-dir", str(tmp_path)],
@@ -266,7 +302,7 @@ def test_an_exported_model_scores_identically_through_transformers(bench, tmp_pa
     from export_hf import export
     hf_dir = export(bench["run"], str(tmp_path / "hf"))
     ours, theirs = eb.our_scorer(bench["run"]), eb.hf_scorer(hf_dir)
-    for task in eb.TASKS:
+    for task in [*eb.TASKS, "town_quiz"]:
         items = items_of(bench, task)
         a = eb.evaluate_task(ours, task, items, batch_size=3, progress=False)
         b = eb.evaluate_task(theirs, task, items, batch_size=3, progress=False)
