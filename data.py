@@ -444,18 +444,13 @@ def regression_suite(path):
         import builtin_data
         return [(it["prompt"], it["answer"]) for it in builtin_data.checkable_prompts(split="heldout")]
     suite = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-            for field in ("prompt", "expected"):
-                if not isinstance(record.get(field), str):
-                    raise DataError(f"{path}:{n}: field '{field}' must be a string")
-            suite.append((record["prompt"], record["expected"]))
+    for n, record in iter_raw_records(path):
+        if isinstance(record, DataError):
+            raise DataError(f"{path}:{n}: {record}")
+        for field in ("prompt", "expected"):
+            if not isinstance(record, dict) or not isinstance(record.get(field), str):
+                raise DataError(f"{path}:{n}: field '{field}' must be a string")
+        suite.append((record["prompt"], record["expected"]))
     if not suite:
         raise DataError(f"{path}: no prompts")
     return suite

@@ -28,12 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from data import DataError, iter_raw_records
 from model import KVCache, load_model
 from tokenizer import BPETokenizer
-
-
-class EvalDataError(ValueError):
-    """A task file that does not hold what its format promises; the message names file:line and field."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -47,35 +44,27 @@ class Item:
 
 
 def read_jsonl(path):
-    """Yield ("file:line", record) for each non-blank line; a line that is not a JSON object stops with file:line."""
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, 1):
-            where = f"{path}:{line_no}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise EvalDataError(f"{where}: not UTF-8 text") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise EvalDataError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise EvalDataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            yield where, record
+    """Yield ("file:line", record) for each record (.jsonl, .jsonl.gz or a .json array, read by data.py); a line
+    that is not a JSON object stops the run with file:line."""
+    for line_no, record in iter_raw_records(path):
+        where = f"{path}:{line_no}"
+        if isinstance(record, DataError):
+            raise DataError(f"{where}: {record}")
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        yield where, record
 
 
 def get(record, name, where, kind=str):
     """record[name], checked: a missing field or a value of the wrong type is a one-line error."""
     if name not in record:
-        raise EvalDataError(f"{where}: missing field '{name}'")
+        raise DataError(f"{where}: missing field '{name}'")
     value = record[name]
     if kind is list and not (isinstance(value, list) and value and all(isinstance(v, str) for v in value)):
-        raise EvalDataError(f"{where}: field '{name}' should be a non-empty list of strings")
+        raise DataError(f"{where}: field '{name}' should be a non-empty list of strings")
     if kind is not list and not isinstance(value, kind):
         expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
-        raise EvalDataError(f"{where}: field '{name}' should be {expected}, got {type(value).__name__}")
+        raise DataError(f"{where}: field '{name}' should be {expected}, got {type(value).__name__}")
     return value
 
 
@@ -84,7 +73,7 @@ def label_index(value, n, where, name):
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n:
-        raise EvalDataError(f"{where}: field '{name}' is {value!r}, expected an index 0..{n - 1}")
+        raise DataError(f"{where}: field '{name}' is {value!r}, expected an index 0..{n - 1}")
     return value
 
 
@@ -127,17 +116,17 @@ def read_arc(path):
             if isinstance(question, dict):  # AI2: the choices sit inside the question
                 stem, options = get(question, "stem", where), get(question, "choices", where, (list,))
                 if not all(isinstance(o, dict) and isinstance(o.get("text"), str) for o in options):
-                    raise EvalDataError(f"{where}: field 'question.choices' should be a list of {{text, label}} objects")
+                    raise DataError(f"{where}: field 'question.choices' should be a list of {{text, label}} objects")
                 choices, labels = [o["text"] for o in options], [o.get("label") for o in options]
             else:
                 stem, options = question, get(r, "choices", where, dict)
                 choices, labels = options.get("text"), options.get("label")
                 if not (isinstance(choices, list) and isinstance(labels, list) and len(choices) == len(labels)):
-                    raise EvalDataError(f"{where}: field 'choices' should hold equal lists 'text' and 'label'")
+                    raise DataError(f"{where}: field 'choices' should hold equal lists 'text' and 'label'")
             query = "Question: " + stem
             key = get(r, "answerKey", where)
             if key not in labels:
-                raise EvalDataError(f"{where}: field 'answerKey' is {key!r}, not one of {labels}")
+                raise DataError(f"{where}: field 'answerKey' is {key!r}, not one of {labels}")
             gold = labels.index(key)
         items.append(multiple_choice(query + "\nAnswer:", choices, gold))  # harness: "Question: {q}\nAnswer:"
     return items
@@ -180,7 +169,7 @@ def read_piqa(path):
     for n, (where, r) in enumerate(read_jsonl(path)):
         if labels is not None:
             if n >= len(labels):
-                raise EvalDataError(f"{labels_path}: has {len(labels)} labels but {path} has more items")
+                raise DataError(f"{labels_path}: has {len(labels)} labels but {path} has more items")
             label = label_index(labels[n][1], 2, labels[n][0], "label")
         else:
             label = label_index(get(r, "label", where, (int, str)), 2, where, "label")
@@ -196,12 +185,12 @@ def read_winogrande(path):
     for where, r in read_jsonl(path):
         sentence = get(r, "sentence", where)
         if "_" not in sentence:
-            raise EvalDataError(f"{where}: field 'sentence' has no '_' blank")
+            raise DataError(f"{where}: field 'sentence' has no '_' blank")
         blank = sentence.index("_")
         options = [get(r, "option1", where), get(r, "option2", where)]
         answer = str(get(r, "answer", where, (int, str))).strip()
         if answer not in ("1", "2"):
-            raise EvalDataError(f"{where}: field 'answer' is {r['answer']!r}, expected '1' or '2'")
+            raise DataError(f"{where}: field 'answer' is {r['answer']!r}, expected '1' or '2'")
         gold = int(answer) - 1
         rest = " " + sentence[blank + 1:].strip()
         items.append(Item([(sentence[:blank] + option, rest) for option in options], gold, options))
@@ -214,7 +203,7 @@ def read_lambada(path):
     for where, r in read_jsonl(path):
         text = get(r, "text", where)
         if " " not in text.strip():
-            raise EvalDataError(f"{where}: field 'text' has no last word to predict")
+            raise DataError(f"{where}: field 'text' has no last word to predict")
         context, last_word = text.rsplit(" ", 1)
         items.append(Item([(context, " " + last_word)]))
     return items
@@ -248,7 +237,7 @@ def read_wikitext(path):
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line_no = raw[:e.start].count(b"\n") + 1
-        raise EvalDataError(f"{path}:{line_no}: not UTF-8 text") from None
+        raise DataError(f"{path}:{line_no}: not UTF-8 text") from None
     pages, current = [], []
     for line in text.splitlines(keepends=True):
         if re.fullmatch(r" = [^=].* = \n?", line) and any(l.strip() for l in current):
@@ -299,7 +288,7 @@ def custom_tasks(data_dir):
 def load_task(path, task, limit=None):
     items = (TASKS[task][1] if task in TASKS else read_custom)(path)
     if not items:
-        raise EvalDataError(f"{path}: no items")
+        raise DataError(f"{path}: no items")
     return items[:limit] if limit else items
 
 
@@ -627,5 +616,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (EvalDataError, ValueError, FileNotFoundError) as e:
+    except (DataError, ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")

@@ -262,7 +262,7 @@ BAD = [
      r"arc_easy.jsonl:1: field 'choices' should be a non-empty list of strings"),
     ("boolq", "boolq.jsonl", [{"query": "Passage: p\nQuestion: q?", "choices": ["no", "yes"], "gold": "yes"}],
      r"boolq.jsonl:1: field 'gold' is 'yes', expected an index 0..1"),
-    ("lambada", "lambada_openai.jsonl", ['{"text": "a b"}', '{"text": "broken'], r"lambada_openai.jsonl:2: not valid JSON"),
+    ("lambada", "lambada_openai.jsonl", ['{"text": "a b"}', '{"text": "broken'], r"lambada_openai.jsonl:2: invalid JSON"),
     ("arc_challenge", "arc_challenge.jsonl", [{"question": {"stem": "q", "choices": [{"text": "a", "label": "A"}]}, "answerKey": "Z"}],
      r"arc_challenge.jsonl:1: field 'answerKey' is 'Z', not one of \['A'\]"),
     ("boolq", "boolq.jsonl", [{"passage": "p", "question": "q", "answer": "yes"}], r"boolq.jsonl:1: field 'answer' should be bool, got str"),
@@ -272,14 +272,14 @@ BAD = [
 @pytest.mark.parametrize("task,name,rows,message", BAD, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD)])
 def test_bad_task_files_name_the_file_line_and_field(tmp_path, task, name, rows, message):
     (tmp_path / name).write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
-    with pytest.raises(eb.EvalDataError, match=message):
+    with pytest.raises(eb.DataError, match=message):
         eb.load_task(str(tmp_path / name), task)
 
 
 def test_piqa_label_file_with_a_bad_label_names_its_line(tmp_path):
     (tmp_path / "piqa_valid.jsonl").write_text(json.dumps(FILES["piqa_valid.jsonl"][0]) + "\n")
     (tmp_path / "piqa_valid-labels.lst").write_text("2\n")
-    with pytest.raises(eb.EvalDataError, match=r"piqa_valid-labels.lst:1: field 'label' is 2"):
+    with pytest.raises(eb.DataError, match=r"piqa_valid-labels.lst:1: field 'label' is 2"):
         eb.load_task(str(tmp_path / "piqa_valid.jsonl"), "piqa")
 
 
