@@ -13,7 +13,7 @@ How each task is scored (lm-evaluation-harness, zero-shot):
 - lambada: the log-likelihood of the last word; acc = the last word is the greedy continuation, perplexity = exp(-mean).
 - wikitext2: every token of each article scored once with as much left context as fits (rolling windows);
   word_perplexity, byte_perplexity and bits_per_byte over the original article's words and bytes.
-Nothing is downloaded: every task reads a file in --data-dir (names below, in TASKS); any other .jsonl there in
+Nothing is downloaded unless --download is given: every task reads a file in --data-dir (names below, in TASKS); any other .jsonl there in
 llm-foundry's multiple-choice format (query, choices, gold) is evaluated as a custom task named after the file.
 """
 import argparse
@@ -93,10 +93,11 @@ def read_hellaswag(path):
     items = []
     for where, r in read_jsonl(path):
         endings = get(r, "endings", where, list)
-        if "ctx" in r:
-            ctx = get(r, "ctx", where)
-        else:  # the original release splits the context in two
+        if "ctx_a" in r:  # the original release: the harness capitalises the second part
             ctx = get(r, "ctx_a", where) + " " + get(r, "ctx_b", where).capitalize()
+        else:  # ctx = ctx_a + " " + ctx_b: ctx_b is the lower-case fragment after the last ". " (ActivityNet items)
+            head, sep, tail = get(r, "ctx", where).rpartition(". ")
+            ctx = head + sep + tail.capitalize() if sep and tail[:1].islower() else r["ctx"]
         query = hellaswag_preprocess(get(r, "activity_label", where) + ": " + ctx)
         gold = label_index(get(r, "label", where, (int, str)), len(endings), where, "label")
         items.append(multiple_choice(query, [hellaswag_preprocess(e) for e in endings], gold))
@@ -283,6 +284,55 @@ def custom_tasks(data_dir):
             if isinstance(first, dict) and {"query", "choices", "gold"} <= first.keys():
                 tasks.append(name[:-len(".jsonl")])
     return tasks
+
+
+# --download: each task's public original release -> the file name above. Tried in order; nothing is fetched
+# without the flag, and a failure names the file to place by hand. (url, member of a zip or None, file name)
+DOWNLOADS = {
+    "hellaswag": [("https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl", None, "hellaswag_val.jsonl")],
+    "lambada": [("https://openaipublic.blob.core.windows.net/gpt-2/data/lambada_test.jsonl", None, "lambada_openai.jsonl")],
+    "piqa": [("https://yonatanbisk.com/piqa/data/valid.jsonl", None, "piqa_valid.jsonl"),
+             ("https://yonatanbisk.com/piqa/data/valid-labels.lst", None, "piqa_valid-labels.lst")],
+    "boolq": [("https://storage.googleapis.com/boolq/dev.jsonl", None, "boolq.jsonl")],
+    "arc_easy": [("https://ai2-public-datasets.s3.amazonaws.com/arc/ARC-V1-Feb2018.zip", "ARC-Easy/ARC-Easy-Test.jsonl", "arc_easy.jsonl")],
+    "arc_challenge": [("https://ai2-public-datasets.s3.amazonaws.com/arc/ARC-V1-Feb2018.zip", "ARC-Challenge/ARC-Challenge-Test.jsonl",
+                       "arc_challenge.jsonl")],
+    "winogrande": [("https://storage.googleapis.com/ai2-mosaic/public/winogrande/winogrande_1.1.zip", "winogrande_1.1/dev.jsonl",
+                    "winogrande_dev.jsonl")],
+    "wikitext2": [("https://wikitext.smerity.com/wikitext-2-raw-v1.zip", "wikitext-2-raw/wiki.test.raw", "wiki.test.raw")],
+}
+
+
+def download(tasks, data_dir):
+    """Fetch the files of `tasks` that data_dir lacks (--download). Each file is written whole or not at all."""
+    import io
+    import urllib.request
+    import zipfile
+    os.makedirs(data_dir, exist_ok=True)
+    fetched = {}  # a zip serves several tasks (ARC): fetch it once
+    for task in tasks:
+        if task not in DOWNLOADS or find_task_file(data_dir, task):
+            continue
+        for url, member, name in DOWNLOADS[task]:
+            print(f"downloading {task}: {url}")
+            try:
+                if url not in fetched:
+                    with urllib.request.urlopen(url, timeout=60) as response:
+                        fetched[url] = response.read()
+                payload = fetched[url]
+                if member is not None:
+                    with zipfile.ZipFile(io.BytesIO(payload)) as z:
+                        match = [n for n in z.namelist() if n.endswith(member)]
+                        if not match:
+                            raise OSError(f"the archive has no {member}")
+                        payload = z.read(match[0])
+            except (OSError, zipfile.BadZipFile) as e:
+                raise FileNotFoundError(f"could not download {name} for {task} from {url} ({e}); "
+                                        f"place it in {data_dir} by hand") from None
+            tmp = os.path.join(data_dir, name + ".tmp")
+            with open(tmp, "wb") as f:
+                f.write(payload)
+            os.replace(tmp, os.path.join(data_dir, name))
 
 
 def load_task(path, task, limit=None):
@@ -557,10 +607,12 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16: faster, scores differ slightly")
     p.add_argument("--no-share-context", action="store_true", help="score every choice with its own full pass")
+    p.add_argument("--download", action="store_true", help="fetch missing task files from their public releases first "
+                   "(the only network access; without it nothing is downloaded)")
     p.add_argument("--out", default=None, help="results JSON (default: benchmark_results_<timestamp>.json in the model's folder)")
     p.add_argument("--num-threads", type=int, default=None)
     args = p.parse_args(argv)
-    if not os.path.isdir(args.data_dir):
+    if not os.path.isdir(args.data_dir) and not args.download:
         p.error(f"--data-dir {args.data_dir}: no such folder (it should hold the task files, e.g. hellaswag_val.jsonl)")
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be at least 1")
@@ -573,6 +625,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
+    if args.download:
+        download(args.tasks or TASKS, args.data_dir)
     found = {task: find_task_file(args.data_dir, task) for task in (args.tasks or [*TASKS, *custom_tasks(args.data_dir)])}
     missing = [task for task, path in found.items() if path is None]
     if args.tasks and missing:  # asked for by name: its file must be there
@@ -605,10 +659,14 @@ def main(argv=None):
                                  "metrics": {name: {"value": v, "stderr": s, "chance": r["chance"].get(name)}
                                              for name, (v, s) in r["metrics"].items()}}
                           for task, r in results.items()}}
-    tmp = out + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(tmp, out)
+    if os.path.exists(out) and not os.path.isfile(out):  # a device or pipe (--out /dev/stdout): write to it directly
+        with open(out, "w") as f:
+            json.dump(report, f, indent=2)
+    else:  # whole or not at all
+        tmp = out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(report, f, indent=2)
+        os.replace(tmp, out)
     print(f"wrote {out}")
     return report
 

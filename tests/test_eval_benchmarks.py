@@ -102,7 +102,8 @@ def items_of(bench, task):
 
 def test_hellaswag_is_preprocessed_as_the_harness_does(bench):
     first, second = items_of(bench, "hellaswag")
-    assert first.pairs[0] == ("Baking cookies: A man mixes flour and sugar in a bowl. he", " puts the tray in the oven. Wait ten minutes.")
+    # ctx_b ("he") is capitalised as the harness does, also when only the joined ctx is given
+    assert first.pairs[0] == ("Baking cookies: A man mixes flour and sugar in a bowl. He", " puts the tray in the oven. Wait ten minutes.")
     assert first.pairs[3][1] == " eats  the spoon."  # one double space collapsed, as the harness's single replace does
     assert second.pairs[0] == ("Fishing: A boy sits by the lake. He", " throws a line into the water.")  # ctx_b capitalised
     assert second.gold == 0
@@ -310,3 +311,31 @@ def test_an_exported_model_scores_identically_through_transformers(bench, tmp_pa
             assert x == pytest.approx(y, abs=1e-4), task
         for name, (value, _) in a["metrics"].items():
             assert value == pytest.approx(b["metrics"][name][0], rel=1e-4), (task, name)
+
+
+def test_download_fetches_missing_files_and_unpacks_zip_members(bench, tmp_path, monkeypatch):
+    import zipfile
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "hs.jsonl").write_text(json.dumps(FILES["hellaswag_val.jsonl"][1]) + "\n")
+    with zipfile.ZipFile(source / "wg.zip", "w") as z:
+        z.writestr("winogrande_1.1/dev.jsonl", json.dumps(FILES["winogrande_dev.jsonl"][0]) + "\n")
+    monkeypatch.setattr(eb, "DOWNLOADS", {
+        "hellaswag": [((source / "hs.jsonl").as_uri(), None, "hellaswag_val.jsonl")],
+        "winogrande": [((source / "wg.zip").as_uri(), "winogrande_1.1/dev.jsonl", "winogrande_dev.jsonl")],
+        "piqa": [((source / "missing.jsonl").as_uri(), None, "piqa_valid.jsonl")]})
+    data = tmp_path / "eval"
+    eb.download(["hellaswag", "winogrande"], str(data))
+    assert sorted(os.listdir(data)) == ["hellaswag_val.jsonl", "winogrande_dev.jsonl"]
+    assert eb.load_task(str(data / "winogrande_dev.jsonl"), "winogrande")[0].gold == 0
+    with pytest.raises(FileNotFoundError, match="could not download piqa_valid.jsonl for piqa .*place it in"):
+        eb.download(["piqa"], str(data))
+
+
+def test_nothing_is_fetched_without_download(bench, monkeypatch, tmp_path):
+    import urllib.request
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("network used")
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    eb.main(["--checkpoint", bench["run"], "--data-dir", bench["data"], "--tasks", "lambada", "--out", str(tmp_path / "r.json")])
