@@ -75,6 +75,20 @@ def _clean(text):
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+def _cjk_token_ok(data, max_chars):
+    """Whether a token of these bytes respects max_cjk_chars: it falls on character boundaries (valid UTF-8, or a
+    piece of one character: a lead byte and continuation bytes, or continuation bytes only) and spells at most
+    max_chars CJK ideographs or kana."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        continuation = [0x80 <= b < 0xC0 for b in data]
+        return all(continuation) or (data[0] >= 0xC0 and all(continuation[1:]))  # a piece of one character
+    n = sum(1 for ch in text if "\u3040" <= ch <= "\u30ff" or "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff"
+            or ch >= "\U00020000")
+    return n <= max_chars
+
+
 def merge(ids, pair, new_id):
     """Replace every non-overlapping occurrence of `pair` in `ids`, left to right, with new_id."""
     out, i, n = [], 0, len(ids)
@@ -150,12 +164,16 @@ class BPETokenizer:
 
     # ------------------------------------------------------------------ training
     @classmethod
-    def train(cls, texts, vocab_size, special_tokens=None, max_samples=None, seed=0, min_frequency=2, verbose=True):
+    def train(cls, texts, vocab_size, special_tokens=None, max_samples=None, seed=0, min_frequency=2, verbose=True,
+              max_cjk_chars=None):
         """Learn merges from an iterable of strings until the vocabulary has vocab_size tokens.
 
         max_samples: train on a seeded random sample of that many texts (reservoir sampling, so an iterator
         over a corpus larger than memory works). Ties between equally frequent pairs go to the smallest ids,
         so the same input always gives the same merges.
+        max_cjk_chars: no token spans more Chinese/Japanese characters than this. The split pattern keeps a whole
+        CJK clause in one chunk (no spaces), so on a small repetitive corpus BPE merges whole sentences into one
+        token that cannot be reused; None (as Hugging Face's trainer) sets no limit. Encoding is unaffected.
         """
         specials = SPECIAL_TOKENS + [t for t in (special_tokens or []) if t not in SPECIAL_TOKENS]
         if vocab_size < 256 + len(specials):
@@ -183,15 +201,19 @@ class BPETokenizer:
         bytes_to_id = {v: k for k, v in vocab_bytes.items()}
         merges = []
         n_new = vocab_size - n_special - 256
+        banned = set()  # pairs whose merge would exceed max_cjk_chars
         bar = tqdm(total=n_new, desc="bpe merges", disable=not verbose, unit="merge")
         while len(vocab_bytes) < vocab_size - n_special and heap:
             neg_count, pair = heapq.heappop(heap)
-            if -neg_count != pair_counts.get(pair, 0):
-                continue  # stale entry: the count changed after it was pushed
+            if -neg_count != pair_counts.get(pair, 0) or pair in banned:
+                continue  # stale entry (the count changed after it was pushed), or a merge we never make
             if -neg_count < min_frequency:
                 break
             # 3. the new token; two merge paths can spell the same bytes, and then share one id (as in HF)
             new_bytes = vocab_bytes[pair[0]] + vocab_bytes[pair[1]]
+            if max_cjk_chars is not None and not _cjk_token_ok(new_bytes, max_cjk_chars):
+                banned.add(pair)
+                continue
             new_id = bytes_to_id.get(new_bytes)
             if new_id is None:
                 new_id = n_special + len(vocab_bytes)
@@ -416,13 +438,15 @@ def main(argv=None):
     t.add_argument("--input", nargs="+", required=True, help="plain text files")
     t.add_argument("--vocab-size", type=int, default=6400)
     t.add_argument("--max-samples", type=int, default=None, help="train on a random sample of this many paragraphs")
+    t.add_argument("--max-cjk-chars", type=int, default=None, help="longest Chinese/Japanese run one token may spell")
     t.add_argument("--out", required=True, help="where to write tokenizer.json")
     s = sub.add_parser("stats", help="bytes per token and a round-trip check of a tokenizer on a file")
     s.add_argument("--tokenizer", required=True)
     s.add_argument("--input", required=True)
     args = p.parse_args(argv)
     if args.cmd == "train":
-        tok = BPETokenizer.train(read_text_files(args.input), args.vocab_size, max_samples=args.max_samples)
+        tok = BPETokenizer.train(read_text_files(args.input), args.vocab_size, max_samples=args.max_samples,
+                                 max_cjk_chars=args.max_cjk_chars)
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         tok.save(args.out)
         print(f"saved {args.out}: {tok.vocab_size} tokens, {len(tok.merges)} merges")

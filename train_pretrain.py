@@ -30,6 +30,9 @@ def parse_args(argv=None):
     p.add_argument("--vocab-size", type=int, default=None, help="vocabulary size of a tokenizer we train (default: the preset's)")
     p.add_argument("--retrain-tokenizer", action="store_true", help="train a new tokenizer even if --out-dir has one")
     p.add_argument("--tokenizer-samples", type=int, default=20000, help="train the tokenizer on this many sampled documents")
+    p.add_argument("--tokenizer-max-cjk-chars", type=int, default=2, help="longest Chinese/Japanese run one token may "
+                   "spell (0: no limit). Without it, the built-in Chinese facts became one token each and SFT could "
+                   "not answer new questions about them")
     p.add_argument("--sample-prompt", default="Once upon a time", help="prompt for the sample printed at each eval")
     return tu.finish_args(p.parse_args(argv), "pretrain")
 
@@ -55,7 +58,8 @@ def main(argv=None):
             train_texts, val_texts, stats = tu.load_data(args, "text")
             vocab_size = args.vocab_size or get_config(args.config).vocab_size
             print(f"training a {vocab_size}-token tokenizer on up to {args.tokenizer_samples} documents")
-            tokenizer = BPETokenizer.train(train_texts, vocab_size, max_samples=args.tokenizer_samples, seed=args.seed)
+            tokenizer = BPETokenizer.train(train_texts, vocab_size, max_samples=args.tokenizer_samples, seed=args.seed,
+                                           max_cjk_chars=args.tokenizer_max_cjk_chars or None)
         if os.path.abspath(source or "") != os.path.abspath(tok_path):
             tokenizer.save(tok_path)
     if run.ddp:

@@ -167,3 +167,23 @@ def test_we_load_hf_trained_bytelevel_tokenizer_and_encode_identically(tmp_path)
     for text in INTEROP_TEXTS + CORPUS[:4]:
         assert ours.encode(text) == hf.encode(text).ids
         assert ours.decode(ours.encode(text)) == text
+
+
+def test_max_cjk_chars_keeps_chinese_tokens_short_and_on_character_boundaries():
+    facts = ["雷恩最喜欢的颜色是红色。", "托宾住在石山。", "露米是一只猫。"] * 50
+    free = BPETokenizer.train(facts, 600, verbose=False)
+    assert len(free.encode("雷恩最喜欢的颜色是红色")) == 1  # the problem: a whole repeated sentence becomes one token
+    capped = BPETokenizer.train(facts + ["The cat sat on the mat."] * 50, 600, verbose=False, max_cjk_chars=2)
+    for i in range(capped.vocab_size):
+        if i in capped.id_to_special:
+            continue
+        data = capped.vocab_bytes[i]
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:  # a piece of one character: a lead byte then continuation bytes, or continuation only
+            assert all(0x80 <= b < 0xC0 for b in data[1:]) and len(data) < 4
+            continue
+        assert sum("\u4e00" <= ch <= "\u9fff" for ch in text) <= 2, text
+    assert all(1 <= len(capped.decode([t])) <= 2 for t in capped.encode("雷恩最喜欢"))  # whole characters, two at most
+    assert capped.encode("The cat") == [capped.token_to_id("The"), capped.token_to_id(" cat")]  # English is unaffected
+    assert capped.decode(capped.encode("雷恩最喜欢的颜色是红色。")) == "雷恩最喜欢的颜色是红色。"
