@@ -33,6 +33,8 @@ def parse_args(argv=None):
     p.add_argument("--loss-type", default="sigmoid", choices=["sigmoid", "ipo"])
     p.add_argument("--label-smoothing", type=float, default=0.0,
                    help="assumed fraction of flipped labels (conservative DPO, sigmoid loss only)")
+    p.add_argument("--rpo-alpha", type=float, default=None, help="add alpha x the NLL of the chosen responses (RPO, "
+                   "TRL's rpo_alpha): keeps DPO from lowering the chosen answers' likelihood along with the rejected")
     p.add_argument("--precompute-ref", action="store_true",
                    help="compute the reference log-probs once before training and free the reference model")
     p.add_argument("--max-prompt-len", type=int, default=None, help="prompt tokens kept when a pair is too long "
@@ -62,6 +64,12 @@ def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, los
     chosen_rewards = beta * (policy_chosen - ref_chosen).detach()
     rejected_rewards = beta * (policy_rejected - ref_rejected).detach()
     return losses, chosen_rewards, rejected_rewards
+
+
+def chosen_nll(chosen_logps, chosen_tokens, average=False):
+    """RPO's extra term (Pang et al. 2024; TRL's rpo_alpha): the negative log-likelihood per token of the chosen
+    responses, over the whole batch. chosen_logps: summed (or, with average, per-token) log-probs (B,)."""
+    return -chosen_logps.mean() if average else -chosen_logps.sum() / chosen_tokens.sum()
 
 
 def sequence_logprobs(model, ids, lengths, prompt_lengths, average=False):
@@ -230,7 +238,12 @@ def main(argv=None):
                         logps = sequence_logprobs(policy, ids, lengths, prompt_lengths, average_logprobs)  # (2B,)
                     losses, chosen_rewards, rejected_rewards = dpo_loss(
                         logps[:B], logps[B:], ref[:B], ref[B:], args.beta, args.loss_type, args.label_smoothing)
-                    run.scaler.scale(losses.mean() / G).backward()
+                    loss = losses.mean()
+                    if args.rpo_alpha:
+                        nll = chosen_nll(logps[:B], lengths[:B] - prompt_lengths[:B], average_logprobs)
+                        loss = loss + args.rpo_alpha * nll
+                        metrics["nll_loss"] = metrics.get("nll_loss", 0.0) + nll.item() / G
+                    run.scaler.scale(loss / G).backward()
                 for k, v in pair_metrics(losses, chosen_rewards, rejected_rewards, logps[:B], logps[B:]).items():
                     metrics[k] = metrics.get(k, 0.0) + v / G
         except torch.cuda.OutOfMemoryError:

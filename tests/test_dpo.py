@@ -79,6 +79,25 @@ def test_dpo_run_logs_trl_metrics_and_precomputed_reference_matches_live_one(sta
     assert losses(live) == pytest.approx(losses(cached), abs=1e-5)
 
 
+def test_rpo_term_is_the_chosen_responses_nll_per_token():
+    # summed log-probs -4 and -2 over 2 + 2 chosen tokens: NLL per token = 6 / 4
+    assert train_dpo.chosen_nll(torch.tensor([-4.0, -2.0]), torch.tensor([2, 2])).item() == pytest.approx(1.5)
+    assert train_dpo.chosen_nll(torch.tensor([-2.0, -1.0]), torch.tensor([1, 1]), average=True).item() == pytest.approx(1.5)
+
+
+def test_rpo_alpha_adds_the_nll_and_keeps_chosen_likelihood_higher(stage_dirs, tmp_path):
+    common = FAST + ["--init-from", stage_dirs["sft"], "--max-steps", "6", "--eval-interval", "6", "--eval-max-new-tokens", "2",
+                     "--lr", "1e-3", "--precompute-ref"]
+    plain, rpo = str(tmp_path / "plain"), str(tmp_path / "rpo")
+    train_dpo.main(common + ["--out-dir", plain])
+    train_dpo.main(common + ["--out-dir", rpo, "--rpo-alpha", "1.0"])
+    trained = [r for r in rows(rpo) if "nll_loss" in r]
+    assert len(trained) == 6 and all(r["nll_loss"] > 0 for r in trained)
+    assert not any("nll_loss" in r for r in rows(plain))
+    last = lambda d: [r for r in rows(d) if "eval_logps/chosen" in r][-1]["eval_logps/chosen"]  # noqa: E731
+    assert last(rpo) > last(plain)  # the NLL term holds the chosen answers' likelihood up
+
+
 def test_dpo_resume_is_exact(stage_dirs, tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     common = FAST + ["--init-from", stage_dirs["sft"], "--eval-interval", "2", "--lr-decay-steps", "4",
