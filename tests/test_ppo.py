@@ -76,7 +76,7 @@ def test_ppo_with_reward_model_logs_every_metric_and_resumes_exactly(stage_dirs,
     train_ppo.main(common + ["--max-steps", "4", "--out-dir", b, "--resume"])
     train = [r for r in rows(a) if "pg_loss" in r]
     assert {"reward", "accuracy", "kl", "entropy", "clipfrac", "approx_kl", "value_loss", "response_length", "kl_coef"} <= set(train[0])
-    assert train[-1]["kl_coef"] != 0.05  # adaptive
+    assert train[-1]["kl_coef"] != 0.2  # adaptive
     assert {"val_reward", "val_accuracy", "val_kl"} <= set(rows(a)[0])
     key = lambda d: {r["step"]: (r["reward"], r["pg_loss"]) for r in rows(d) if "pg_loss" in r}  # noqa: E731
     assert key(a) == key(b) and len(key(a)) == 4
@@ -95,6 +95,13 @@ def test_ppo_builtin_reward_is_the_answer_checker(stage_dirs, tmp_path):
 def test_ppo_without_a_reward_model_says_what_to_run(stage_dirs, tmp_path):
     with pytest.raises(FileNotFoundError, match="python train_reward.py --config tiny"):
         train_ppo.parse_args(["--init-from", stage_dirs["sft"], "--reward-model", str(tmp_path / "none")])
+
+
+def test_no_adaptive_kl_keeps_the_coefficient_fixed(stage_dirs, tmp_path):
+    out = str(tmp_path / "fixed")
+    train_ppo.main(PPO_FAST + ["--init-from", stage_dirs["sft"], "--reward-model", stage_dirs["reward"], "--max-steps", "2",
+                               "--eval-interval", "2", "--no-adaptive-kl", "--kl-coef", "0.3", "--out-dir", out])
+    assert [r["kl_coef"] for r in rows(out) if "pg_loss" in r] == [0.3, 0.3]
 
 
 def test_ppo_runs_under_torchrun_with_two_processes(stage_dirs, tmp_path):
