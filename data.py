@@ -52,17 +52,22 @@ def _open(path):
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
 
-def iter_raw_records(path):
-    """(line_number, record) for a .txt (documents by blank lines), .json array, or .jsonl(.gz) file."""
+def read_text(path):
+    """A whole (optionally gzipped) file as text; undecodable bytes are a DataError naming file:line."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: file not found")
     with _open(path) as f:
         raw = f.read()
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: bytes are not valid UTF-8 ({e.reason} at byte {e.start})") from None
+
+
+def iter_raw_records(path):
+    """(line_number, record) for a .txt (documents by blank lines), .json array, or .jsonl(.gz) file."""
+    text = read_text(path)
     if not text.strip():
         raise DataError(f"{path}: file is empty")
     name = path[:-3] if path.endswith(".gz") else path

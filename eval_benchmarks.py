@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from data import DataError, iter_raw_records
+from data import DataError, iter_raw_records, pad_sequences, read_text
 from model import KVCache, load_model
 from tokenizer import BPETokenizer
 
@@ -232,15 +232,8 @@ def wikitext_detokenize(text):
 def read_wikitext(path):
     """WikiText raw text, split into articles at each top-level heading line (" = Title = "), as the harness's
     document-level set is. Each Item keeps the article (page) for the word and byte counts."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line_no = raw[:e.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line_no}: not UTF-8 text") from None
     pages, current = [], []
-    for line in text.splitlines(keepends=True):
+    for line in read_text(path).splitlines(keepends=True):
         if re.fullmatch(r" = [^=].* = \n?", line) and any(l.strip() for l in current):
             pages.append("".join(current))
             current = []
@@ -349,9 +342,9 @@ class Scorer:
     """What scoring needs from a model: tokenize, the context window, and next-token logits of a padded batch.
     `model` is set for our MiniGPT, whose KV cache lets choices share one pass over their common context."""
 
-    def __init__(self, encode, prefix_id, pad_id, max_len, logits_fn, vocab_size, model=None):
+    def __init__(self, encode, prefix_id, pad_id, max_len, logits_fn, vocab_size, device, model=None):
         self.encode, self.prefix_id, self.pad_id, self.max_len = encode, prefix_id, pad_id, max_len
-        self.logits_fn, self.vocab_size, self.model = logits_fn, vocab_size, model
+        self.logits_fn, self.vocab_size, self.device, self.model = logits_fn, vocab_size, device, model
         self.tokens = 0  # tokens run through the model, for tokens/s
 
     def encode_pair(self, context, continuation):
@@ -380,7 +373,7 @@ def our_scorer(run_dir, which="best", device="cpu", dtype=torch.float32):
     tokenizer = BPETokenizer.load(os.path.join(run_dir, "tokenizer.json"))
     # documents in pretraining start with <|im_start|>, so it is the token an unconditioned text follows
     return Scorer(tokenizer.encode, tokenizer.bos_id, tokenizer.pad_id, model.config.max_seq_len,
-                  lambda idx, lengths: model(idx).logits, model.config.vocab_size, model)
+                  lambda idx, lengths: model(idx).logits, model.config.vocab_size, device, model)
 
 
 def hf_scorer(hf_dir, device="cpu", dtype=torch.float32):
@@ -399,7 +392,7 @@ def hf_scorer(hf_dir, device="cpu", dtype=torch.float32):
         return model(input_ids=idx, attention_mask=mask).logits
 
     return Scorer(lambda text: tokenizer.encode(text, add_special_tokens=False), prefix_id, pad_id,
-                  model.config.max_position_embeddings, logits_fn, model.config.vocab_size)
+                  model.config.max_position_embeddings, logits_fn, model.config.vocab_size, device)
 
 
 def continuation_score(logits, continuation_ids):
@@ -412,16 +405,13 @@ def continuation_score(logits, continuation_ids):
 @torch.no_grad()
 def score_each(scorer, pairs, batch_size, bar=None):
     """One row per pair: context + continuation (minus its last token), right-padded, longest first."""
-    device = next(scorer.model.parameters()).device if scorer.model is not None else "cpu"
     results = [None] * len(pairs)
     order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        rows = [pairs[i][0] + pairs[i][1][:-1] for i in chunk]
-        T = max(len(r) for r in rows)
-        idx = torch.tensor([r + [scorer.pad_id] * (T - len(r)) for r in rows], device=device)
-        logits = scorer.logits_fn(idx, torch.tensor([len(r) for r in rows], device=device))  # (B, T, V)
-        scorer.tokens += sum(len(r) for r in rows)
+        idx, lengths = pad_sequences([pairs[i][0] + pairs[i][1][:-1] for i in chunk], scorer.pad_id)
+        logits = scorer.logits_fn(idx.to(scorer.device), lengths.to(scorer.device))  # (B, T, V)
+        scorer.tokens += int(lengths.sum())
         for b, i in enumerate(chunk):
             context, continuation = pairs[i]
             first = len(context) - 1  # the logits at the context's last token predict the continuation's first
@@ -435,8 +425,8 @@ def score_each(scorer, pairs, batch_size, bar=None):
 def score_shared_context(scorer, pairs, batch_size, bar=None):
     """Pairs with the same context (the choices of one question) run the context once: prefill it into the KV cache,
     copy the cache once per choice, then run only the choices' tokens. Same numbers as score_each, fewer tokens."""
-    model = scorer.model
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    model, device = scorer.model, scorer.device
+    dtype = next(model.parameters()).dtype
     groups = {}  # context ids -> indices of the pairs that share it
     for i, (context, _) in enumerate(pairs):
         groups.setdefault(tuple(context), []).append(i)
@@ -453,10 +443,9 @@ def score_shared_context(scorer, pairs, batch_size, bar=None):
         scorer.tokens += sum(len(c) for c in contexts)
         if n_rest:
             cache.reorder(torch.tensor([g for g, _ in members], device=device))  # one cache row per choice
-            rest = [pairs[i][1][:-1] for _, i in members]
-            idx = torch.tensor([r + [scorer.pad_id] * (n_rest - len(r)) for r in rest], device=device)
-            rest_logits = model(idx, cache=cache).logits  # (R, n_rest, V); right padding only follows what we read
-            scorer.tokens += sum(len(r) for r in rest)
+            idx, lengths = pad_sequences([pairs[i][1][:-1] for _, i in members], scorer.pad_id)  # (R, n_rest)
+            rest_logits = model(idx.to(device), cache=cache).logits  # (R, n_rest, V); right padding only follows what we read
+            scorer.tokens += int(lengths.sum())
         for row, (g, i) in enumerate(members):
             continuation = pairs[i][1]
             logits = first_logits[g:g + 1]
