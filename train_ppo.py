@@ -224,7 +224,7 @@ def main(argv=None):
         return {k: tu.all_reduce_mean(v, run) for k, v in metrics.items()}, tokenizer.decode(r["responses"][0])
 
     def save(step, is_best):
-        tu.save_run(args, tu.training_state(policy, optimizer, step, args, best_val_loss, {
+        tu.save_run(args, tu.training_state(run, policy, optimizer, step, args, best_val_loss, {
             "critic": raw_critic.state_dict(), "kl_coef": kl_coef,
             "evals_without_improvement": stop_rules.evals_without_improvement}), is_best)
 

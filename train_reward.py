@@ -128,7 +128,7 @@ def main(argv=None):
         return {k: tu.all_reduce_mean(v, run) for k, v in metrics.items()}
 
     def save(step, is_best):
-        tu.save_run(args, tu.training_state(model, optimizer, step, args, best_val_loss, {
+        tu.save_run(args, tu.training_state(run, model, optimizer, step, args, best_val_loss, {
             "evals_without_improvement": stop_rules.evals_without_improvement}), is_best)
 
     def eval_and_save(step):

@@ -102,7 +102,7 @@ def main(argv=None):
         return tu.all_reduce_mean(sum(losses) / max(1, len(losses)), run)
 
     def save(step, is_best):
-        tu.save_run(args, tu.training_state(model, optimizer, step, args, best_val_loss, {
+        tu.save_run(args, tu.training_state(run, model, optimizer, step, args, best_val_loss, {
             "evals_without_improvement": stop_rules.evals_without_improvement}), is_best)
 
     def eval_and_save(step):

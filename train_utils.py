@@ -111,22 +111,33 @@ class Run:
     """Device, precision and process-group facts for one run (plain attributes, no behaviour)."""
 
 
+def resolve_device(name, local_rank=0):
+    """'auto' -> cuda when there is one, else cpu; a bare 'cuda' gets this process's GPU index, which
+    torch.cuda.set_device requires (each torchrun rank takes the GPU of its LOCAL_RANK)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device cuda: no CUDA GPU is visible to torch {torch.__version__}; pass --device cpu")
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(f"process {local_rank} needs GPU {local_rank} but this machine has {torch.cuda.device_count()}: "
+                             f"start at most that many with torchrun --nproc_per_node, or pass --device cpu")
+        name = f"cuda:{local_rank}"
+    return name
+
+
 def setup(args):
     run = Run()
     run.ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1  # launched by torchrun
-    if run.ddp:
-        backend = "nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo"
-        dist.init_process_group(backend)
-        run.rank, run.world_size = dist.get_rank(), dist.get_world_size()
-        run.local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    else:
-        run.rank, run.world_size, run.local_rank = 0, 1, 0
-    run.master = run.rank == 0
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    if args.device == "cuda" and run.ddp:
-        args.device = f"cuda:{run.local_rank}"
+    run.local_rank = int(os.environ.get("LOCAL_RANK", 0)) if run.ddp else 0
+    args.device = resolve_device(args.device, run.local_rank)
     run.device = torch.device(args.device)
+    if run.ddp:
+        dist.init_process_group("nccl" if run.device.type == "cuda" else "gloo")
+        run.rank, run.world_size = dist.get_rank(), dist.get_world_size()
+    else:
+        run.rank, run.world_size = 0, 1
+    run.master = run.rank == 0
     run.device_type = run.device.type
     if run.device_type == "cuda":
         torch.cuda.set_device(run.device)
@@ -210,9 +221,9 @@ def rng_state():
 
 def set_rng_state(state):
     random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # RNG states are CPU byte tensors, whatever device they were loaded to
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def save_checkpoint(path, state):
@@ -341,10 +352,12 @@ def resume_training(args, run, models, optimizer):
         return None
     from model import load_weights
     path = resume_path(args)
-    ckpt = load_checkpoint(path, run.device)
+    ckpt = load_checkpoint(path)  # on the CPU: load_state_dict copies to each parameter's device, and RNG states must stay there
     for key, module in models.items():
         load_weights(module, ckpt[key], ckpt["model_config"] if key == "model" else None, source=path)
     optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("scaler") and run.scaler.is_enabled():
+        run.scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"])
     if run.master:
         print(f"resumed from {path} at step {ckpt['step']} (best val loss {ckpt['best_val_loss']:.4f})")
@@ -392,12 +405,13 @@ def resume_path(args):
     return path
 
 
-def training_state(model, optimizer, step, args, best_val_loss, extra=None):
-    """The plain dict a checkpoint holds: everything needed to continue bit for bit."""
+def training_state(run, model, optimizer, step, args, best_val_loss, extra=None):
+    """The plain dict a checkpoint holds: everything needed to continue bit for bit (the fp16 loss scale too)."""
     raw = model.module if hasattr(model, "module") else model
     raw = getattr(raw, "_orig_mod", raw)  # torch.compile wrapper
     return {"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
             "best_val_loss": best_val_loss, "rng": rng_state(), "model_config": raw.config.to_dict(),
+            "scaler": run.scaler.state_dict(),  # empty unless fp16 on CUDA
             "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))},
             **(extra or {})}
 

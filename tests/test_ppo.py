@@ -107,5 +107,5 @@ def test_no_adaptive_kl_keeps_the_coefficient_fixed(stage_dirs, tmp_path):
 def test_ppo_runs_under_torchrun_with_two_processes(stage_dirs, tmp_path):
     out = str(tmp_path / "ddp")
     torchrun("train_ppo.py", [*PPO_FAST, "--init-from", stage_dirs["sft"], "--reward-model", stage_dirs["reward"],
-                              "--max-steps", "2", "--eval-interval", "2", "--num-threads", "1", "--out-dir", out])
+                              "--max-steps", "2", "--eval-interval", "2", "--num-threads", "1", "--device", "cpu", "--out-dir", out])
     assert [r["step"] for r in rows(out) if "pg_loss" in r] == [1, 2]

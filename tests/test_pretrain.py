@@ -145,7 +145,7 @@ def test_kill_9_at_any_moment_leaves_a_loadable_checkpoint(tmp_path):
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
 def test_ddp_two_processes_match_one_process_with_double_accumulation(tmp_path):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    common = FAST + ["--max-steps", "4", "--eval-interval", "4", "--num-threads", "1"]
+    common = FAST + ["--max-steps", "4", "--eval-interval", "4", "--num-threads", "1", "--device", "cpu"]  # gloo, also where a GPU is
     train_pretrain.main(common + ["--grad-accum", "2", "--out-dir", one])
     torchrun("train_pretrain.py", [*common, "--grad-accum", "1", "--out-dir", two, "--tokenizer", os.path.join(one, "tokenizer.json")])
     l1, l2 = losses(one), losses(two)
@@ -218,3 +218,17 @@ def test_plot_runs_draws_several_runs(tmp_path):
     assert r.returncode == 0 and os.path.getsize(png) > 1000
     r = subprocess.run([sys.executable, "plot_runs.py", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and "no metrics.jsonl" in r.stderr
+
+
+def test_resolve_device_gives_cuda_an_index():
+    # torch.cuda.set_device rejects a bare "cuda" (seen on a GPU machine: every stage failed with --device cuda)
+    import train_utils
+    n = torch.cuda.device_count()
+    assert train_utils.resolve_device("cuda:1", local_rank=3) == "cuda:1"
+    assert train_utils.resolve_device("cpu") == "cpu"
+    assert train_utils.resolve_device("auto") == ("cuda:0" if n else "cpu")
+    if n:
+        assert train_utils.resolve_device("cuda") == "cuda:0"
+    # more torchrun ranks than GPUs (seen as "invalid device ordinal" deep in CUDA): a one-line error instead
+    with pytest.raises(ValueError, match=f"needs GPU {n} but this machine has {n}" if n else "no CUDA GPU is visible"):
+        train_utils.resolve_device("cuda", local_rank=n)

@@ -111,7 +111,7 @@ def test_sft_inspect_shows_the_loss_mask(stage_dirs, tmp_path, capsys):
 def test_sft_ddp_two_processes_match_one_process_with_double_accumulation(stage_dirs, tmp_path):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     common = FAST + ["--init-from", stage_dirs["pretrain"], "--max-steps", "3", "--eval-interval", "3",
-                     "--num-threads", "1", "--eval-max-new-tokens", "2"]
+                     "--num-threads", "1", "--eval-max-new-tokens", "2", "--device", "cpu"]
     train_sft.main(common + ["--grad-accum", "2", "--out-dir", one])
     torchrun("train_sft.py", [*common, "--out-dir", two])
     train = lambda d: {r["step"]: r["train_loss"] for r in map(json.loads, open(os.path.join(d, "metrics.jsonl"))) if "train_loss" in r}  # noqa: E731
