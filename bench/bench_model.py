@@ -4,6 +4,7 @@ measured in the same run. Prints tokens/s, the ratio, and achieved GFLOP/s again
 
     python bench/bench_model.py                      # tiny and small, fp32 and bf16, generation at batch 1 and 8
     python bench/bench_model.py --compile            # also torch.compile'd MiniGPT
+    python bench/bench_model.py --device cuda --configs small medium --batch 32 --seq-len 1024
 """
 import argparse
 import copy
@@ -24,13 +25,21 @@ class FakeTokenizer:  # generation needs only these ids
     bos_id, eos_id, pad_id = 1, 2, 0
 
 
-def matmul_peak_gflops(dtype=torch.bfloat16, n=2048, reps=10):
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def sync(device):
+    if device.type == "cuda":  # CUDA kernels run asynchronously: wait for them before reading the clock
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak_gflops(device, dtype=torch.bfloat16, reps=10):
+    n = 8192 if device.type == "cuda" else 2048
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     for _ in range(2):
         a @ b
+    sync(device)
     t = time.perf_counter()
     for _ in range(reps):
         a @ b
+    sync(device)
     return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
 
 
@@ -42,7 +51,7 @@ def flops_per_token(cfg, seq_len):
     return 6 * matmul + 12 * cfg.n_layers * cfg.dim * seq_len
 
 
-def make_pair(cfg):
+def make_pair(cfg, device):
     import transformers
     torch.manual_seed(0)
     ours = MiniGPT(cfg)
@@ -51,15 +60,15 @@ def make_pair(cfg):
     missing, unexpected = hf.load_state_dict(to_hf_state_dict(ours), strict=False)
     assert not unexpected and all("lm_head" in k for k in missing), (missing, unexpected)
     hf.tie_weights()
-    return ours, hf
+    return ours.to(device), hf.to(device)
 
 
-def train_speed(model, is_hf, batch, seq_len, dtype, steps, vocab):
+def train_speed(model, is_hf, batch, seq_len, dtype, steps, vocab, device):
     torch.manual_seed(1)
-    x = torch.randint(3, vocab, (batch, seq_len))
+    x = torch.randint(3, vocab, (batch, seq_len), device=device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     model.train()
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bf16" else torch.autocast("cpu", enabled=False)
+    ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
 
     def step():
         with ctx:
@@ -70,17 +79,19 @@ def train_speed(model, is_hf, batch, seq_len, dtype, steps, vocab):
 
     for _ in range(2):
         step()
+    sync(device)
     t = time.perf_counter()
     for _ in range(steps):
         step()
+    sync(device)
     return batch * seq_len * steps / (time.perf_counter() - t)
 
 
 @torch.no_grad()
-def gen_speed(model, is_hf, batch, new_tokens, vocab, reps=2):
+def gen_speed(model, is_hf, batch, new_tokens, vocab, device, reps=2):
     model.eval()
     torch.manual_seed(2)
-    prompt = torch.randint(3, vocab, (batch, 16))
+    prompt = torch.randint(3, vocab, (batch, 16), device=device)
     if is_hf:
         model.generation_config.eos_token_id = None
         run = lambda: model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
@@ -89,9 +100,11 @@ def gen_speed(model, is_hf, batch, new_tokens, vocab, reps=2):
         cfg = GenerationConfig(max_new_tokens=new_tokens, greedy=True, stop_on_eos=False)
         run = lambda: gen.generate_ids(prompt.tolist(), cfg)
     run()
+    sync(device)
     t = time.perf_counter()
     for _ in range(reps):
         run()
+    sync(device)
     return batch * new_tokens * reps / (time.perf_counter() - t)
 
 
@@ -107,30 +120,36 @@ def main():
     p.add_argument("--compile", action="store_true", help="also measure torch.compile'd MiniGPT")
     p.add_argument("--skip-generation", action="store_true")
     p.add_argument("--skip-training", action="store_true")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # as the training scripts set it
     try:
-        import transformers  # noqa: F401
+        import transformers
     except ImportError:
         sys.exit("error: this benchmark compares against transformers: pip install -r requirements-extras.txt")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
-    peak = matmul_peak_gflops()
-    print(f"bf16 matmul peak (2048^3): {peak:.0f} GFLOP/s; fp32: {matmul_peak_gflops(torch.float32):.0f} GFLOP/s\n")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads, {os.cpu_count()} cores"
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {where}")
+    peak = matmul_peak_gflops(device)
+    print(f"bf16 matmul peak: {peak:.0f} GFLOP/s; fp32 (tf32 on CUDA): {matmul_peak_gflops(device, torch.float32):.0f} GFLOP/s\n")
     print(f"training step (fwd+bwd+AdamW), batch {args.batch} x {args.seq_len}, median of {args.rounds} alternating rounds:")
     print(f"{'config':<8}{'dtype':<6}{'MiniGPT tok/s':>14}{'HF tok/s':>10}{'ratio':>7}{'GFLOP/s':>9}{'% peak':>7}" +
           (f"{'compiled':>10}{'ratio':>7}" if args.compile else ""))
     for name in ([] if args.skip_training else args.configs):
         cfg = get_config(name, vocab_size=args.vocab, max_seq_len=max(args.seq_len, 512))
-        ours, hf = make_pair(cfg)
-        compiled = torch.compile(MiniGPT(cfg)) if args.compile else None
+        ours, hf = make_pair(cfg, device)
+        compiled = torch.compile(MiniGPT(cfg).to(device)) if args.compile else None
         for dtype in ("fp32", "bf16"):
             # alternate the two models so that machine noise hits both alike; medians over rounds
-            runs = [(train_speed(ours, False, args.batch, args.seq_len, dtype, args.steps, args.vocab),
-                     train_speed(hf, True, args.batch, args.seq_len, dtype, args.steps, args.vocab)) for _ in range(args.rounds)]
+            runs = [(train_speed(ours, False, args.batch, args.seq_len, dtype, args.steps, args.vocab, device),
+                     train_speed(hf, True, args.batch, args.seq_len, dtype, args.steps, args.vocab, device))
+                    for _ in range(args.rounds)]
             a, b = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
             gflops = a * flops_per_token(cfg, args.seq_len) / 1e9
             line = f"{name:<8}{dtype:<6}{a:>14,.0f}{b:>10,.0f}{a / b:>7.2f}{gflops:>9.0f}{100 * gflops / peak:>6.0f}%"
             if compiled is not None:
-                c = train_speed(compiled, False, args.batch, args.seq_len, dtype, args.steps, args.vocab)
+                c = train_speed(compiled, False, args.batch, args.seq_len, dtype, args.steps, args.vocab, device)
                 line += f"{c:>10,.0f}{c / b:>7.2f}"
             print(line, flush=True)
     if args.skip_generation:
@@ -139,12 +158,12 @@ def main():
     print(f"{'config':<8}{'batch':>6}{'HF fp32 tok/s':>14}{'MiniGPT fp32':>13}{'ratio':>7}{'MiniGPT bf16':>13}{'ratio':>7}")
     for name in args.configs:
         cfg = get_config(name, vocab_size=args.vocab, max_seq_len=512)
-        ours, hf = make_pair(cfg)
+        ours, hf = make_pair(cfg, device)
         ours_bf16 = copy.deepcopy(ours).to(torch.bfloat16)  # decoding reads every weight per token: half the bytes
         for batch in (1, 8):
-            b = gen_speed(hf, True, batch, args.new_tokens, args.vocab)
-            a = gen_speed(ours, False, batch, args.new_tokens, args.vocab)
-            c = gen_speed(ours_bf16, False, batch, args.new_tokens, args.vocab)
+            b = gen_speed(hf, True, batch, args.new_tokens, args.vocab, device)
+            a = gen_speed(ours, False, batch, args.new_tokens, args.vocab, device)
+            c = gen_speed(ours_bf16, False, batch, args.new_tokens, args.vocab, device)
             print(f"{name:<8}{batch:>6}{b:>14,.0f}{a:>13,.0f}{a / b:>7.2f}{c:>13,.0f}{c / b:>7.2f}", flush=True)
 
 
