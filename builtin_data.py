@@ -67,7 +67,9 @@ def _story(rng, w, lang):
 def _sums(rng, lang, n=8):
     lines = []
     for _ in range(n):
-        x, y = rng.randint(0, 20), rng.randint(0, 20)
+        # one-digit operands: 100 sums, each seen ~100 times, which a tiny model memorises within the default run
+        # (with operands to 20 it got about 45% of held-out sums right, capping every later stage's accuracy)
+        x, y = rng.randint(0, 9), rng.randint(0, 9)
         lines.append(f"{x} plus {y} is {x + y}." if lang == "en" else f"{x}加{y}等于{x + y}。")
     return " ".join(lines) if lang == "en" else "".join(lines)
 
@@ -116,8 +118,8 @@ def checkable_prompts(seed=0, split=None):
         for attr, q_en, a_en, q_zh, a_zh in qa:
             items.append({"prompt": q_en, "answer": c[attr][0], "response": a_en, "lang": "en", "attr": attr})
             items.append({"prompt": q_zh, "answer": c[attr][1], "response": a_zh, "lang": "zh", "attr": attr})
-    for x in range(0, 21, 2):
-        for y in range(0, 21, 3):
+    for x in range(1, 10):
+        for y in range(1, 10):
             items.append({"prompt": f"What is {x} plus {y}?", "answer": str(x + y), "response": f"{x} plus {y} is {x + y}.",
                           "lang": "en", "attr": "sum"})
             items.append({"prompt": f"{x}加{y}等于多少？", "answer": str(x + y), "response": f"{x}加{y}等于{x + y}。",
