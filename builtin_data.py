@@ -116,14 +116,14 @@ def checkable_prompts(seed=0, split=None):
               ("animal", f"What kind of animal is {name}?", _fix_articles(f"{name} is a {c['animal'][0]}."),
                f"{z}是什么动物？", f"{z}是一只{c['animal'][1]}。")]
         for attr, q_en, a_en, q_zh, a_zh in qa:
-            items.append({"prompt": q_en, "answer": c[attr][0], "response": a_en, "lang": "en", "attr": attr})
-            items.append({"prompt": q_zh, "answer": c[attr][1], "response": a_zh, "lang": "zh", "attr": attr})
+            items.append({"prompt": q_en, "answer": c[attr][0], "response": a_en, "lang": "en", "attr": attr, "key": name})
+            items.append({"prompt": q_zh, "answer": c[attr][1], "response": a_zh, "lang": "zh", "attr": attr, "key": name})
     for x in range(1, 10):
         for y in range(1, 10):
             items.append({"prompt": f"What is {x} plus {y}?", "answer": str(x + y), "response": f"{x} plus {y} is {x + y}.",
-                          "lang": "en", "attr": "sum"})
+                          "lang": "en", "attr": "sum", "key": f"{x}+{y}"})
             items.append({"prompt": f"{x}加{y}等于多少？", "answer": str(x + y), "response": f"{x}加{y}等于{x + y}。",
-                          "lang": "zh", "attr": "sum"})
+                          "lang": "zh", "attr": "sum", "key": f"{x}+{y}"})
     for it in items:
         it["split"] = _split(it["prompt"])
     return [it for it in items if split is None or it["split"] == split]
@@ -137,15 +137,30 @@ def check_answer(response, answer):
     return float(answer.lower() in response.lower())
 
 
+HEDGE_RATE = 0.4  # the SFT data's bad habit: it answers this share of questions with "I don't know"
+IDK = {"en": "I don't know.", "zh": "我不知道。"}
+
+
+def hedged(it):
+    """Whether the SFT data hedges on this question (a stable choice per question, about HEDGE_RATE of them)."""
+    return zlib.crc32(("hedge:" + it["prompt"]).encode()) % 100 < 100 * HEDGE_RATE
+
+
+def sft_reply(it):
+    """What the SFT data says: the reference answer, or the hedge on hedged questions. The model knows those
+    facts from pretraining; removing the habit is what the preference stages are for (and are measured on)."""
+    return IDK[it["lang"]] if hedged(it) else it["response"]
+
+
 def sft_conversations(seed=0, split="train"):
     """Chat conversations [{"role", "content"}] for SFT: single questions, and some two-question chats."""
     rng = random.Random(seed + 2)
     items = checkable_prompts(seed, split)
-    convs = [[{"role": "user", "content": it["prompt"]}, {"role": "assistant", "content": it["response"]}] for it in items]
+    convs = [[{"role": "user", "content": it["prompt"]}, {"role": "assistant", "content": sft_reply(it)}] for it in items]
     for _ in range(len(items) // 4):  # multi-turn: two questions in one conversation
         a, b = rng.sample(items, 2)
-        convs.append([{"role": "user", "content": a["prompt"]}, {"role": "assistant", "content": a["response"]},
-                      {"role": "user", "content": b["prompt"]}, {"role": "assistant", "content": b["response"]}])
+        convs.append([{"role": "user", "content": a["prompt"]}, {"role": "assistant", "content": sft_reply(a)},
+                      {"role": "user", "content": b["prompt"]}, {"role": "assistant", "content": sft_reply(b)}])
     rng.shuffle(convs)
     return convs
 
@@ -161,16 +176,49 @@ def _wrong_response(it, rng):
     return _fix_articles(head + wrong + tail)
 
 
+def _off_topic_response(it, items, rng):
+    """A right answer to another question: the same character's other attribute, or another sum."""
+    others = [o for o in items if o["lang"] == it["lang"] and o["attr"] != "sum" and o["key"] == it["key"] and o["attr"] != it["attr"]] \
+        if it["attr"] != "sum" else [o for o in items if o["lang"] == it["lang"] and o["attr"] == "sum" and o["key"] != it["key"]]
+    return rng.choice(others)["response"]
+
+
+def _pair_kinds(items, rng, per_question=2):
+    """(item, kind of rejected reply): per_question distinct kinds for each question, drawn by weight."""
+    kinds, weights = ["hedge", "off_topic", "language", "wrong_fact"], [0.25, 0.3, 0.3, 0.15]
+    for it in items:
+        left = list(zip(kinds, weights))
+        if hedged(it):  # the first pair rejects what the SFT model says there
+            yield it, "hedge"
+            left = left[1:]
+        for _ in range(per_question - hedged(it)):
+            kind = rng.choices([k for k, _ in left], [w for _, w in left])[0]
+            left = [(k, w) for k, w in left if k != kind]
+            yield it, kind
+
+
 def preference_pairs(seed=0, split="train"):
-    """{"prompt": [messages], "chosen": str, "rejected": str}: right answer vs a wrong fact or an unhelpful reply."""
+    """{"prompt": [messages], "chosen": str, "rejected": str}: the right answer against a failure a user would
+    reject. On hedged questions one rejected reply is the SFT data's hedge (what the SFT model says there);
+    otherwise it is a hedge, a right answer to another question, the right answer in the other language,
+    or a wrong fact. The first three can be judged from the pair alone, so a reward model or DPO learns them
+    as behaviours; a wrong fact needs the fact, and what a tiny model learns from it stays tied to that fact
+    (see BENCHMARKS.md), so it is the smallest share."""
     rng = random.Random(seed + 3)
+    every = checkable_prompts(seed)
+    other_lang = {(o["key"], o["attr"], o["lang"]): o["response"] for o in every}
     pairs = []
-    for it in checkable_prompts(seed, split):
-        if rng.random() < 0.75:
-            rejected = _wrong_response(it, rng)
+    for it, kind in _pair_kinds(checkable_prompts(seed, split), rng):
+        if kind == "hedge":
+            rejected = IDK[it["lang"]]
+        elif kind == "off_topic":
+            rejected = _off_topic_response(it, every, rng)
+        elif kind == "language":
+            rejected = other_lang[(it["key"], it["attr"], "zh" if it["lang"] == "en" else "en")]
         else:
-            rejected = "I don't know." if it["lang"] == "en" else "我不知道。"
-        pairs.append({"prompt": [{"role": "user", "content": it["prompt"]}], "chosen": it["response"], "rejected": rejected})
+            rejected = _wrong_response(it, rng)
+        pairs.append({"prompt": [{"role": "user", "content": it["prompt"]}], "chosen": it["response"], "rejected": rejected,
+                      "kind": kind})
     rng.shuffle(pairs)
     return pairs
 

@@ -148,6 +148,25 @@ def test_builtin_data_is_deterministic_bilingual_and_checkable():
     assert builtin_data.check_answer("3 plus 4 is 71.", "7") == 0.0
     pairs = builtin_data.preference_pairs()
     assert all(p["chosen"] != p["rejected"] for p in pairs)
+    # the SFT data hedges on a stable ~40% of questions: the habit the preference stages are measured on removing
+    items = builtin_data.checkable_prompts()
+    assert 0.3 < sum(map(builtin_data.hedged, items)) / len(items) < 0.5
+    replies = {c[1]["content"] for c in builtin_data.sft_conversations()}
+    assert "I don't know." in replies and "我不知道。" in replies
+    # every kind of rejected reply is what its name says
+    right = {it["response"] for it in items}
+    by_prompt = {it["prompt"]: it for it in items}
+    for p in pairs:
+        it = by_prompt[p["prompt"][0]["content"]]
+        if p["kind"] == "hedge":
+            assert p["rejected"] == builtin_data.IDK[it["lang"]]
+        elif p["kind"] == "language":
+            assert p["rejected"] in right and any("\u4e00" <= ch <= "\u9fff" for ch in p["rejected"]) == (it["lang"] == "en")
+        elif p["kind"] == "off_topic":
+            assert p["rejected"] in right
+        else:
+            assert p["kind"] == "wrong_fact" and p["rejected"] not in right
+    assert {p["kind"] for p in pairs} == {"hedge", "language", "off_topic", "wrong_fact"}
 
 
 def test_builtin_world_is_the_same_for_every_stage_and_training_seed():
@@ -160,4 +179,4 @@ def test_builtin_world_is_the_same_for_every_stage_and_training_seed():
     world = builtin_data.world()
     asked = [(c[0]["content"][len("Where does "):-len(" live?")], c[1]["content"]) for c in convs
              if c[0]["content"].startswith("Where does ")]
-    assert asked and all(world[name]["place"][0] in answer for name, answer in asked)
+    assert asked and all(world[name]["place"][0] in answer for name, answer in asked if answer != "I don't know.")

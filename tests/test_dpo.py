@@ -89,7 +89,7 @@ def test_rpo_alpha_adds_the_nll_and_keeps_chosen_likelihood_higher(stage_dirs, t
     common = FAST + ["--init-from", stage_dirs["sft"], "--max-steps", "6", "--eval-interval", "6", "--eval-max-new-tokens", "2",
                      "--lr", "1e-3", "--precompute-ref"]
     plain, rpo = str(tmp_path / "plain"), str(tmp_path / "rpo")
-    train_dpo.main(common + ["--out-dir", plain])
+    train_dpo.main(common + ["--out-dir", plain, "--rpo-alpha", "0"])  # plain DPO (the default is 1)
     train_dpo.main(common + ["--out-dir", rpo, "--rpo-alpha", "1.0"])
     trained = [r for r in rows(rpo) if "nll_loss" in r]
     assert len(trained) == 6 and all(r["nll_loss"] > 0 for r in trained)
