@@ -2,8 +2,10 @@
 The built-in data: a small invented world, generated deterministically in English and Chinese, for every stage.
 
   pretraining   facts about 24 animal characters (home, colour, food, kind), stories about them, arithmetic
-  SFT           chat questions about those facts and sums, answered in one sentence
-  preference    the same questions: chosen = the right answer, rejected = a wrong fact or an unhelpful reply
+  SFT           chat questions about those facts and sums, answered in one sentence, except a fixed 40% answered
+                "I don't know" (a bad habit, as real SFT data has, for the preference stages to remove)
+  preference    two pairs per question: chosen = the right answer, rejected = the hedge, an off-topic answer,
+                the answer in the other language, or a wrong fact
   prompts       questions with an answer a program can check (check_answer), for reward/PPO and SFT accuracy
 
 Every fact is stated in the pretraining text; SFT teaches the question-answer format on the 'train' questions
