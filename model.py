@@ -163,8 +163,9 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         n_qk = self.n_heads + self.n_kv_heads
         qkv = self.qkv(x).unflatten(-1, (n_qk + self.n_kv_heads, self.head_dim)).transpose(1, 2)  # (B, nh+2nkv, T, hd)
-        qk = apply_rope(qkv[:, :n_qk], cos, sin)  # RoPE on q and k heads in one pass
-        q, k, v = qk[:, :self.n_heads], qk[:, self.n_heads:], qkv[:, n_qk:]  # (B, nh, T, hd), (B, nkv, T, hd) x2
+        # split, not slicing: a slice's backward zero-fills the whole tensor and then copies into it (~4% of a step)
+        qk, v = qkv.split([n_qk, self.n_kv_heads], dim=1)
+        q, k = apply_rope(qk, cos, sin).split([self.n_heads, self.n_kv_heads], dim=1)  # RoPE on q and k in one pass
         is_causal = attn_mask is None
         if cache is not None:
             start = cache.pos
