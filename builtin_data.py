@@ -180,8 +180,11 @@ def _wrong_response(it, rng):
 
 def _off_topic_response(it, items, rng):
     """A right answer to another question: the same character's other attribute, or another sum."""
-    others = [o for o in items if o["lang"] == it["lang"] and o["attr"] != "sum" and o["key"] == it["key"] and o["attr"] != it["attr"]] \
-        if it["attr"] != "sum" else [o for o in items if o["lang"] == it["lang"] and o["attr"] == "sum" and o["key"] != it["key"]]
+    same_lang = [o for o in items if o["lang"] == it["lang"]]
+    if it["attr"] == "sum":
+        others = [o for o in same_lang if o["attr"] == "sum" and o["key"] != it["key"]]
+    else:  # a character's key is its name, so this excludes sums
+        others = [o for o in same_lang if o["key"] == it["key"] and o["attr"] != it["attr"]]
     return rng.choice(others)["response"]
 
 
@@ -190,10 +193,11 @@ def _pair_kinds(items, rng, per_question=2):
     kinds, weights = ["hedge", "off_topic", "language", "wrong_fact"], [0.25, 0.3, 0.3, 0.15]
     for it in items:
         left = list(zip(kinds, weights))
-        if hedged(it):  # the first pair rejects what the SFT model says there
+        is_hedged = hedged(it)
+        if is_hedged:  # the first pair rejects what the SFT model says there
             yield it, "hedge"
             left = left[1:]
-        for _ in range(per_question - hedged(it)):
+        for _ in range(per_question - is_hedged):
             kind = rng.choices([k for k, _ in left], [w for _, w in left])[0]
             left = [(k, w) for k, w in left if k != kind]
             yield it, kind
@@ -210,7 +214,7 @@ def preference_pairs(seed=0, split="train"):
     every = checkable_prompts(seed)
     other_lang = {(o["key"], o["attr"], o["lang"]): o["response"] for o in every}
     pairs = []
-    for it, kind in _pair_kinds(checkable_prompts(seed, split), rng):
+    for it, kind in _pair_kinds([it for it in every if split is None or it["split"] == split], rng):
         if kind == "hedge":
             rejected = IDK[it["lang"]]
         elif kind == "off_topic":

@@ -221,9 +221,9 @@ def rng_state():
 
 def set_rng_state(state):
     random.setstate(state["python"])
-    torch.set_rng_state(state["torch"].cpu())  # RNG states are CPU byte tensors, whatever device they were loaded to
+    torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(path, state):
@@ -236,11 +236,13 @@ def save_checkpoint(path, state):
     os.replace(tmp, path)
 
 
-def load_checkpoint(path, device="cpu"):
+def load_checkpoint(path):
+    """A checkpoint's dict, on the CPU: load_state_dict copies to each parameter's device, and RNG states must be
+    CPU tensors (loaded onto a GPU, resume crashed in torch.set_rng_state)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location=device, weights_only=True)  # plain tensors and values, no pickled code
+        return torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and values, no pickled code
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt or foreign file
         raise ValueError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
 
@@ -352,7 +354,7 @@ def resume_training(args, run, models, optimizer):
         return None
     from model import load_weights
     path = resume_path(args)
-    ckpt = load_checkpoint(path)  # on the CPU: load_state_dict copies to each parameter's device, and RNG states must stay there
+    ckpt = load_checkpoint(path)
     for key, module in models.items():
         load_weights(module, ckpt[key], ckpt["model_config"] if key == "model" else None, source=path)
     optimizer.load_state_dict(ckpt["optimizer"])
