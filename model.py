@@ -32,7 +32,8 @@ class MiniGPTConfig:
     max_seq_len: int = 512
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
-    dropout: float = 0.0
+    dropout: float = 0.0            # on the embeddings and each residual branch's output
+    attn_dropout: float = 0.0       # on the attention probabilities: (B, heads, T, T) masks doubled a CPU step's time
     tie_embeddings: bool = True
     n_experts: int = 0              # 0 = dense MLP; >0 = mixture of experts in every layer
     experts_per_token: int = 2      # top-k routing
@@ -157,7 +158,7 @@ class Attention(nn.Module):
         # one matmul for q, k and v (rows: n_heads q heads, then n_kv_heads k heads, then v heads)
         self.qkv = nn.Linear(cfg.dim, (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, bias=False)
         self.proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
-        self.dropout = cfg.dropout
+        self.dropout = cfg.attn_dropout
 
     def forward(self, x, cos, sin, cache=None, layer=0, attn_mask=None):
         B, T, _ = x.shape
@@ -394,7 +395,7 @@ def values_at_last_token(values, lengths):
 def config_mismatch(saved: dict, expected: MiniGPTConfig):
     """Names of the fields whose values differ, as 'field: saved X, expected Y'."""
     exp = expected.to_dict()
-    ignore = {"dropout", "gradient_checkpointing", "aux_loss_coef"}  # training-only knobs, not shapes
+    ignore = {"dropout", "attn_dropout", "gradient_checkpointing", "aux_loss_coef"}  # training-only knobs, not shapes
     return [f"{k}: saved {saved.get(k)}, expected {exp[k]}" for k in exp
             if k not in ignore and k in saved and saved[k] != exp[k]]
 

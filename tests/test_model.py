@@ -141,3 +141,28 @@ def test_bf16_autocast_loss_matches_fp32_loss():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         bf16 = model(idx, idx).loss
     assert bf16.dtype == torch.float32 and abs(bf16.item() - fp32.item()) < 0.02
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["sdpa-fp32", "grouped-bf16"])
+def test_dropout_on_residuals_and_attention_probabilities_separately(bf16):
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 64)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
+    def two_calls(module, *args):
+        with autocast:
+            return module(*args), module(*args)
+
+    for attn_dropout, attention_is_random in ((0.0, False), (0.5, True)):
+        model = MiniGPT(tiny(dropout=0.5, attn_dropout=attn_dropout)).train()
+        layer, cos, sin = model.layers[0], model.rope_cos[:16], model.rope_sin[:16]
+        if bf16:
+            cos, sin = cos.bfloat16(), sin.bfloat16()
+        a, b = two_calls(layer.attn, x, cos, sin)
+        assert (not torch.equal(a, b)) == attention_is_random  # dropout alone leaves the attention probabilities alone
+        idx = torch.randint(0, 97, (2, 16))
+        a, b = two_calls(model, idx)
+        assert not torch.equal(a.logits, b.logits)  # the residual branches are dropped in training...
+        model.eval()
+        a, b = two_calls(model, idx)
+        assert torch.equal(a.logits, b.logits)      # ...and nothing in eval mode
