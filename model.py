@@ -85,6 +85,26 @@ def get_config(name, **overrides):
 
 # ----------------------------------------------------------------------------- building blocks
 
+class RMSNormFunction(torch.autograd.Function):
+    """y = x * r * w with r = 1/sqrt(mean(x^2) + eps), and its gradient written out: on CPU autograd's version of
+    F.rms_norm runs ~12 elementwise passes backward, this one 6 (a small training step: -2.5%)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        r = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)  # (..., 1)
+        ctx.save_for_backward(x, weight, r)
+        return x * r * weight
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, r = ctx.saved_tensors
+        x_hat, grad_w = x * r, grad * weight
+        weight_grad = (grad * x_hat).sum(dim=tuple(range(grad.dim() - 1)))
+        # dx = r * (g*w - x_hat * mean(g*w * x_hat)): the second term is r's own dependence on x
+        x_grad = torch.addcmul(grad_w, x_hat, (grad_w * x_hat).mean(-1, keepdim=True), value=-1).mul_(r)
+        return x_grad, weight_grad, None
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim, eps):
         super().__init__()
@@ -93,7 +113,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x):
         # normalise in fp32 (as Llama does) so bf16 autocast does not lose precision in the mean of squares
-        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).type_as(x)
+        return RMSNormFunction.apply(x.float(), self.weight.float(), self.eps).type_as(x)
 
 
 def rope_tables(head_dim, max_len, theta):
@@ -242,14 +262,35 @@ class Block(nn.Module):
         return x + self.dropout(h), aux
 
 
+class CrossEntropyFunction(torch.autograd.Function):
+    """Mean -log softmax(logits)[target] over targets != -100, with the gradient softmax - onehot written out: one
+    pass over the (B, T, vocab) log-probs instead of autograd's zero-fill, scatter and log-softmax backward (~3% of a
+    small training step on CPU)."""
+
+    @staticmethod
+    def forward(ctx, logits, targets):
+        logprobs = F.log_softmax(logits, dim=-1)
+        valid = targets != -100
+        index = targets.clamp(min=0).unsqueeze(-1)
+        count = valid.sum().clamp(min=1)
+        ctx.save_for_backward(logprobs, index, valid, count)
+        nll = -logprobs.gather(-1, index).squeeze(-1).float()  # (B, T)
+        return (nll * valid).sum() / count
+
+    @staticmethod
+    def backward(ctx, grad):
+        logprobs, index, valid, count = ctx.saved_tensors
+        scale = (grad * valid / count).unsqueeze(-1).to(logprobs.dtype)  # (B, T, 1): 0 where there is no loss
+        logits_grad = logprobs.exp().mul_(scale)                        # softmax ...
+        logits_grad.scatter_add_(-1, index, -scale)                     # ... minus one at the target
+        return logits_grad, None
+
+
 def cross_entropy(logits, targets):
     """Mean next-token loss over targets != -100. Under bf16 autocast the log-softmax stays in bf16 (its kernel
     accumulates in fp32) and only the mean is fp32: 4x less memory traffic than upcasting the (B, T, vocab) logits,
     ~5% of a small-model training step on CPU; per-token rounding (~0.4%) averages out in the mean."""
-    logprobs = F.log_softmax(logits if logits.dtype == torch.bfloat16 else logits.float(), dim=-1)
-    valid = targets != -100
-    nll = -logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1).float()  # (B, T)
-    return (nll * valid).sum() / valid.sum().clamp(min=1)
+    return CrossEntropyFunction.apply(logits if logits.dtype == torch.bfloat16 else logits.float(), targets)
 
 
 def token_logprobs(logits, targets):

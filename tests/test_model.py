@@ -166,3 +166,20 @@ def test_dropout_on_residuals_and_attention_probabilities_separately(bf16):
         model.eval()
         a, b = two_calls(model, idx)
         assert torch.equal(a.logits, b.logits)      # ...and nothing in eval mode
+
+
+def test_written_out_gradients_match_autograd():
+    import torch.nn.functional as F
+    from model import RMSNormFunction, cross_entropy
+    torch.manual_seed(0)
+    x, w = torch.randn(2, 3, 6, dtype=torch.double, requires_grad=True), torch.rand(6, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w: RMSNormFunction.apply(x, w, 1e-5), (x, w))
+    logits = torch.randn(2, 5, 11, requires_grad=True)
+    targets = torch.randint(0, 11, (2, 5))
+    targets[0, :2] = -100
+    loss = cross_entropy(logits, targets)
+    (grad,) = torch.autograd.grad(loss, logits)
+    reference = F.cross_entropy(logits.view(-1, 11), targets.view(-1), ignore_index=-100)
+    (reference_grad,) = torch.autograd.grad(reference, logits)
+    assert torch.allclose(loss, reference, atol=1e-6) and torch.allclose(grad, reference_grad, atol=1e-7)
+    assert grad[0, :2].abs().max() == 0  # ignored targets get no gradient
