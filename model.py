@@ -87,7 +87,7 @@ def get_config(name, **overrides):
 
 class RMSNormFunction(torch.autograd.Function):
     """y = x * r * w with r = 1/sqrt(mean(x^2) + eps), and its gradient written out: on CPU autograd's version of
-    F.rms_norm runs ~12 elementwise passes backward, this one 6 (a small training step: -2.5%)."""
+    F.rms_norm runs ~12 elementwise passes backward, this one 6 (3.5 -> 2.5 ms forward+backward at 8 x 256 x 512)."""
 
     @staticmethod
     def forward(ctx, x, weight, eps):
@@ -184,7 +184,7 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         n_qk = self.n_heads + self.n_kv_heads
         qkv = self.qkv(x).unflatten(-1, (n_qk + self.n_kv_heads, self.head_dim)).transpose(1, 2)  # (B, nh+2nkv, T, hd)
-        # split, not slicing: a slice's backward zero-fills the whole tensor and then copies into it (~4% of a step)
+        # split, not slicing: a slice's backward zero-fills the whole tensor and then copies into it (~2% of a step)
         qk, v = qkv.split([n_qk, self.n_kv_heads], dim=1)
         q, k = apply_rope(qk, cos, sin).split([self.n_heads, self.n_kv_heads], dim=1)  # RoPE on q and k in one pass
         is_causal = attn_mask is None
@@ -263,9 +263,8 @@ class Block(nn.Module):
 
 
 class CrossEntropyFunction(torch.autograd.Function):
-    """Mean -log softmax(logits)[target] over targets != -100, with the gradient softmax - onehot written out: one
-    pass over the (B, T, vocab) log-probs instead of autograd's zero-fill, scatter and log-softmax backward (~3% of a
-    small training step on CPU)."""
+    """Mean -log softmax(logits)[target] over targets != -100, with the gradient softmax - onehot written out:
+    exp and scale over the (B, T, vocab) log-probs instead of autograd's zero-fill, scatter and log-softmax backward."""
 
     @staticmethod
     def forward(ctx, logits, targets):
