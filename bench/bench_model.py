@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from export_hf import hf_config, to_hf_state_dict  # noqa: E402
 from generate import GenerationConfig, TextGenerator  # noqa: E402
-from model import MiniGPT, get_config  # noqa: E402
+from model import MiniGPT, get_config, quantize_int8  # noqa: E402
 
 
 class FakeTokenizer:  # generation needs only these ids
@@ -88,7 +88,7 @@ def train_speed(model, is_hf, batch, seq_len, dtype, steps, vocab, device):
 
 
 @torch.no_grad()
-def gen_speed(model, is_hf, batch, new_tokens, vocab, device, reps=2):
+def gen_speed(model, is_hf, batch, new_tokens, vocab, device, reps=2, compile=False):
     model.eval()
     torch.manual_seed(2)
     prompt = torch.randint(3, vocab, (batch, 16), device=device)
@@ -96,16 +96,17 @@ def gen_speed(model, is_hf, batch, new_tokens, vocab, device, reps=2):
         model.generation_config.eos_token_id = None
         run = lambda: model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
     else:
-        gen = TextGenerator(model, FakeTokenizer)
+        gen = TextGenerator(model, FakeTokenizer, compile=compile)
         cfg = GenerationConfig(max_new_tokens=new_tokens, greedy=True, stop_on_eos=False)
         run = lambda: gen.generate_ids(prompt.tolist(), cfg)
-    run()
+    out = run()  # also warms up (and compiles)
     sync(device)
     t = time.perf_counter()
     for _ in range(reps):
         run()
     sync(device)
-    return batch * new_tokens * reps / (time.perf_counter() - t)
+    tokens_per_sec = batch * new_tokens * reps / (time.perf_counter() - t)
+    return tokens_per_sec if is_hf else (tokens_per_sec, torch.tensor(out))
 
 
 def main():
@@ -154,17 +155,28 @@ def main():
             print(line, flush=True)
     if args.skip_generation:
         return
-    print(f"\ngeneration, greedy, {args.new_tokens} new tokens after a 16-token prompt (KV cache vs HF generate, HF in fp32):")
-    print(f"{'config':<8}{'batch':>6}{'HF fp32 tok/s':>14}{'MiniGPT fp32':>13}{'ratio':>7}{'MiniGPT bf16':>13}{'ratio':>7}")
+    print(f"\ngeneration, greedy, {args.new_tokens} new tokens after a 16-token prompt (KV cache vs HF generate, HF in fp32);")
+    print("MiniGPT in fp32 (the same weights), bf16 weights, int8 weights with bf16 activations" +
+          (", and int8 compiled" if args.compile else "") + "; agree: greedy tokens equal to fp32's")
+    variants = ["fp32", "bf16", "int8"] + (["int8 compiled"] if args.compile else [])
+    print(f"{'config':<8}{'batch':>6}{'HF fp32 tok/s':>14}" + "".join(f"{v:>14}{'ratio':>7}{'agree':>6}" for v in variants))
     for name in args.configs:
         cfg = get_config(name, vocab_size=args.vocab, max_seq_len=512)
         ours, hf = make_pair(cfg, device)
-        ours_bf16 = copy.deepcopy(ours).to(torch.bfloat16)  # decoding reads every weight per token: half the bytes
+        models = {"fp32": ours,
+                  "bf16": copy.deepcopy(ours).to(torch.bfloat16),  # decoding reads every weight per token: half the bytes
+                  "int8": quantize_int8(copy.deepcopy(ours)).to(torch.bfloat16)}  # a quarter of the bytes
         for batch in (1, 8):
             b = gen_speed(hf, True, batch, args.new_tokens, args.vocab, device)
-            a = gen_speed(ours, False, batch, args.new_tokens, args.vocab, device)
-            c = gen_speed(ours_bf16, False, batch, args.new_tokens, args.vocab, device)
-            print(f"{name:<8}{batch:>6}{b:>14,.0f}{a:>13,.0f}{a / b:>7.2f}{c:>13,.0f}{c / b:>7.2f}", flush=True)
+            line = f"{name:<8}{batch:>6}{b:>14,.0f}"
+            reference = None
+            for v in variants:
+                tokens_per_sec, tokens = gen_speed(models[v.split()[0]], False, batch, args.new_tokens, args.vocab,
+                                                   device, compile=v.endswith("compiled"))
+                reference = tokens if reference is None else reference
+                agree = (tokens == reference).float().mean().item()
+                line += f"{tokens_per_sec:>14,.0f}{tokens_per_sec / b:>7.2f}{agree:>6.2f}"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

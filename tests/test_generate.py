@@ -103,6 +103,26 @@ def test_bf16_model_generates_like_fp32_on_a_short_greedy_run(gen):
     assert torch.allclose(logits16, logits32, atol=0.05)
 
 
+def test_bf16_model_decodes_over_an_fp32_cache_like_its_full_forward(gen):
+    import copy
+    model = copy.deepcopy(gen.model).to(torch.bfloat16)
+    bf16 = TextGenerator(model, gen.tokenizer)
+    prompt = [1] + gen.tokenizer.encode("the quick brown")
+    cache, _, _ = bf16._prefill([prompt[:-1]], 4)
+    assert cache.k.dtype == torch.float32  # on CPU the cache is fp32 whatever the model's dtype
+    step = model(torch.tensor([prompt[-1:]]), cache=cache, last_logits_only=True).logits[0, -1].float()
+    full = model(torch.tensor([prompt])).logits[0, -1].float()
+    assert torch.allclose(step, full, atol=0.05)
+
+
+def test_compiled_generator_gives_the_same_tokens(gen):
+    compiled = TextGenerator(gen.model, gen.tokenizer, compile=True)
+    assert hasattr(compiled.forward, "_orig_mod")  # torch.compile's wrapper, not the model itself
+    cfg = GenerationConfig(max_new_tokens=6, greedy=True, stop_on_eos=False)
+    prompts = [[1] + gen.tokenizer.encode("the quick"), [1] + gen.tokenizer.encode("hello world, the")]
+    assert compiled.generate_ids(prompts, cfg) == gen.generate_ids(prompts, cfg)
+
+
 def make_run_dir(path, gen):
     """A run directory as the training scripts write it, around the fixture's model and tokenizer."""
     import os
@@ -129,6 +149,16 @@ def test_cli_prints_only_the_continuation(gen, tmp_path):
     expected = gen.generate("hello", GenerationConfig(max_new_tokens=8, greedy=True))
     assert r.returncode == 0, r.stderr
     assert r.stdout == expected + "\n"
+
+
+def test_cli_int8_prints_what_the_quantized_model_generates(gen, tmp_path):
+    import copy
+    from model import quantize_int8
+    run = make_run_dir(str(tmp_path / "run"), gen)
+    r = run_cli(["--checkpoint", run, "--prompt", "hello", "--max-new-tokens", "8", "--greedy", "--quantize", "int8"])
+    quantized = TextGenerator(quantize_int8(copy.deepcopy(gen.model)).to(torch.bfloat16), gen.tokenizer)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == quantized.generate("hello", GenerationConfig(max_new_tokens=8, greedy=True)) + "\n"
 
 
 def test_cli_chat_answers_each_turn_and_exits(gen, tmp_path):

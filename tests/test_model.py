@@ -183,3 +183,28 @@ def test_written_out_gradients_match_autograd():
     (reference_grad,) = torch.autograd.grad(reference, logits)
     assert torch.allclose(loss, reference, atol=1e-6) and torch.allclose(grad, reference_grad, atol=1e-7)
     assert grad[0, :2].abs().max() == 0  # ignored targets get no gradient
+
+
+def test_int8_quantization_replaces_every_linear_and_keeps_logits_close():
+    import copy
+    from model import Int8Linear, quantize_int8
+    torch.manual_seed(0)
+    model = MiniGPT(tiny()).eval()
+    quantized = quantize_int8(copy.deepcopy(model))
+    assert not any(isinstance(m, torch.nn.Linear) for m in quantized.modules())
+    assert all(m.weight_int8.dtype == torch.int8 for m in quantized.modules() if isinstance(m, Int8Linear))
+    idx = torch.randint(0, 97, (2, 12))
+    with torch.no_grad():
+        reference = model(idx).logits
+        for dtype in (torch.float32, torch.bfloat16):
+            logits = copy.deepcopy(quantized).to(dtype)(idx).logits.float()
+            assert (logits - reference).norm() / reference.norm() < 0.03  # int8 rounding: ~1%, bf16 adds ~1%
+
+
+def test_int8_fused_kernel_matches_dequantised_matmul():
+    from model import Int8Linear
+    torch.manual_seed(0)
+    layer = Int8Linear(torch.randn(48, 64)).to(torch.bfloat16)
+    x = torch.randn(3, 5, 64, dtype=torch.bfloat16)
+    dequantised = (x.float() @ layer.weight_int8.float().t()) * layer.scale.float()  # the non-CPU path, in fp32
+    assert torch.allclose(layer(x).float(), dequantised, rtol=0.02, atol=0.05)
