@@ -64,9 +64,13 @@ class TextGenerator:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
-        # compiling fuses the ~400 small ops of a decode step (CPU, small preset, int8: ~2.0 -> 1.5 ms a token) after
-        # ~45 s of compiling; dynamic=True makes one graph serve every cache length instead of one per step
-        self.forward = torch.compile(model, dynamic=True) if compile else model
+        # compiling fuses the ~400 small ops of a decode step (CPU, small preset, int8: ~1.7 -> 1.4 ms a token) after
+        # ~45 s of compiling; dynamic=True makes one graph serve every cache length instead of one per step.
+        # freezing bakes the weights into the graph as constants (so compile only a model that is done training);
+        # cpp_wrapper calls the kernels from C++ instead of Python; skipping the guards on the modules saves ~0.1 ms.
+        options = {"freezing": True, "cpp_wrapper": True,
+                   "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
+        self.forward = torch.compile(model, dynamic=True, options=options) if compile else model
 
     def _prefill(self, prompts, max_new):
         """Left-pad prompts into one batch, build a cache, run the prompt once; returns (cache, last logits, max_new)."""

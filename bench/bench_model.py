@@ -88,25 +88,30 @@ def train_speed(model, is_hf, batch, seq_len, dtype, steps, vocab, device):
 
 
 @torch.no_grad()
-def gen_speed(model, is_hf, batch, new_tokens, vocab, device, reps=2, compile=False):
+def generation_runner(model, is_hf, batch, new_tokens, vocab, device, compile=False):
+    """A function that generates new_tokens greedily for a fixed batch of 16-token prompts and returns the ids."""
     model.eval()
     torch.manual_seed(2)
     prompt = torch.randint(3, vocab, (batch, 16), device=device)
     if is_hf:
         model.generation_config.eos_token_id = None
-        run = lambda: model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
-    else:
-        gen = TextGenerator(model, FakeTokenizer, compile=compile)
-        cfg = GenerationConfig(max_new_tokens=new_tokens, greedy=True, stop_on_eos=False)
-        run = lambda: gen.generate_ids(prompt.tolist(), cfg)
-    out = run()  # also warms up (and compiles)
+        return lambda: model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                                      pad_token_id=0)[:, 16:]
+    if compile:
+        torch._dynamo.reset()  # a fresh compile, as in a new process (the batch-1 graphs would use up the recompile limit)
+    gen = TextGenerator(model, FakeTokenizer, compile=compile)
+    cfg = GenerationConfig(max_new_tokens=new_tokens, greedy=True, stop_on_eos=False)
+    return lambda: torch.tensor(gen.generate_ids(prompt.tolist(), cfg))
+
+
+@torch.no_grad()
+def tokens_per_sec(run, batch, new_tokens, device, reps=2):
     sync(device)
     t = time.perf_counter()
     for _ in range(reps):
         run()
     sync(device)
-    tokens_per_sec = batch * new_tokens * reps / (time.perf_counter() - t)
-    return tokens_per_sec if is_hf else (tokens_per_sec, torch.tensor(out))
+    return batch * new_tokens * reps / (time.perf_counter() - t)
 
 
 def main():
@@ -155,7 +160,8 @@ def main():
             print(line, flush=True)
     if args.skip_generation:
         return
-    print(f"\ngeneration, greedy, {args.new_tokens} new tokens after a 16-token prompt (KV cache vs HF generate, HF in fp32);")
+    print(f"\ngeneration, greedy, {args.new_tokens} new tokens after a 16-token prompt (KV cache vs HF generate, HF in fp32),")
+    print(f"median tokens/s of {args.rounds} alternating rounds;")
     print("MiniGPT in fp32 (the same weights), bf16 weights, int8 weights with bf16 activations" +
           (", and int8 compiled" if args.compile else "") + "; agree: greedy tokens equal to fp32's")
     variants = ["fp32", "bf16", "int8"] + (["int8 compiled"] if args.compile else [])
@@ -167,15 +173,24 @@ def main():
                   "bf16": copy.deepcopy(ours).to(torch.bfloat16),  # decoding reads every weight per token: half the bytes
                   "int8": quantize_int8(copy.deepcopy(ours)).to(torch.bfloat16)}  # a quarter of the bytes
         for batch in (1, 8):
-            b = gen_speed(hf, True, batch, args.new_tokens, args.vocab, device)
-            line = f"{name:<8}{batch:>6}{b:>14,.0f}"
-            reference = None
+            # each runner is built (and compiled) once and warmed up; then HF and every variant alternate over rounds
+            runners = {"HF": generation_runner(hf, True, batch, args.new_tokens, args.vocab, device)}
+            tokens = {}
             for v in variants:
-                tokens_per_sec, tokens = gen_speed(models[v.split()[0]], False, batch, args.new_tokens, args.vocab,
-                                                   device, compile=v.endswith("compiled"))
-                reference = tokens if reference is None else reference
-                agree = (tokens == reference).float().mean().item()
-                line += f"{tokens_per_sec:>14,.0f}{tokens_per_sec / b:>7.2f}{agree:>6.2f}"
+                runners[v] = generation_runner(models[v.split()[0]], False, batch, args.new_tokens, args.vocab, device,
+                                               compile=v.endswith("compiled"))
+                tokens[v] = runners[v]()
+            runners["HF"]()
+            speed = {k: [] for k in runners}
+            for _ in range(args.rounds):
+                for k, run in runners.items():
+                    speed[k].append(tokens_per_sec(run, batch, args.new_tokens, device))
+            b = statistics.median(speed["HF"])
+            line = f"{name:<8}{batch:>6}{b:>14,.0f}"
+            for v in variants:
+                a = statistics.median(speed[v])
+                agree = (tokens[v] == tokens["fp32"]).float().mean().item()
+                line += f"{a:>14,.0f}{a / b:>7.2f}{agree:>6.2f}"
             print(line, flush=True)
 
 
