@@ -317,7 +317,9 @@ class CrossEntropyFunction(torch.autograd.Function):
         logprobs, index, valid, count = ctx.saved_tensors
         scale = (grad * valid / count).unsqueeze(-1).to(logprobs.dtype)  # (B, T, 1): 0 where there is no loss
         logits_grad = logprobs.exp().mul_(scale)                        # softmax ...
-        logits_grad.scatter_add_(-1, index, -scale)                     # ... minus one at the target
+        rows = logits_grad.view(-1, logits_grad.size(-1))               # (B*T, V)
+        # ... minus one at the target; by indexing, as scatter_add_ copies the whole (B, T, V) tensor on CPU (~12 ms)
+        rows[torch.arange(rows.size(0), device=rows.device), index.view(-1)] -= scale.view(-1)
         return logits_grad, None
 
 
