@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from export_hf import hf_config, to_hf_state_dict  # noqa: E402
 from generate import GenerationConfig, TextGenerator  # noqa: E402
 from model import MiniGPT, get_config, quantize_int8  # noqa: E402
+from train_utils import keep_freed_memory  # noqa: E402
 
 
 class FakeTokenizer:  # generation needs only these ids
@@ -127,8 +128,12 @@ def main():
     p.add_argument("--skip-generation", action="store_true")
     p.add_argument("--skip-training", action="store_true")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc's allocator as it is (by default both models run with freed memory kept, "
+                        "as the training scripts set it: train_utils.keep_freed_memory)")
     args = p.parse_args()
     device = torch.device(args.device)
+    kept = False if args.default_malloc or device.type != "cpu" else keep_freed_memory()
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # as the training scripts set it
     try:
@@ -136,7 +141,8 @@ def main():
     except ImportError:
         sys.exit("error: this benchmark compares against transformers: pip install -r requirements-extras.txt")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads, {os.cpu_count()} cores"
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {where}")
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {where}; "
+          f"freed memory kept for reuse: {'yes' if kept else 'no'}")
     peak = matmul_peak_gflops(device)
     print(f"bf16 matmul peak: {peak:.0f} GFLOP/s; fp32 (tf32 on CUDA): {matmul_peak_gflops(device, torch.float32):.0f} GFLOP/s\n")
     print(f"training step (fwd+bwd+AdamW), batch {args.batch} x {args.seq_len}, median of {args.rounds} alternating rounds:")
