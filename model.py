@@ -451,7 +451,10 @@ class ValueModel(nn.Module):
     def forward(self, idx):
         """(values (B, T) in fp32, MoE aux loss)."""
         hidden, aux_loss = self.backbone.forward_hidden(idx)
-        return self.head(hidden).squeeze(-1).float(), aux_loss
+        # the scalar head in fp32 even under autocast: bf16 rounds a reward of ~10 by up to 0.03, as much as the
+        # gap between a right and a wrong fact (3 reward models, held-out accuracy 0.859/0.915/0.887 -> 0.873/0.915/0.908)
+        with torch.autocast(idx.device.type, enabled=False):
+            return self.head(hidden.float()).squeeze(-1), aux_loss
 
     def freeze_backbone(self, trainable_layers=0):
         """Train only the head, the final norm and the top `trainable_layers` blocks."""

@@ -28,6 +28,20 @@ def test_reward_is_read_at_the_last_real_token_and_ignores_padding():
     assert alone.item() == pytest.approx(in_batch.item(), abs=1e-5)  # causal: padding after the token changes nothing
 
 
+def test_the_scalar_head_runs_in_fp32_under_bf16_autocast():
+    """The backbone runs in bf16, the head does not: a reward rounded to bf16 (~0.05 at 10) flips close pairs."""
+    torch.manual_seed(0)
+    model = ValueModel(get_config("tiny")).eval()
+    model.head.weight.data.mul_(40)  # rewards of ~10, where bf16 rounds by ~0.03
+    ids = torch.randint(3, 2048, (2, 16))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        values = model(ids)[0]
+        hidden = model.backbone.forward_hidden(ids)[0]
+    exact = hidden.float() @ model.head.weight[0] + model.head.bias
+    assert values.dtype == torch.float32 and values.abs().max() > 5
+    assert torch.allclose(values, exact, atol=1e-4)
+
+
 def test_freeze_backbone_trains_only_the_head_norm_and_top_layers():
     model = ValueModel(get_config("tiny"))
     model.freeze_backbone(1)
