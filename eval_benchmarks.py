@@ -31,6 +31,7 @@ import torch
 from data import DataError, iter_raw_records, pad_sequences, read_text
 from model import KVCache, load_model
 from tokenizer import BPETokenizer
+from train_utils import keep_freed_memory
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -614,6 +615,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
+    if args.device == "cpu":
+        keep_freed_memory()  # as training does: the (batch, T, vocab) logits of every batch are not faulted in again
     if args.download:
         download(args.tasks or TASKS, args.data_dir)
     found = {task: find_task_file(args.data_dir, task) for task in (args.tasks or [*TASKS, *custom_tasks(args.data_dir)])}
