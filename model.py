@@ -158,17 +158,19 @@ class KVCache:
     """
 
     def __init__(self, config, batch_size, max_len, device, dtype, pad_lens=None):
-        shape = (config.n_layers, batch_size, config.n_kv_heads, max_len, config.head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        shape = (batch_size, config.n_kv_heads, max_len, config.head_dim)
+        # one tensor per layer: writing a layer's new keys into one (layers, ...) tensor made torch.compile copy the
+        # whole cache at every layer of every step (functionalised writes it could not do in place)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
         self.pos = 0  # how many positions are filled
         self.max_len = max_len
         self.pad_lens = pad_lens if pad_lens is not None and bool(pad_lens.any()) else None
 
     def reorder(self, index):
         """Keep rows `index` (beam search reorders beams after each step)."""
-        self.k = self.k[:, index]
-        self.v = self.v[:, index]
+        self.k = [k[index] for k in self.k]
+        self.v = [v[index] for v in self.v]
         if self.pad_lens is not None:
             self.pad_lens = self.pad_lens[index]
 
@@ -222,9 +224,9 @@ class Attention(nn.Module):
         q, k = apply_rope(qk, cos, sin).split([self.n_heads, self.n_kv_heads], dim=1)  # RoPE on q and k in one pass
         if cache is not None:
             start = cache.pos
-            cache.k[layer, :, :, start:start + T] = k
-            cache.v[layer, :, :, start:start + T] = v
-            k, v = cache.k[layer, :, :, :start + T], cache.v[layer, :, :, :start + T]
+            cache.k[layer][:, :, start:start + T] = k
+            cache.v[layer][:, :, start:start + T] = v
+            k, v = cache.k[layer][:, :, :start + T], cache.v[layer][:, :, :start + T]
         on_cpu = q.device.type == "cpu" and attn_mask is None
         if on_cpu and cache is None and q.dtype != torch.float32 and T <= 512:
             y = grouped_attention(q, k, v, causal=True, dropout_p=self.dropout if self.training else 0.0)
