@@ -615,7 +615,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    if args.device == "cpu":
+    if torch.device(args.device).type == "cpu":
         keep_freed_memory()  # as training does: the (batch, T, vocab) logits of every batch are not faulted in again
     if args.download:
         download(args.tasks or TASKS, args.data_dir)

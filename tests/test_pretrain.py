@@ -234,7 +234,6 @@ def test_resolve_device_gives_cuda_an_index():
         train_utils.resolve_device("cuda", local_rank=n)
 
 
-
 FAULTS_PER_STEP = """
 import resource, statistics, torch, train_utils
 from model import MiniGPT, MiniGPTConfig
