@@ -31,7 +31,7 @@ import torch
 from data import DataError, iter_raw_records, pad_sequences, read_text
 from model import KVCache, load_model
 from tokenizer import BPETokenizer
-from train_utils import keep_freed_memory
+from train_utils import keep_freed_memory, warn_slow_cpu_bf16
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -631,6 +631,8 @@ def main(argv=None):
     task_items = {task: load_task(path, task, args.limit) for task, path in found.items() if path}  # all errors before any work
 
     dtype = getattr(torch, args.dtype)
+    if dtype == torch.bfloat16 and torch.device(args.device).type == "cpu":
+        warn_slow_cpu_bf16()
     model_dir = args.checkpoint or args.hf
     if args.checkpoint:
         scorer = our_scorer(args.checkpoint, args.which, args.device, dtype)

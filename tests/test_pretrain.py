@@ -260,3 +260,15 @@ def test_keep_freed_memory_stops_the_page_faults_of_every_step():
                        env={**os.environ, "PYTHONPATH": ROOT})
     assert r.returncode == 0, r.stderr
     assert float(r.stdout.split()[-1]) < 100, r.stdout
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_dtype_auto_uses_bf16_only_where_the_cpu_multiplies_it_natively(monkeypatch, capsys, native):
+    import train_utils
+    monkeypatch.setattr(train_utils, "cpu_has_fast_bf16", lambda: native)
+    assert train_utils.resolve_dtype("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
+    assert capsys.readouterr().err == ""
+    # asking for bf16 on a CPU that emulates it (1.3 against 84 GFLOP/s in fp32 on an AVX2 EPYC) says so, in one line
+    assert train_utils.resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    err = capsys.readouterr().err
+    assert ("no AVX-512 BF16" in err and err.count("\n") == 1) if not native else err == ""
