@@ -631,8 +631,7 @@ def main(argv=None):
     task_items = {task: load_task(path, task, args.limit) for task, path in found.items() if path}  # all errors before any work
 
     dtype = getattr(torch, args.dtype)
-    if dtype == torch.bfloat16 and torch.device(args.device).type == "cpu":
-        warn_slow_cpu_bf16()
+    warn_slow_cpu_bf16(dtype, args.device)
     model_dir = args.checkpoint or args.hf
     if args.checkpoint:
         scorer = our_scorer(args.checkpoint, args.which, args.device, dtype)

@@ -264,8 +264,8 @@ def main():
     p.add_argument("--no-stream", action="store_true", help="print each continuation when complete")
     args = p.parse_args()
     dtype = args.dtype or ("bfloat16" if args.quantize == "int8" else "float32")  # the int8 kernel is fast for bf16
-    if args.dtype == "bfloat16" and not args.quantize and torch.device(args.device).type == "cpu":
-        warn_slow_cpu_bf16()  # (int8 weights with bf16 activations have their own kernel: fast on AVX2 too)
+    if not args.quantize:  # int8 weights with bf16 activations have their own kernel: fast on AVX2 too
+        warn_slow_cpu_bf16(getattr(torch, dtype), args.device)
     gen = load_generator(args.checkpoint, args.device, getattr(torch, dtype), args.quantize, args.compile)
     cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, greedy=args.greedy, temperature=args.temperature,
                            top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,

@@ -185,15 +185,16 @@ def resolve_dtype(name, device_type):
         return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
     if name == "float16" and device_type == "cpu":
         raise SystemExit("error: --dtype float16 is for CUDA; on CPU use bfloat16 or float32")
-    if name == "bfloat16" and device_type == "cpu":
-        warn_slow_cpu_bf16()
-    return getattr(torch, name)
+    dtype = getattr(torch, name)
+    warn_slow_cpu_bf16(dtype, device_type)
+    return dtype
 
 
-def warn_slow_cpu_bf16():
-    if not cpu_has_fast_bf16():
+def warn_slow_cpu_bf16(dtype, device):
+    """One line on stderr when bf16 is asked for on a CPU that emulates it."""
+    if dtype == torch.bfloat16 and torch.device(device).type == "cpu" and not cpu_has_fast_bf16():
         print("warning: this CPU has no AVX-512 BF16 or AMX, so bf16 matrix multiplies run tens of times slower than "
-              "fp32 here; use --dtype float32 (or auto, which picks it)", file=sys.stderr)
+              "fp32 here; use --dtype float32 (a training script's --dtype auto picks it)", file=sys.stderr)
 
 
 def autocast(run):
