@@ -1,0 +1,59 @@
+"""bench/: each benchmark runs end to end on tiny settings and prints the ratio it exists for (the timings
+themselves are never asserted: they are figures for BENCHMARKS.md, not tests)."""
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+import builtin_data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs = lambda module: pytest.mark.skipif(importlib.util.find_spec(module) is None,
+                                          reason=f"{module} not installed (pip install -r requirements-extras.txt)")
+
+
+def bench(script, *args, tmp=None, timeout=240):
+    env = {**os.environ, "TMPDIR": str(tmp)} if tmp else None  # bench_pretrain's work folder lands in tmp_path
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), *args], cwd=ROOT, capture_output=True,
+                       text=True, env=env, timeout=timeout)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "corpus.txt"
+    path.write_text("\n\n".join(builtin_data.pretrain_texts()[:300]), encoding="utf-8")
+    return str(path)
+
+
+@needs("transformers")
+def test_bench_model_prints_training_and_generation_ratios_against_hf():
+    out = bench("bench_model.py", "--configs", "tiny", "--batch", "2", "--seq-len", "32", "--steps", "1",
+                "--rounds", "1", "--new-tokens", "4", "--dtypes", "fp32")
+    train_row = re.search(r"^tiny\s+fp32\s+[\d,]+\s+[\d,]+\s+([\d.]+)\s+[\d,]+\s+([\d.]+)", out, re.M)
+    assert train_row and float(train_row[1]) > 0 and float(train_row[2]) > 0, out
+    generation_rows = re.findall(r"^tiny\s+(\d)\s+[\d,]+\s+[\d,]+\s+([\d.]+)\s+([\d.]+)", out, re.M)
+    # batch 1 and 8; fp32 ratio > 0, and greedy tokens identical to HF's (agree 1.00): same weights, same argmax
+    assert [b for b, _, _ in generation_rows] == ["1", "8"], out
+    assert all(float(ratio) > 0 and agree == "1.00" for _, ratio, agree in generation_rows), out
+
+
+@needs("tokenizers")
+def test_bench_tokenizer_trains_both_and_round_trips(corpus):
+    out = bench("bench_tokenizer.py", "--corpus", corpus, "--vocab-size", "400")
+    row = [f for f in out.strip().splitlines()[-1].split() if f != "|"]
+    assert row[0] == "corpus.txt" and len(row) == 12, out  # name; ours, HF, ratio for train, encode, batch; bytes/token x 2
+    assert float(row[-2]) > 1 and float(row[-1]) > 1, out  # a trained BPE merges: over one byte a token
+
+
+def test_bench_pretrain_reports_exact_held_out_bits_per_byte(corpus, tmp_path):
+    out = bench("bench_pretrain.py", "--corpus", corpus, "--budget", "5", "--out-dir", str(tmp_path / "run"), "--",
+                "--config", "tiny", "--vocab-size", "300", "--seq-len", "64", "--batch-size", "4", "--max-steps", "5",
+                "--eval-interval", "5", "--eval-iters", "1", tmp=tmp_path)
+    bpb = float(re.search(r"held-out bits per byte: ([\d.]+)", out)[1])
+    assert 0 < bpb < 8.5, out  # a barely trained model: near the uniform model's bits/byte, never nonsense
+    assert re.search(r"ratio to nanoGPT's best: [\d.]+", out), out
