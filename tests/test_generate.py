@@ -171,3 +171,14 @@ def test_cli_chat_answers_each_turn_and_exits(gen, tmp_path):
 def test_cli_missing_checkpoint_is_a_one_line_error(tmp_path):
     r = run_cli(["--checkpoint", str(tmp_path / "nope"), "--prompt", "x"])
     assert r.returncode != 0 and r.stderr.strip() == f"error: {tmp_path / 'nope'}: checkpoint directory not found"
+
+
+def test_cli_keeps_freed_memory_on_cpu_as_the_benchmark_measures(gen, tmp_path, monkeypatch, capsys):
+    import generate
+    run = make_run_dir(str(tmp_path / "run"), gen)
+    calls = []
+    monkeypatch.setattr(generate, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr("sys.argv", ["generate.py", "--checkpoint", run, "--prompt", "hello", "--max-new-tokens", "2",
+                                     "--greedy", "--no-stream"])
+    generate.main()
+    assert calls == [1] and capsys.readouterr().out.strip()
