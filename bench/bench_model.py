@@ -189,7 +189,7 @@ def main():
     print(f"\ngeneration, greedy, {args.new_tokens} new tokens after a 16-token prompt (KV cache vs HF generate, HF in fp32),")
     print(f"median tokens/s of {args.rounds} alternating rounds;")
     print("MiniGPT in fp32 (the same weights), bf16 weights, int8 weights with bf16 activations" +
-          (", and int8 compiled" if args.compile else "") + "; agree: greedy tokens equal to fp32's")
+          (", and int8 compiled" if args.compile else "") + "; agree: greedy tokens equal to fp32's (fp32's: to HF's)")
     variants = ["fp32", "bf16", "int8"] + (["int8 compiled"] if args.compile else [])
     print(f"{'config':<8}{'batch':>6}{'HF fp32 tok/s':>14}" + "".join(f"{v:>14}{'ratio':>7}{'agree':>6}" for v in variants))
     for name in args.configs:
@@ -206,7 +206,7 @@ def main():
                 runners[v] = generation_runner(models[v.split()[0]], False, batch, args.new_tokens, args.vocab, device,
                                                compile=v.endswith("compiled"))
                 tokens[v] = runners[v]()
-            runners["HF"]()
+            tokens["HF"] = runners["HF"]()
             speed = {k: [] for k in runners}
             for _ in range(args.rounds):
                 for k, run in runners.items():
@@ -215,7 +215,7 @@ def main():
             line = f"{name:<8}{batch:>6}{b:>14,.0f}"
             for v in variants:
                 a = statistics.median(speed[v])
-                agree = (tokens[v] == tokens["fp32"]).float().mean().item()
+                agree = (tokens[v] == tokens["HF" if v == "fp32" else "fp32"]).float().mean().item()
                 line += f"{a:>14,.0f}{a / b:>7.2f}{agree:>6.2f}"
             print(line, flush=True)
 

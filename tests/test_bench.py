@@ -37,7 +37,7 @@ def test_bench_model_prints_training_and_generation_ratios_against_hf():
     train_row = re.search(r"^tiny\s+fp32\s+[\d,]+\s+[\d,]+\s+([\d.]+)\s+[\d,]+\s+([\d.]+)", out, re.M)
     assert train_row and float(train_row[1]) > 0 and float(train_row[2]) > 0, out
     generation_rows = re.findall(r"^tiny\s+(\d)\s+[\d,]+\s+[\d,]+\s+([\d.]+)\s+([\d.]+)", out, re.M)
-    # batch 1 and 8; fp32 ratio > 0, and greedy tokens identical to HF's (agree 1.00): same weights, same argmax
+    # batch 1 and 8; fp32 ratio > 0, and fp32's greedy tokens identical to HF's (agree 1.00): same weights, same argmax
     assert [b for b, _, _ in generation_rows] == ["1", "8"], out
     assert all(float(ratio) > 0 and agree == "1.00" for _, ratio, agree in generation_rows), out
 
