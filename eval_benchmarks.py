@@ -615,8 +615,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
-    if torch.device(args.device).type == "cpu":
-        keep_freed_memory()  # as training does: the (batch, T, vocab) logits of every batch are not faulted in again
+    keep_freed_memory(args.device)  # as training does: the (batch, T, vocab) logits of every batch are not faulted in again
     if args.download:
         download(args.tasks or TASKS, args.data_dir)
     found = {task: find_task_file(args.data_dir, task) for task in (args.tasks or [*TASKS, *custom_tasks(args.data_dir)])}

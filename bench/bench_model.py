@@ -148,7 +148,7 @@ def main():
         args.dtypes = ["fp32", "bf16"] if device.type == "cuda" or cpu_has_fast_bf16() else ["fp32"]
         if args.dtypes == ["fp32"]:
             print("this CPU has no AVX-512 BF16 or AMX: timing fp32 only (--dtypes fp32 bf16 to time emulated bf16 too)")
-    kept = False if args.default_malloc or device.type != "cpu" else keep_freed_memory()
+    kept = False if args.default_malloc else keep_freed_memory(device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # as the training scripts set it
     try:

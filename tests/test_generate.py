@@ -177,8 +177,8 @@ def test_cli_keeps_freed_memory_on_cpu_as_the_benchmark_measures(gen, tmp_path, 
     import generate
     run = make_run_dir(str(tmp_path / "run"), gen)
     calls = []
-    monkeypatch.setattr(generate, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(generate, "keep_freed_memory", lambda device: calls.append(device) or True)
     monkeypatch.setattr("sys.argv", ["generate.py", "--checkpoint", run, "--prompt", "hello", "--max-new-tokens", "2",
                                      "--greedy", "--no-stream"])
     generate.main()
-    assert calls == [1] and capsys.readouterr().out.strip()
+    assert calls == ["cpu"] and capsys.readouterr().out.strip()

@@ -263,6 +263,13 @@ def test_keep_freed_memory_stops_the_page_faults_of_every_step():
     assert float(r.stdout.split()[-1]) < 100, r.stdout
 
 
+def test_keep_freed_memory_leaves_the_allocator_alone_for_cuda(monkeypatch):
+    import ctypes
+    import train_utils
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: pytest.fail("mallopt called for a CUDA device"))
+    assert train_utils.keep_freed_memory("cuda:0") is False  # CUDA tensors live in torch's caching allocator
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_dtype_auto_uses_bf16_only_where_the_cpu_multiplies_it_natively(monkeypatch, capsys, native):
     import train_utils
