@@ -1,6 +1,5 @@
 """bench/: each benchmark runs end to end on tiny settings and prints the ratio it exists for (the timings
 themselves are never asserted: they are figures for BENCHMARKS.md, not tests)."""
-import importlib.util
 import os
 import re
 import subprocess
@@ -11,8 +10,6 @@ import pytest
 import builtin_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-needs = lambda module: pytest.mark.skipif(importlib.util.find_spec(module) is None,
-                                          reason=f"{module} not installed (pip install -r requirements-extras.txt)")
 
 
 def bench(script, *args, tmp=None, timeout=240):
@@ -30,8 +27,8 @@ def corpus(tmp_path_factory):
     return str(path)
 
 
-@needs("transformers")
 def test_bench_model_prints_training_and_generation_ratios_against_hf():
+    pytest.importorskip("transformers", reason="optional: pip install -r requirements-extras.txt")
     out = bench("bench_model.py", "--configs", "tiny", "--batch", "2", "--seq-len", "32", "--steps", "1",
                 "--rounds", "1", "--new-tokens", "4", "--dtypes", "fp32")
     train_row = re.search(r"^tiny\s+fp32\s+[\d,]+\s+[\d,]+\s+([\d.]+)\s+[\d,]+\s+([\d.]+)", out, re.M)
@@ -42,8 +39,8 @@ def test_bench_model_prints_training_and_generation_ratios_against_hf():
     assert all(float(ratio) > 0 and agree == "1.00" for _, ratio, agree in generation_rows), out
 
 
-@needs("tokenizers")
 def test_bench_tokenizer_trains_both_and_round_trips(corpus):
+    pytest.importorskip("tokenizers", reason="optional: pip install -r requirements-extras.txt")
     out = bench("bench_tokenizer.py", "--corpus", corpus, "--vocab-size", "400")
     row = [f for f in out.strip().splitlines()[-1].split() if f != "|"]
     assert row[0] == "corpus.txt" and len(row) == 12, out  # name; ours, HF, ratio for train, encode, batch; bytes/token x 2
