@@ -160,8 +160,9 @@ def main():
           f"freed memory kept for reuse: {'yes' if kept else 'no'}")
     fp32_peak = matmul_peak_gflops(device, torch.float32)
     # % peak is against bf16's peak (fp32's when bf16 is not timed: emulated bf16 takes minutes to measure)
-    peak = matmul_peak_gflops(device) if "bf16" in args.dtypes else fp32_peak
-    print(f"bf16 matmul peak: {f'{peak:.0f} GFLOP/s' if 'bf16' in args.dtypes else 'not measured'}; "
+    bf16_peak = matmul_peak_gflops(device) if "bf16" in args.dtypes else None
+    peak = bf16_peak or fp32_peak
+    print(f"bf16 matmul peak: {f'{bf16_peak:.0f} GFLOP/s' if bf16_peak else 'not measured'}; "
           f"fp32 (tf32 on CUDA): {fp32_peak:.0f} GFLOP/s\n")
     print(f"training step (fwd+bwd+AdamW), batch {args.batch} x {args.seq_len}, median of {args.rounds} alternating rounds;")
     print("HF with its default attention (sdpa) and with attn_implementation='eager', which is faster for bf16 training on CPU:")
