@@ -98,6 +98,8 @@ def detect_format(record):
     if not isinstance(record, dict):
         return None
     keys = set(record)
+    if ("chosen" in keys) != ("rejected" in keys):  # half a pair: say which field, not "cannot tell the format"
+        raise DataError(f"missing field '{'rejected' if 'chosen' in keys else 'chosen'}' (a preference pair needs both)")
     if "chosen" in keys and "rejected" in keys:
         if "conversations" in keys:
             return "sharegpt-pair"

@@ -61,9 +61,10 @@ def test_alpaca_json_array_and_gzipped_jsonl(tmp_path):
     ([{"text": "ok"}, {"text": 5}], r"d.jsonl:2: field 'text' should be str, got int"),
     ([{"messages": [{"role": "robot", "content": "x"}]}], r"d.jsonl:1: field 'messages\[0\].role' is 'robot'"),
     ([{"foo": 1}], r"d.jsonl:1: cannot tell the format from fields \['foo'\]"),
+    ([{"prompt": "a", "chosen": "b"}], r"d.jsonl:1: missing field 'rejected'"),
 ])
 def test_bad_records_name_file_line_and_field(tmp_path, lines, message):
-    kind = "chat" if "instruction" in str(lines) or "messages" in str(lines) else "text"
+    kind = "pair" if "chosen" in str(lines) else "chat" if "instruction" in str(lines) or "messages" in str(lines) else "text"
     with pytest.raises(DataError, match=message):
         read_records(write(tmp_path / "d.jsonl", lines), kind)
 
