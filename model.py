@@ -43,6 +43,9 @@ class MiniGPTConfig:
     def __post_init__(self):
         if self.ffn_hidden is None:  # SwiGLU has 3 matrices, so 8/3*dim keeps the 4*dim MLP's parameter count
             self.ffn_hidden = 64 * math.ceil(int(8 * self.dim / 3) / 64)
+        small = [n for n in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "max_seq_len") if getattr(self, n) < 1]
+        if small:
+            raise ValueError(f"config: {', '.join(small)} must be at least 1")
         if self.dim % self.n_heads or self.n_heads % self.n_kv_heads:
             raise ValueError(f"config: dim ({self.dim}) must divide by n_heads ({self.n_heads}) "
                              f"and n_heads by n_kv_heads ({self.n_kv_heads})")
@@ -62,7 +65,22 @@ class MiniGPTConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"model config: unknown fields {unknown}")
+        for name, value in d.items():
+            default = cls.__dataclass_fields__[name].default
+            if not _fits_field(value, default):
+                expected = "int or null" if default is None else type(default).__name__
+                raise ValueError(f"model config: field '{name}' should be {expected}, got {value!r}")
         return cls(**d)
+
+
+def _fits_field(value, default):
+    """Does a config.json value fit a field with this default? Each field holds its default's type; an int is a
+    fine float, a bool is not an int, and null (ffn_hidden's default) means "derive it"."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if default is None:
+        return value is None or isinstance(value, int)
+    return isinstance(value, (int, float) if isinstance(default, float) else int)
 
 
 # Presets: one name sets the size. Parameter counts (printed by `python model.py`) are in the README.
@@ -504,13 +522,31 @@ def _read_run(run_dir, which):
     cfg_path = os.path.join(run_dir, "config.json")
     if not os.path.isfile(cfg_path):
         raise FileNotFoundError(f"{run_dir}: no config.json; is this a run directory written by a train_*.py script?")
-    with open(cfg_path) as f:
-        config = MiniGPTConfig.from_dict(json.load(f)["model"])
+    try:
+        with open(cfg_path) as f:
+            run_config = json.load(f)
+        settings = run_config.get("model") if isinstance(run_config, dict) else None
+        if not isinstance(settings, dict):
+            raise ValueError("no 'model' object with the model's settings")
+        config = MiniGPTConfig.from_dict(settings)
+    except ValueError as e:  # invalid JSON (JSONDecodeError is a ValueError) or a field of the wrong type or value
+        raise ValueError(f"{cfg_path}: {e}") from None
     order = ["ckpt_best.pt", "ckpt_latest.pt"] if which == "best" else ["ckpt_latest.pt", "ckpt_best.pt"]
     path = next((os.path.join(run_dir, n) for n in order if os.path.isfile(os.path.join(run_dir, n))), None)
     if path is None:
         raise FileNotFoundError(f"{run_dir}: no ckpt_best.pt or ckpt_latest.pt")
-    return config, torch.load(path, map_location="cpu", weights_only=True), path
+    return config, load_checkpoint(path), path
+
+
+def load_checkpoint(path):
+    """A checkpoint's dict, on the CPU: load_state_dict copies to each parameter's device, and RNG states must be
+    CPU tensors (loaded onto a GPU, resume crashed in torch.set_rng_state)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and values, no pickled code
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt or foreign file
+        raise ValueError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
 
 
 def load_model(run_dir, device="cpu", which="best"):

@@ -268,17 +268,6 @@ def save_checkpoint(path, state):
     os.replace(tmp, path)
 
 
-def load_checkpoint(path):
-    """A checkpoint's dict, on the CPU: load_state_dict copies to each parameter's device, and RNG states must be
-    CPU tensors (loaded onto a GPU, resume crashed in torch.set_rng_state)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and values, no pickled code
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt or foreign file
-        raise ValueError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
-
-
 def default_init_from(args, previous_stage, command):
     """Later stages start from the previous stage's run directory (checkpoints/<previous>_<config> by default);
     when it is missing, say which command makes it."""
@@ -384,7 +373,7 @@ def resume_training(args, run, models, optimizer):
     checkpoint dict (step, best_val_loss, and whatever the stage stored), or None when not resuming."""
     if not args.resume:
         return None
-    from model import load_weights
+    from model import load_checkpoint, load_weights
     path = resume_path(args)
     ckpt = load_checkpoint(path)
     for key, module in models.items():

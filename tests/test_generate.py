@@ -1,5 +1,9 @@
-import torch
+import os
+import re
+from pathlib import Path
+
 import pytest
+import torch
 
 from generate import GenerationConfig, TextGenerator, process_logits
 from model import MiniGPT, MiniGPTConfig
@@ -171,6 +175,18 @@ def test_cli_chat_answers_each_turn_and_exits(gen, tmp_path):
 def test_cli_missing_checkpoint_is_a_one_line_error(tmp_path):
     r = run_cli(["--checkpoint", str(tmp_path / "nope"), "--prompt", "x"])
     assert r.returncode != 0 and r.stderr.strip() == f"error: {tmp_path / 'nope'}: checkpoint directory not found"
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda run: Path(run, "config.json").write_text('{"model": '), r"config.json: Expecting value"),
+    (lambda run: Path(run, "config.json").write_text('{"model": {"dim": "big"}}'), r"config.json: model config: field 'dim' should be int"),
+    (lambda run: os.truncate(Path(run, "ckpt_best.pt"), 2000), r"ckpt_best.pt: not a loadable checkpoint"),
+])
+def test_cli_damaged_run_directory_is_a_one_line_error(gen, tmp_path, damage, message):
+    run = make_run_dir(str(tmp_path / "run"), gen)
+    damage(run)
+    r = run_cli(["--checkpoint", run, "--prompt", "x"])
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and re.search(message, r.stderr), r.stderr
 
 
 def test_cli_keeps_freed_memory_on_cpu_as_the_benchmark_measures(gen, tmp_path, monkeypatch, capsys):

@@ -120,6 +120,13 @@ def test_bad_config_is_rejected():
         tiny(n_heads=4, n_kv_heads=3)
     with pytest.raises(ValueError, match="unknown config"):
         get_config("huge")
+    with pytest.raises(ValueError, match="n_heads must be at least 1"):
+        tiny(n_heads=0)
+    with pytest.raises(ValueError, match="field 'dim' should be int, got 'big'"):
+        MiniGPTConfig.from_dict({"dim": "big"})
+    with pytest.raises(ValueError, match="field 'tie_embeddings' should be bool, got 1"):
+        MiniGPTConfig.from_dict({"tie_embeddings": 1})
+    assert MiniGPTConfig.from_dict({"rope_theta": 500, "ffn_hidden": None}).rope_theta == 500  # an int is a fine float
 
 
 def test_grouped_cpu_attention_matches_sdpa():
