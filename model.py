@@ -553,18 +553,21 @@ def load_model(run_dir, device="cpu", which="best"):
     """The language model saved in a run directory (config.json + ckpt_best.pt or ckpt_latest.pt), in eval mode."""
     config, ckpt, path = _read_run(run_dir, which)
     if any(k.startswith("backbone.") for k in ckpt["model"]):
-        raise ValueError(f"{path}: holds a reward/value model, not a language model (use load_value_model)")
+        raise ValueError(f"{path}: holds a reward or value model, not a language model")
     model = MiniGPT(config)
     load_weights(model, ckpt["model"], ckpt.get("model_config"), source=path)
     return model.to(device).eval()
 
 
-def load_value_model(run_dir, device="cpu", which="best"):
-    """A ValueModel from a reward-model run directory, or a fresh head on a language model's backbone."""
+def load_value_model(run_dir, device="cpu", which="best", trained_head=False):
+    """A ValueModel from a reward-model run directory, or a fresh head on a language model's backbone (an error
+    with trained_head=True: a reward must come from a trained head, not a random one)."""
     config, ckpt, path = _read_run(run_dir, which)
     model = ValueModel(config)
     if any(k.startswith("backbone.") for k in ckpt["model"]):
         load_weights(model, ckpt["model"], source=path)
+    elif trained_head:
+        raise ValueError(f"{path}: holds a language model, not a reward model (train one with train_reward.py)")
     else:
         load_weights(model.backbone, ckpt["model"], ckpt.get("model_config"), source=path)
     return model.to(device).eval()

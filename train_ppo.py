@@ -164,7 +164,8 @@ def main(argv=None):
     policy = load_model(args.init_from, run.device)                              # the actor, trained
     reference = load_model(args.init_from, run.device).requires_grad_(False)     # frozen SFT model
     critic = load_value_model(args.critic_from, run.device)                      # values, trained
-    reward_model = load_value_model(args.reward_model, run.device).requires_grad_(False) if args.reward == "model" else None
+    reward_model = (load_value_model(args.reward_model, run.device, trained_head=True).requires_grad_(False)  # frozen
+                    if args.reward == "model" else None)
     # one AdamW, two learning rates: the critic's group is scaled to --value-lr (tu.set_lr applies lr_scale)
     optimizer = torch.optim.AdamW([{"params": [p for p in policy.parameters() if p.requires_grad], "lr_scale": 1.0},
                                    {"params": [p for p in critic.parameters() if p.requires_grad],

@@ -61,7 +61,7 @@ def reward_metrics(losses, chosen_rewards, rejected_rewards, prefix=""):
 @torch.no_grad()
 def score(run_dir, prompt, response, device="cpu"):
     """The reward a trained reward model gives one (prompt, response)."""
-    model = load_value_model(run_dir, device)
+    model = load_value_model(run_dir, device, trained_head=True)
     tokenizer = BPETokenizer.load(os.path.join(run_dir, "tokenizer.json"))
     ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}, {"role": "assistant", "content": response}])[0]
     ids = ids[:-len(tokenizer.encode("\n"))]  # end at the response's <|im_end|>, as in training

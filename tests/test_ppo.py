@@ -95,6 +95,9 @@ def test_ppo_builtin_reward_is_the_answer_checker(stage_dirs, tmp_path):
 def test_ppo_without_a_reward_model_says_what_to_run(stage_dirs, tmp_path):
     with pytest.raises(FileNotFoundError, match="python train_reward.py --config tiny"):
         train_ppo.parse_args(["--init-from", stage_dirs["sft"], "--reward-model", str(tmp_path / "none")])
+    with pytest.raises(ValueError, match="holds a language model, not a reward model"):  # its head would be random
+        train_ppo.main(PPO_FAST + ["--init-from", stage_dirs["sft"], "--reward-model", stage_dirs["sft"],
+                                   "--out-dir", str(tmp_path / "ppo")])
 
 
 def test_no_adaptive_kl_keeps_the_coefficient_fixed(stage_dirs, tmp_path):

@@ -59,6 +59,8 @@ def test_reward_run_writes_accuracy_metrics_and_scores_a_response(stage_dirs, ca
     assert isinstance(load_value_model(stage_dirs["reward"]), ValueModel)
     train_reward.main(["--out-dir", stage_dirs["reward"], "--score", "What is 2 plus 3?", "2 plus 3 is 5."])
     assert capsys.readouterr().out.startswith("reward ")
+    with pytest.raises(ValueError, match="holds a language model, not a reward model"):  # a random head's score
+        train_reward.main(["--out-dir", stage_dirs["sft"], "--score", "What is 2 plus 3?", "2 plus 3 is 5."])
 
 
 def test_reward_resume_with_frozen_backbone_is_exact(stage_dirs, tmp_path):
