@@ -55,7 +55,7 @@ def _open(path):
 def read_text(path):
     """A whole (optionally gzipped) file as text; undecodable bytes are a DataError naming file:line."""
     if not os.path.isfile(path):
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: {'a folder, not a file' if os.path.isdir(path) else 'file not found'}")
     with _open(path) as f:
         raw = f.read()
     try:

@@ -31,7 +31,7 @@ import torch
 from data import DataError, iter_raw_records, pad_sequences, read_text
 from model import KVCache, load_model
 from tokenizer import BPETokenizer
-from train_utils import keep_freed_memory, warn_slow_cpu_bf16
+from train_utils import keep_freed_memory, resolve_device, warn_slow_cpu_bf16
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -594,7 +594,7 @@ def parse_args(argv=None):
     p.add_argument("--stride", type=int, default=None, help="wikitext2: tokens each window adds (default: the model's "
                    "context, disjoint windows as in the harness; smaller: more context per token, more compute)")
     p.add_argument("--which", default="best", choices=["best", "latest"], help="ckpt_best.pt or ckpt_latest.pt")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", help="auto (cuda when there is one), cpu or cuda")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16: faster, scores differ slightly")
     p.add_argument("--no-share-context", action="store_true", help="score every choice with its own full pass")
     p.add_argument("--download", action="store_true", help="fetch missing task files from their public releases first "
@@ -608,6 +608,7 @@ def parse_args(argv=None):
         p.error("--limit must be at least 1")
     if args.stride is not None and args.stride < 1:
         p.error("--stride must be at least 1")
+    args.device = resolve_device(args.device)
     return args
 
 

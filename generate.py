@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from model import KVCache, load_model, quantize_int8
 from tokenizer import BPETokenizer
-from train_utils import keep_freed_memory, warn_slow_cpu_bf16
+from train_utils import keep_freed_memory, resolve_device, warn_slow_cpu_bf16
 
 
 @dataclass
@@ -34,6 +34,14 @@ class GenerationConfig:
     stop_strings: list = field(default_factory=list)
     stop_on_eos: bool = True
     seed: int = None               # reproducible sampling
+
+    def __post_init__(self):
+        rules = {"max_new_tokens": (self.max_new_tokens >= 0, "at least 0"), "temperature": (self.temperature >= 0, "at least 0"),
+                 "top_k": (self.top_k >= 0, "at least 0"), "top_p": (0 < self.top_p <= 1, "in (0, 1]"),
+                 "repetition_penalty": (self.repetition_penalty > 0, "above 0"), "num_beams": (self.num_beams >= 1, "at least 1")}
+        for name, (ok, rule) in rules.items():
+            if not ok:
+                raise ValueError(f"generation: {name} must be {rule}, got {getattr(self, name)}")
 
 
 def process_logits(logits, cfg, seen=None):
@@ -256,22 +264,23 @@ def main():
     p.add_argument("--length-penalty", type=float, default=1.0)
     p.add_argument("--stop", nargs="*", default=[], help="stop strings")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (cuda when there is one)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
                    help="default float32, or bfloat16 with --quantize int8; bfloat16: ~2x faster on CPU")
     p.add_argument("--quantize", default=None, choices=["int8"], help="int8 weights: ~2x faster again than bf16 on CPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (~45 s first, faster after)")
     p.add_argument("--no-stream", action="store_true", help="print each continuation when complete")
     args = p.parse_args()
+    args.device = resolve_device(args.device)
     keep_freed_memory(args.device)  # each decode step's freed activations are reused, not faulted in again: int8 ~10% faster
     dtype = args.dtype or ("bfloat16" if args.quantize == "int8" else "float32")  # the int8 kernel is fast for bf16
     if not args.quantize:  # int8 weights with bf16 activations have their own kernel: fast on AVX2 too
         warn_slow_cpu_bf16(getattr(torch, dtype), args.device)
-    gen = load_generator(args.checkpoint, args.device, getattr(torch, dtype), args.quantize, args.compile)
     cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, greedy=args.greedy, temperature=args.temperature,
                            top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
                            num_beams=args.num_beams, length_penalty=args.length_penalty, stop_strings=args.stop,
-                           seed=args.seed)
+                           seed=args.seed)  # checks the flags before the model loads
+    gen = load_generator(args.checkpoint, args.device, getattr(torch, dtype), args.quantize, args.compile)
     if args.chat:
         messages = []
         print("chat: type a message, 'exit' to quit, '/reset' to start over")

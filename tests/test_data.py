@@ -74,6 +74,11 @@ def test_wrong_kind_for_stage_is_explained(tmp_path):
         read_records(write(tmp_path / "d.jsonl", [{"text": "x"}]), "chat")
 
 
+def test_a_folder_given_as_data_says_so(tmp_path):
+    with pytest.raises(DataError, match=f"{tmp_path}: a folder, not a file"):
+        read_records(str(tmp_path), "text")
+
+
 def test_empty_and_undecodable_files(tmp_path):
     empty = tmp_path / "e.jsonl"
     empty.write_text("\n")

@@ -189,6 +189,18 @@ def test_cli_damaged_run_directory_is_a_one_line_error(gen, tmp_path, damage, me
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and re.search(message, r.stderr), r.stderr
 
 
+@pytest.mark.parametrize("flags,message", [
+    (["--top-p", "2"], "error: generation: top_p must be in (0, 1], got 2.0"),
+    (["--num-beams", "0"], "error: generation: num_beams must be at least 1, got 0"),
+    pytest.param(["--device", "cuda"], "error: --device cuda: no CUDA GPU is visible",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")),
+])
+def test_cli_bad_flags_are_a_one_line_error(gen, tmp_path, flags, message):
+    run = make_run_dir(str(tmp_path / "run"), gen)
+    r = run_cli(["--checkpoint", run, "--prompt", "x"] + flags)
+    assert r.returncode != 0 and r.stderr.strip().startswith(message) and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
 def test_cli_keeps_freed_memory_on_cpu_as_the_benchmark_measures(gen, tmp_path, monkeypatch, capsys):
     import generate
     run = make_run_dir(str(tmp_path / "run"), gen)
