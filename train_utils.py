@@ -470,8 +470,20 @@ class MetricsLog:
 
 
 def read_metrics(path):
+    """The rows of a metrics.jsonl. A line that is not JSON (a run killed mid-write tears its last line) is
+    skipped with a warning that names it; resuming rewrites the log without it."""
+    rows, torn = [], []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                torn.append(str(number))
+    if torn:
+        print(f"warning: {path}: skipped {len(torn)} line(s) that are not JSON (line {', '.join(torn[:5])})", file=sys.stderr)
+    return rows
 
 
 def peak_memory_mb(run):
@@ -485,10 +497,10 @@ def plot_metrics(run_dirs, out_path, keys=(("train_loss", "val_loss"), ("lr",)))
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    runs = {run_dir: read_metrics(os.path.join(run_dir, "metrics.jsonl")) for run_dir in run_dirs}
     fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4), squeeze=False)
     for ax, group in zip(axes[0], keys):
-        for run_dir in run_dirs:
-            rows = read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+        for run_dir, rows in runs.items():
             label = os.path.basename(os.path.normpath(run_dir)) if len(run_dirs) > 1 else ""
             for key in group:
                 pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
@@ -501,7 +513,7 @@ def plot_metrics(run_dirs, out_path, keys=(("train_loss", "val_loss"), ("lr",)))
             ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)  # a bare file name goes in the current folder
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
 

@@ -213,11 +213,24 @@ def test_plot_runs_draws_several_runs(tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     for d in (a, b):
         train_pretrain.main(FAST + ["--max-steps", "2", "--eval-interval", "2", "--out-dir", d])
-    png = str(tmp_path / "cmp.png")
-    r = subprocess.run([sys.executable, "plot_runs.py", a, b, "--out", png], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0 and os.path.getsize(png) > 1000
+    with open(os.path.join(b, "metrics.jsonl"), "a") as f:
+        f.write('{"step": 3, "train_lo')  # the torn last line of a run killed mid-write
+    # a bare --out name, as the README writes it, lands in the current folder
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "plot_runs.py"), a, b, "--out", "cmp.png"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and os.path.getsize(tmp_path / "cmp.png") > 1000, r.stderr
+    assert r.stderr.count("skipped 1 line(s) that are not JSON (line ") == 1
     r = subprocess.run([sys.executable, "plot_runs.py", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and "no metrics.jsonl" in r.stderr
+
+
+def test_resuming_drops_a_torn_metrics_line_and_later_rows(tmp_path, capsys):
+    from train_utils import MetricsLog, read_metrics
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    log = MetricsLog(str(tmp_path), resume_step=1)
+    assert "metrics.jsonl: skipped 1 line(s) that are not JSON (line 3)" in capsys.readouterr().err
+    log.log({"step": 2, "loss": 1.4})
+    assert read_metrics(log.path) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.4}]
 
 
 def test_resolve_device_gives_cuda_an_index():
