@@ -76,7 +76,19 @@ def common_parser(description, stage, **defaults):
     return p
 
 
+# the smallest value each numeric flag accepts (0 where 0 means "off"); anything lower is a one-line error
+FLAG_MINIMUMS = {"batch_size": 1, "grad_accum": 1, "seq_len": 2, "max_steps": 0, "warmup_steps": 0, "eval_interval": 1,
+                 "eval_iters": 1, "log_interval": 1, "save_interval": 0, "early_stop_patience": 0, "max_bad_steps": 1,
+                 "weight_decay": 0.0, "grad_clip": 0.0, "early_stop_delta": 0.0}
+
+
 def finish_args(args, stage):
+    rules = {name: (getattr(args, name) >= low, f"at least {low}") for name, low in FLAG_MINIMUMS.items()}
+    rules.update(lr=(args.lr > 0, "above 0"), val_split=(0 <= args.val_split < 1, "in [0, 1)"),
+                 global_sample_ratio=(0 < args.global_sample_ratio <= 1, "in (0, 1]"))
+    for name, (ok, rule) in rules.items():
+        if not ok:
+            raise ValueError(f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}")
     args.stage = stage
     if args.out_dir is None:
         args.out_dir = os.path.join("checkpoints", f"{stage}_{args.config}")
