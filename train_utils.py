@@ -82,13 +82,17 @@ FLAG_MINIMUMS = {"batch_size": 1, "grad_accum": 1, "seq_len": 2, "max_steps": 0,
                  "weight_decay": 0.0, "grad_clip": 0.0, "early_stop_delta": 0.0}
 
 
-def finish_args(args, stage):
-    rules = {name: (getattr(args, name) >= low, f"at least {low}") for name, low in FLAG_MINIMUMS.items()}
-    rules.update(lr=(args.lr > 0, "above 0"), val_split=(0 <= args.val_split < 1, "in [0, 1)"),
-                 global_sample_ratio=(0 < args.global_sample_ratio <= 1, "in (0, 1]"))
+def check_flags(args, rules):
+    """rules: {flag's attribute: (whether it holds, what the flag must be)}; the first that fails is a one-line error."""
     for name, (ok, rule) in rules.items():
         if not ok:
             raise ValueError(f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}")
+
+
+def finish_args(args, stage):
+    rules = {name: (getattr(args, name) >= low, f"at least {low}") for name, low in FLAG_MINIMUMS.items()}
+    check_flags(args, {**rules, "lr": (args.lr > 0, "above 0"), "val_split": (0 <= args.val_split < 1, "in [0, 1)"),
+                       "global_sample_ratio": (0 < args.global_sample_ratio <= 1, "in (0, 1]")})
     args.stage = stage
     if args.out_dir is None:
         args.out_dir = os.path.join("checkpoints", f"{stage}_{args.config}")

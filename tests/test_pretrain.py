@@ -95,18 +95,21 @@ def test_bad_data_file_is_a_one_line_error(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("flag,value,message", [
-    ("--grad-accum", "0", "--grad-accum must be at least 1, got 0"),  # trained nothing and said done
-    ("--batch-size", "0", "--batch-size must be at least 1, got 0"),
-    ("--eval-interval", "0", "--eval-interval must be at least 1, got 0"),
-    ("--lr", "-1", "--lr must be above 0, got -1.0"),
-    ("--val-split", "1", r"--val-split must be in \[0, 1\), got 1.0"),
+@pytest.mark.parametrize("stage,flag,value,message", [
+    ("pretrain", "--grad-accum", "0", "--grad-accum must be at least 1, got 0"),  # trained nothing and said done
+    ("sft", "--batch-size", "0", "--batch-size must be at least 1, got 0"),
+    ("reward", "--eval-interval", "0", "--eval-interval must be at least 1, got 0"),
+    ("dpo", "--lr", "-1", "--lr must be above 0, got -1.0"),
+    ("pretrain", "--val-split", "1", r"--val-split must be in \[0, 1\), got 1.0"),
+    ("sft", "--system-prompt-prob", "2", r"--system-prompt-prob must be in \[0, 1\], got 2.0"),
+    ("dpo", "--beta", "0", "--beta must be above 0, got 0.0"),
+    ("ppo", "--ppo-epochs", "0", "--ppo-epochs must be at least 1, got 0"),  # trained nothing and said done
+    ("ppo", "--gamma", "2", r"--gamma must be in \[0, 1\], got 2.0"),
 ])
-def test_out_of_range_flags_are_refused_before_training(flag, value, message):
-    import train_sft
-    for parse in (train_pretrain.parse_args, train_sft.parse_args):
-        with pytest.raises(ValueError, match=message):
-            parse([flag, value])
+def test_out_of_range_flags_are_refused_before_training(stage, flag, value, message):
+    import importlib
+    with pytest.raises(ValueError, match=message):
+        importlib.import_module(f"train_{stage}").parse_args([flag, value])
 
 
 def test_non_finite_losses_stop_the_run_with_a_clear_message(tmp_path):
