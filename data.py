@@ -261,9 +261,15 @@ def parse_source(spec):
     while len(parts) > 1 and re.fullmatch(r"[0-9.]+", parts[-1]):
         nums.insert(0, parts.pop())
     path = ":".join(parts)
+    if not os.path.exists(path):  # 'corpus.txt:-1' or 'corpus.txt:half': a real file, then a bad suffix
+        for i in range(len(parts) - 1, 0, -1):
+            if os.path.isfile(":".join(parts[:i])):
+                raise DataError(f"--data {spec}: expected path[:ratio[:max_samples]], got {':'.join(parts[i:])!r} after the path")
     try:
         ratio = float(nums[0]) if nums else 1.0
         max_samples = int(nums[1]) if len(nums) > 1 else None
+        if len(nums) > 2:
+            raise ValueError
     except ValueError:
         raise DataError(f"--data {spec}: expected path[:ratio[:max_samples]]") from None
     if not 0 < ratio <= 1:

@@ -46,6 +46,8 @@ class MiniGPTConfig:
         small = [n for n in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "max_seq_len") if getattr(self, n) < 1]
         if small:
             raise ValueError(f"config: {', '.join(small)} must be at least 1")
+        if not (0 <= self.dropout < 1 and 0 <= self.attn_dropout < 1):
+            raise ValueError(f"config: dropout ({self.dropout}) and attn_dropout ({self.attn_dropout}) must be in [0, 1)")
         if self.dim % self.n_heads or self.n_heads % self.n_kv_heads:
             raise ValueError(f"config: dim ({self.dim}) must divide by n_heads ({self.n_heads}) "
                              f"and n_heads by n_kv_heads ({self.n_kv_heads})")

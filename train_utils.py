@@ -114,7 +114,13 @@ def model_config(args, vocab_size):
         if key not in types or not value:
             raise ValueError(f"--model-override {item}: expected KEY=VALUE with KEY one of {', '.join(types)}")
         cast = types[key] if types[key] is not type(None) else int
-        overrides[key] = value.lower() in ("1", "true", "yes") if cast is bool else cast(value)
+        try:
+            if cast is bool and value.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                raise ValueError
+            overrides[key] = value.lower() in ("1", "true", "yes") if cast is bool else cast(value)
+        except ValueError:
+            kind = {bool: "true or false", int: "an integer", float: "a number"}[cast]
+            raise ValueError(f"--model-override {item}: {key} takes {kind}") from None
     fields = {**preset.to_dict(), **overrides, "vocab_size": vocab_size}
     if "ffn_hidden" not in overrides and "dim" in overrides:
         fields["ffn_hidden"] = None  # re-derive from the new dim

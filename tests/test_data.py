@@ -117,11 +117,18 @@ def test_source_sampled_to_zero_warns(tmp_path):
     assert any("sampled to 0" in w for w in stats["warnings"])
 
 
-def test_parse_source():
+def test_parse_source(tmp_path):
     assert (parse_source("a.jsonl").ratio, parse_source("a.jsonl:0.25").ratio) == (1.0, 0.25)
     assert parse_source("dir/a.jsonl:1:50").max_samples == 50
     with pytest.raises(DataError, match="ratio must be in"):
         parse_source("a.jsonl:2")
+    real = tmp_path / "c.txt"
+    real.write_text("x")
+    for suffix in ("half", "-1", "0.5:x"):  # was "file not found" for the whole spec
+        with pytest.raises(DataError, match=f"expected path\\[:ratio\\[:max_samples\\]\\], got '{suffix}' after the path"):
+            parse_source(f"{real}:{suffix}")
+    with pytest.raises(DataError, match="expected path"):
+        parse_source(f"{real}:0.5:10:3")
 
 
 def test_language_modeling_blocks_and_mask(tmp_path):

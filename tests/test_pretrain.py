@@ -198,6 +198,10 @@ def test_model_override_and_time_budget(tmp_path, capsys):
     assert (config["dim"], config["n_layers"], config["ffn_hidden"]) == (64, 2, 192)
     with pytest.raises(ValueError, match="--model-override width=3"):
         train_pretrain.main(FAST + ["--model-override", "width=3", "--out-dir", out])
+    for item, message in (("dim=abc", "dim takes an integer"), ("tie_embeddings=maybe", "takes true or false"),
+                          ("dropout=2", r"dropout \(2.0\) and attn_dropout \(0.0\) must be in \[0, 1\)")):
+        with pytest.raises(ValueError, match=message):
+            train_pretrain.main(FAST + ["--model-override", item, "--out-dir", out])
 
 
 def test_skip_bad_lines_trains_and_lists_them_in_dataset_stats(tmp_path):
