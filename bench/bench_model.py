@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from export_hf import hf_config, to_hf_state_dict  # noqa: E402
 from generate import GenerationConfig, TextGenerator  # noqa: E402
 from model import MiniGPT, get_config, quantize_int8  # noqa: E402
-from train_utils import cpu_has_fast_bf16, keep_freed_memory  # noqa: E402
+from train_utils import cli, cpu_has_fast_bf16, keep_freed_memory, resolve_device  # noqa: E402
 
 
 class FakeTokenizer:  # generation needs only these ids
@@ -143,7 +143,9 @@ def main():
                    help="leave glibc's allocator as it is (by default both models run with freed memory kept, "
                         "as the training scripts set it: train_utils.keep_freed_memory)")
     args = p.parse_args()
-    device = torch.device(args.device)
+    for name in args.configs:
+        get_config(name)  # an unknown preset fails here, not after minutes of timing
+    device = torch.device(resolve_device(args.device))
     if args.dtypes is None:
         args.dtypes = ["fp32", "bf16"] if device.type == "cuda" or cpu_has_fast_bf16() else ["fp32"]
         if args.dtypes == ["fp32"]:
@@ -222,4 +224,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)  # bad flags or files: one line, not a traceback
