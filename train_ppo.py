@@ -26,6 +26,7 @@ import train_utils as tu
 from data import EpochSampler, pad_sequences, response_targets
 from generate import GenerationConfig, TextGenerator
 from model import load_model, load_value_model, token_logprobs, values_at_last_token
+from tokenizer import BPETokenizer
 
 
 # ----------------------------------------------------------------------------- 1. flags
@@ -150,6 +151,11 @@ def main(argv=None):
 
     # ------------------------------------------------------------------------- 3. data and tokenizer
     tokenizer = tu.copy_tokenizer(args, run)
+    for role, run_dir in (("reward model", args.reward_model if args.reward == "model" else None), ("critic", args.critic_from)):
+        other = BPETokenizer.load(os.path.join(run_dir, "tokenizer.json")) if run_dir else tokenizer
+        if (other.vocab_bytes, other.special_tokens) != (tokenizer.vocab_bytes, tokenizer.special_tokens):
+            raise ValueError(f"{run_dir}: the {role} was trained with another tokenizer than {args.init_from}, so it "
+                             f"cannot read the policy's token ids; train it from the same pretraining run")
     train_prompts, val_prompts, stats = tu.load_data(args, "prompt")
     if args.data == ["builtin"] and not args.val_data:
         val_prompts = [{"prompt": [{"role": "user", "content": it["prompt"]}], "answer": it["answer"]}

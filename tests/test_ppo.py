@@ -1,6 +1,7 @@
 """PPO: GAE and the clipped losses against hand computations, rollout masks, and the loop with both rewards."""
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 import train_ppo
 from conftest import FAST, torchrun
 from data import response_targets
+from tokenizer import BPETokenizer
 from train_ppo import gae, masked_whiten, policy_loss, rollout_sequences, value_loss
 
 
@@ -97,6 +99,11 @@ def test_ppo_without_a_reward_model_says_what_to_run(stage_dirs, tmp_path):
         train_ppo.parse_args(["--init-from", stage_dirs["sft"], "--reward-model", str(tmp_path / "none")])
     with pytest.raises(ValueError, match="holds a language model, not a reward model"):  # its head would be random
         train_ppo.main(PPO_FAST + ["--init-from", stage_dirs["sft"], "--reward-model", stage_dirs["sft"],
+                                   "--out-dir", str(tmp_path / "ppo")])
+    other = shutil.copytree(stage_dirs["reward"], tmp_path / "other_tokenizer")
+    BPETokenizer.train(["the fox jumps over the lazy dog"] * 20, 300, verbose=False).save(str(other / "tokenizer.json"))
+    with pytest.raises(ValueError, match="trained with another tokenizer"):  # its token ids would mean other text
+        train_ppo.main(PPO_FAST + ["--init-from", stage_dirs["sft"], "--reward-model", str(other),
                                    "--out-dir", str(tmp_path / "ppo")])
 
 
