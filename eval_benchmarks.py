@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -31,7 +30,7 @@ import torch
 from data import DataError, iter_raw_records, pad_sequences, read_text
 from model import KVCache, load_model
 from tokenizer import BPETokenizer
-from train_utils import keep_freed_memory, resolve_device, warn_slow_cpu_bf16
+from train_utils import cli, keep_freed_memory, resolve_device, warn_slow_cpu_bf16
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -629,6 +628,8 @@ def main(argv=None):
     if missing:
         print(f"skipping (no file in {args.data_dir}): {', '.join(missing)}")
     task_items = {task: load_task(path, task, args.limit) for task, path in found.items() if path}  # all errors before any work
+    if args.out:  # its folder too: a file in the way fails here, not after the scoring
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
 
     dtype = getattr(torch, args.dtype)
     warn_slow_cpu_bf16(dtype, args.device)
@@ -665,7 +666,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (DataError, ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+    cli(main)

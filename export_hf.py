@@ -11,12 +11,12 @@ Needs the optional packages safetensors (both directions) and transformers (only
 import argparse
 import json
 import os
-import sys
 
 import torch
 
 from model import MiniGPT, MiniGPTConfig, load_model
 from tokenizer import BPETokenizer
+from train_utils import cli
 
 
 def _require_safetensors():
@@ -125,8 +125,11 @@ def import_hf(hf_dir, out_dir):
     path = os.path.join(hf_dir, "config.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: not found (expected a Hugging Face model folder)")
-    with open(path) as f:
-        c = json.load(f)
+    try:
+        with open(path) as f:
+            c = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
     if c.get("model_type") not in ("llama", "mixtral"):
         raise ValueError(f"{path}: model_type is {c.get('model_type')!r}; only llama and mixtral are supported")
     for key in ("attention_bias", "mlp_bias"):
@@ -135,6 +138,9 @@ def import_hf(hf_dir, out_dir):
     rope = c.get("rope_parameters") or {}
     if (c.get("rope_scaling") or {}).get("rope_type", "default") != "default" or rope.get("rope_type", "default") != "default":
         raise ValueError(f"{path}: RoPE scaling is not supported")
+    missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size") if k not in c]
+    if missing:
+        raise ValueError(f"{path}: missing field(s) {', '.join(missing)}")
     cfg = MiniGPTConfig(vocab_size=c["vocab_size"], dim=c["hidden_size"], n_layers=c["num_hidden_layers"],
                         n_heads=c["num_attention_heads"], n_kv_heads=c.get("num_key_value_heads", c["num_attention_heads"]),
                         ffn_hidden=c["intermediate_size"], max_seq_len=c.get("max_position_embeddings", 2048),
@@ -173,7 +179,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        sys.exit(f"error: {e}")
+    cli(main)

@@ -10,7 +10,6 @@ one token's worth of compute instead of re-reading the whole sequence.
 """
 import argparse
 import os
-import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -18,7 +17,7 @@ import torch.nn.functional as F
 
 from model import KVCache, load_model, quantize_int8
 from tokenizer import BPETokenizer
-from train_utils import keep_freed_memory, resolve_device, warn_slow_cpu_bf16
+from train_utils import cli, keep_freed_memory, resolve_device, warn_slow_cpu_bf16
 
 
 @dataclass
@@ -38,7 +37,8 @@ class GenerationConfig:
     def __post_init__(self):
         rules = {"max_new_tokens": (self.max_new_tokens >= 0, "at least 0"), "temperature": (self.temperature >= 0, "at least 0"),
                  "top_k": (self.top_k >= 0, "at least 0"), "top_p": (0 < self.top_p <= 1, "in (0, 1]"),
-                 "repetition_penalty": (self.repetition_penalty > 0, "above 0"), "num_beams": (self.num_beams >= 1, "at least 1")}
+                 "repetition_penalty": (self.repetition_penalty > 0, "above 0"), "num_beams": (self.num_beams >= 1, "at least 1"),
+                 "stop_strings": (all(self.stop_strings), "non-empty strings (an empty one stops at once)")}
         for name, (ok, rule) in rules.items():
             if not ok:
                 raise ValueError(f"generation: {name} must be {rule}, got {getattr(self, name)}")
@@ -312,7 +312,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+    cli(main)

@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from train_utils import read_metrics
+from train_utils import cli, read_metrics
 
 # stage: (what picks the best checkpoint: key and whether higher is better, [(metric key, label)])
 STAGES = {
@@ -53,4 +53,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

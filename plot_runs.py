@@ -5,9 +5,8 @@ Compare runs at a glance: train loss, val loss and lr of one or several run dire
 """
 import argparse
 import os
-import sys
 
-from train_utils import plot_metrics
+from train_utils import cli, plot_metrics
 
 
 def main(argv=None):
@@ -23,7 +22,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+    cli(main)

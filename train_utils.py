@@ -572,12 +572,13 @@ def resume_command(args):
 
 
 def cli(main):
-    """Run main(); bad input, missing files and data errors end with a one-line message, not a traceback."""
+    """Run main(); bad input and data, and files that are missing, unreadable or in the way (OSError: the message
+    names the path) end with a one-line message, not a traceback."""
     try:
         main()
         if dist.is_available() and dist.is_initialized():
             dist.barrier()  # rank 0 may still be saving: tearing gloo down under it aborts the other ranks
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as e:
+    except (ValueError, OSError) as e:
         sys.exit(f"error: {e}")
     finally:
         if dist.is_available() and dist.is_initialized():

@@ -65,3 +65,14 @@ def test_import_hf_round_trips_to_identical_weights(tmp_path):
     back = load_model(str(tmp_path / "back"))
     for (name, a), b in zip(model.state_dict().items(), back.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_import_hf_names_a_broken_config(tmp_path):
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text('{"model_type": "llama", "hidden_size": 64}')
+    with pytest.raises(ValueError, match="config.json: missing field.s. vocab_size, num_hidden_layers"):
+        import_hf(str(hf), str(tmp_path / "back"))  # was a bare KeyError: 'vocab_size'
+    (hf / "config.json").write_text('{"model_type": ')
+    with pytest.raises(ValueError, match="config.json: not valid JSON"):
+        import_hf(str(hf), str(tmp_path / "back"))

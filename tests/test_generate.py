@@ -192,6 +192,7 @@ def test_cli_damaged_run_directory_is_a_one_line_error(gen, tmp_path, damage, me
 @pytest.mark.parametrize("flags,message", [
     (["--top-p", "2"], "error: generation: top_p must be in (0, 1], got 2.0"),
     (["--num-beams", "0"], "error: generation: num_beams must be at least 1, got 0"),
+    (["--stop", ""], "error: generation: stop_strings must be non-empty strings"),
     pytest.param(["--device", "cuda"], "error: --device cuda: no CUDA GPU is visible",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")),
 ])
