@@ -45,9 +45,8 @@ def parse_args(argv=None):
                    "each eval (default: the built-in held-out questions when training on the built-in data)")
     p.add_argument("--eval-max-new-tokens", type=int, default=48)
     args = tu.finish_args(p.parse_args(argv), "dpo")
-    a = args
-    tu.check_flags(a, {"beta": (a.beta > 0, "above 0"), "label_smoothing": (0 <= a.label_smoothing < 0.5, "in [0, 0.5)"),
-                       "rpo_alpha": (a.rpo_alpha >= 0, "at least 0"), "eval_max_new_tokens": (a.eval_max_new_tokens >= 1, "at least 1")})
+    tu.check_flags(args, above=dict(beta=0), at_least=dict(label_smoothing=0, rpo_alpha=0, eval_max_new_tokens=1),
+                   below=dict(label_smoothing=0.5))
     tu.default_init_from(args, "sft", "train_sft.py")
     return args
 

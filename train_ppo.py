@@ -63,14 +63,9 @@ def parse_args(argv=None):
                    help="end an update's epochs early once a minibatch's approximate KL exceeds this")
     p.add_argument("--eval-batch", type=int, default=128, help="held-out prompts scored at each eval")
     args = tu.finish_args(p.parse_args(argv), "ppo")
-    a = args
-    tu.check_flags(a, {"rollout_batch": (a.rollout_batch >= 1, "at least 1"), "minibatch_size": (a.minibatch_size >= 1, "at least 1"),
-                       "ppo_epochs": (a.ppo_epochs >= 1, "at least 1"), "max_new_tokens": (a.max_new_tokens >= 1, "at least 1"),
-                       "eval_batch": (a.eval_batch >= 1, "at least 1"), "kl_horizon": (a.kl_horizon >= 1, "at least 1"),
-                       "temperature": (a.temperature > 0, "above 0"), "value_lr": (a.value_lr > 0, "above 0"),
-                       "kl_coef": (a.kl_coef >= 0, "at least 0"), "gamma": (0 <= a.gamma <= 1, "in [0, 1]"),
-                       "lam": (0 <= a.lam <= 1, "in [0, 1]"), "cliprange": (a.cliprange > 0, "above 0"),
-                       "cliprange_value": (a.cliprange_value > 0, "above 0")})
+    tu.check_flags(args, at_least=dict(rollout_batch=1, minibatch_size=1, ppo_epochs=1, max_new_tokens=1, eval_batch=1,
+                                       kl_horizon=1, kl_coef=0, gamma=0, lam=0), at_most=dict(gamma=1, lam=1),
+                   above=dict(temperature=0, value_lr=0, cliprange=0, cliprange_value=0))
     tu.default_init_from(args, "sft", "train_sft.py")
     if args.reward == "model":
         args.reward_model = args.reward_model or os.path.join("checkpoints", f"reward_{args.config}")

@@ -42,10 +42,8 @@ def parse_args(argv=None):
                    help="JSONL of {\"prompt\", \"expected\"} for the regression suite (default: built-in held-out questions)")
     p.add_argument("--eval-max-new-tokens", type=int, default=48)
     args = tu.finish_args(p.parse_args(argv), "sft")
-    a = args
-    tu.check_flags(a, {"system_prompt_prob": (0 <= a.system_prompt_prob <= 1, "in [0, 1]"),
-                       "turn_drop_prob": (0 <= a.turn_drop_prob <= 1, "in [0, 1]"),
-                       "eval_max_new_tokens": (a.eval_max_new_tokens >= 1, "at least 1")})
+    tu.check_flags(args, at_least=dict(system_prompt_prob=0, turn_drop_prob=0, eval_max_new_tokens=1),
+                   at_most=dict(system_prompt_prob=1, turn_drop_prob=1))
     tu.default_init_from(args, "pretrain", "train_pretrain.py")
     return args
 

@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import json
 import math
+import operator
 import os
 import random
 import resource
@@ -76,23 +77,21 @@ def common_parser(description, stage, **defaults):
     return p
 
 
-# the smallest value each numeric flag accepts (0 where 0 means "off"); anything lower is a one-line error
-FLAG_MINIMUMS = {"batch_size": 1, "grad_accum": 1, "seq_len": 2, "max_steps": 0, "warmup_steps": 0, "eval_interval": 1,
-                 "eval_iters": 1, "log_interval": 1, "save_interval": 0, "early_stop_patience": 0, "max_bad_steps": 1,
-                 "weight_decay": 0.0, "grad_clip": 0.0, "early_stop_delta": 0.0}
-
-
-def check_flags(args, rules):
-    """rules: {flag's attribute: (whether it holds, what the flag must be)}; the first that fails is a one-line error."""
-    for name, (ok, rule) in rules.items():
-        if not ok:
-            raise ValueError(f"--{name.replace('_', '-')} must be {rule}, got {getattr(args, name)}")
+def check_flags(args, at_least=None, above=None, at_most=None, below=None):
+    """Bounds of numeric flags, e.g. at_least={"batch_size": 1}, below={"val_split": 1}: the first flag out of its
+    bounds is a one-line error before anything runs (--grad-accum 0 once trained nothing and reported done)."""
+    for words, holds, bounds in (("at least", operator.ge, at_least), ("above", operator.gt, above),
+                                 ("at most", operator.le, at_most), ("below", operator.lt, below)):
+        for name, bound in (bounds or {}).items():
+            if not holds(getattr(args, name), bound):
+                raise ValueError(f"--{name.replace('_', '-')} must be {words} {bound}, got {getattr(args, name)}")
 
 
 def finish_args(args, stage):
-    rules = {name: (getattr(args, name) >= low, f"at least {low}") for name, low in FLAG_MINIMUMS.items()}
-    check_flags(args, {**rules, "lr": (args.lr > 0, "above 0"), "val_split": (0 <= args.val_split < 1, "in [0, 1)"),
-                       "global_sample_ratio": (0 < args.global_sample_ratio <= 1, "in (0, 1]")})
+    check_flags(args, at_least=dict(batch_size=1, grad_accum=1, seq_len=2, max_steps=0, warmup_steps=0, eval_interval=1,
+                                    eval_iters=1, log_interval=1, save_interval=0, early_stop_patience=0, max_bad_steps=1,
+                                    weight_decay=0, grad_clip=0, early_stop_delta=0, val_split=0),
+                above=dict(lr=0, global_sample_ratio=0), at_most=dict(global_sample_ratio=1), below=dict(val_split=1))
     args.stage = stage
     if args.out_dir is None:
         args.out_dir = os.path.join("checkpoints", f"{stage}_{args.config}")
