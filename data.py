@@ -82,7 +82,7 @@ def iter_raw_records(path):
             records = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-        yield from ((i + 1, r) for i, r in enumerate(records))  # a JSON array: 'line' is the record number
+        yield from zip(_array_item_lines(text), records)
     else:
         for i, line in enumerate(text.splitlines(), 1):
             if line.strip():
@@ -90,6 +90,19 @@ def iter_raw_records(path):
                     yield i, json.loads(line)
                 except json.JSONDecodeError as e:
                     yield i, DataError(f"invalid JSON ({e.msg} at column {e.colno})")
+
+
+def _array_item_lines(text):
+    """The line on which each item of a (valid) top-level JSON array starts, so errors point where an editor shows."""
+    decoder, pos, line, counted = json.JSONDecoder(), text.index("[") + 1, 1, 0
+    while True:
+        while text[pos] in " \t\r\n,":
+            pos += 1
+        if text[pos] == "]":
+            return
+        line, counted = line + text.count("\n", counted, pos), pos
+        yield line
+        pos = decoder.raw_decode(text, pos)[1]
 
 
 def detect_format(record):

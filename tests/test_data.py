@@ -74,6 +74,14 @@ def test_wrong_kind_for_stage_is_explained(tmp_path):
         read_records(write(tmp_path / "d.jsonl", [{"text": "x"}]), "chat")
 
 
+def test_a_bad_item_of_a_json_array_is_named_by_the_line_it_starts_on(tmp_path):
+    p = tmp_path / "alpaca.json"
+    good = {"instruction": "hi", "input": "", "output": "hello"}
+    p.write_text(json.dumps([good, good, {"instruction": "x"}], indent=1))  # the third item starts on line 12
+    with pytest.raises(DataError, match=r"alpaca.json:12: missing field 'output'"):
+        read_records(str(p), "chat")
+
+
 def test_a_folder_given_as_data_says_so(tmp_path):
     with pytest.raises(DataError, match=f"{tmp_path}: a folder, not a file"):
         read_records(str(tmp_path), "text")
