@@ -12,6 +12,7 @@ import operator
 import os
 import random
 import resource
+import shutil
 import signal
 import sys
 import time
@@ -397,6 +398,13 @@ def resume_training(args, run, models, optimizer):
     from model import load_checkpoint, load_weights
     path = resume_path(args)
     ckpt = load_checkpoint(path)
+    stage = ckpt.get("args", {}).get("stage", args.stage)
+    if stage != args.stage:
+        raise ValueError(f"{path}: a {stage} checkpoint, and --resume continues a {args.stage} run; to start "
+                         f"{args.stage} from its weights, pass --init-from {os.path.dirname(path) or '.'}")
+    history = os.path.join(os.path.dirname(path), "metrics.jsonl")
+    if run.master and os.path.isfile(history) and not os.path.exists(os.path.join(args.out_dir, "metrics.jsonl")):
+        shutil.copyfile(history, os.path.join(args.out_dir, "metrics.jsonl"))  # a run forked into a new --out-dir keeps its log
     for key, module in models.items():
         load_weights(module, ckpt[key], ckpt["model_config"] if key == "model" else None, source=path)
     optimizer.load_state_dict(ckpt["optimizer"])

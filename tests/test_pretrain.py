@@ -245,6 +245,19 @@ def test_plot_runs_draws_several_runs(tmp_path):
     assert r.returncode != 0 and "no metrics.jsonl" in r.stderr
 
 
+def test_resuming_another_directory_s_checkpoint_forks_the_run_and_another_stage_s_is_refused(tmp_path):
+    import train_sft
+    from train_utils import read_metrics
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    train_pretrain.main(FAST + ["--max-steps", "2", "--eval-interval", "2", "--out-dir", a])
+    # into a new --out-dir: the log comes along (its summary failed on a missing metrics.jsonl)
+    train_pretrain.main(FAST + ["--max-steps", "3", "--eval-interval", "2", "--out-dir", b, "--resume", f"{a}/ckpt_latest.pt"])
+    steps = [r["step"] for r in read_metrics(os.path.join(b, "metrics.jsonl")) if "val_loss" in r]
+    assert steps == [0, 2, 3]
+    with pytest.raises(ValueError, match="a pretrain checkpoint, and --resume continues a sft run; .* --init-from"):
+        train_sft.main(FAST + ["--init-from", a, "--out-dir", str(tmp_path / "c"), "--resume", f"{a}/ckpt_latest.pt"])
+
+
 def test_resuming_drops_a_torn_metrics_line_and_later_rows(tmp_path, capsys):
     from train_utils import MetricsLog, read_metrics
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
