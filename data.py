@@ -233,6 +233,10 @@ def convert(record, from_kind, to_kind):
 def read_records(path, kind, fmt=None, skip_bad_lines=False, skipped=None):
     """All records of `kind` in a file. Bad records raise DataError('file:line: ...'), or with skip_bad_lines
     are appended to `skipped` as 'file:line: reason' and left out."""
+    if fmt is not None and fmt not in FORMAT_KIND:
+        raise DataError(f"--format {fmt}: unknown; one of {', '.join(FORMAT_KIND)}")
+    if fmt is not None and FORMAT_KIND[fmt] != kind and (FORMAT_KIND[fmt], kind) not in CONVERSIONS:
+        raise DataError(f"--format {fmt} holds {FORMAT_KIND[fmt]} records; this stage needs {kind}")
     records, detected = [], fmt
     for line, raw in iter_raw_records(path):
         try:

@@ -72,6 +72,11 @@ def test_bad_records_name_file_line_and_field(tmp_path, lines, message):
 def test_wrong_kind_for_stage_is_explained(tmp_path):
     with pytest.raises(DataError, match="holds text records; this stage needs chat"):
         read_records(write(tmp_path / "d.jsonl", [{"text": "x"}]), "chat")
+    path = write(tmp_path / "a.jsonl", [{"instruction": "x", "output": "y"}])
+    with pytest.raises(DataError, match="--format pair holds pair records; this stage needs chat"):  # was: missing field 'prompt'
+        read_records(path, "chat", fmt="pair")
+    with pytest.raises(DataError, match="--format nope: unknown; one of text, "):  # was: a.jsonl:1: unknown format
+        read_records(path, "chat", fmt="nope")
 
 
 def test_a_bad_item_of_a_json_array_is_named_by_the_line_it_starts_on(tmp_path):
