@@ -45,7 +45,7 @@ def parse_args(argv=None):
                    "each eval (default: the built-in held-out questions when training on the built-in data)")
     p.add_argument("--eval-max-new-tokens", type=int, default=48)
     args = tu.finish_args(p.parse_args(argv), "dpo")
-    tu.check_flags(args, above=dict(beta=0), at_least=dict(label_smoothing=0, rpo_alpha=0, eval_max_new_tokens=1),
+    tu.check_flags(args, above=dict(beta=0), at_least=dict(label_smoothing=0, rpo_alpha=0, eval_max_new_tokens=1, max_prompt_len=1),
                    below=dict(label_smoothing=0.5))
     tu.default_init_from(args, "sft", "train_sft.py")
     return args

@@ -37,6 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--score", nargs=2, metavar=("PROMPT", "RESPONSE"), default=None,
                    help="print the reward of --out-dir's model for one prompt and response, then exit")
     args = tu.finish_args(p.parse_args(argv), "reward")
+    tu.check_flags(args, at_least=dict(freeze_backbone=0, max_prompt_len=1))
     if args.score is None:
         tu.default_init_from(args, "sft", "train_sft.py")
     return args

@@ -80,19 +80,22 @@ def common_parser(description, stage, **defaults):
 
 def check_flags(args, at_least=None, above=None, at_most=None, below=None):
     """Bounds of numeric flags, e.g. at_least={"batch_size": 1}, below={"val_split": 1}: the first flag out of its
-    bounds is a one-line error before anything runs (--grad-accum 0 once trained nothing and reported done)."""
+    bounds is a one-line error before anything runs (--grad-accum 0 once trained nothing and reported done). An
+    optional flag left unset (None) is not checked."""
     for words, holds, bounds in (("at least", operator.ge, at_least), ("above", operator.gt, above),
                                  ("at most", operator.le, at_most), ("below", operator.lt, below)):
         for name, bound in (bounds or {}).items():
-            if not holds(getattr(args, name), bound):
+            if getattr(args, name) is not None and not holds(getattr(args, name), bound):
                 raise ValueError(f"--{name.replace('_', '-')} must be {words} {bound}, got {getattr(args, name)}")
 
 
 def finish_args(args, stage):
     check_flags(args, at_least=dict(batch_size=1, grad_accum=1, seq_len=2, max_steps=0, warmup_steps=0, eval_interval=1,
                                     eval_iters=1, log_interval=1, save_interval=0, early_stop_patience=0, max_bad_steps=1,
-                                    weight_decay=0, grad_clip=0, early_stop_delta=0, val_split=0),
-                above=dict(lr=0, global_sample_ratio=0), at_most=dict(global_sample_ratio=1), below=dict(val_split=1))
+                                    weight_decay=0, grad_clip=0, early_stop_delta=0, val_split=0, num_threads=1,
+                                    lr_decay_steps=1, max_data_size=1, min_lr=0),
+                above=dict(lr=0, global_sample_ratio=0, time_budget=0), at_most=dict(global_sample_ratio=1),
+                below=dict(val_split=1))
     args.stage = stage
     if args.out_dir is None:
         args.out_dir = os.path.join("checkpoints", f"{stage}_{args.config}")

@@ -105,6 +105,8 @@ def test_bad_data_file_is_a_one_line_error(tmp_path):
     ("dpo", "--beta", "0", "--beta must be above 0, got 0.0"),
     ("ppo", "--ppo-epochs", "0", "--ppo-epochs must be at least 1, got 0"),  # trained nothing and said done
     ("ppo", "--gamma", "2", "--gamma must be at most 1, got 2.0"),
+    ("reward", "--max-prompt-len", "0", "--max-prompt-len must be at least 1, got 0"),  # an optional flag, when given
+    ("sft", "--time-budget", "-1", "--time-budget must be above 0, got -1.0"),
 ])
 def test_out_of_range_flags_are_refused_before_training(stage, flag, value, message):
     import importlib
