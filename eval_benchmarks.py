@@ -382,6 +382,8 @@ def hf_scorer(hf_dir, device="cpu", dtype=torch.float32):
     except ImportError:
         raise SystemExit("error: --hf needs transformers: pip install -r requirements-extras.txt") from None
     transformers.logging.set_verbosity_error()  # we window long texts ourselves; its "longer than max length" note misleads
+    if not os.path.isfile(os.path.join(hf_dir, "config.json")):  # else transformers answers with a paragraph on tokenizers
+        raise FileNotFoundError(f"{hf_dir}: no config.json; --hf takes a Hugging Face model folder (export_hf.py writes one)")
     tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
     model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=dtype).to(device).eval()
     prefix_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id  # as the harness

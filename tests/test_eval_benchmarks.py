@@ -321,6 +321,8 @@ def test_an_exported_model_scores_identically_through_transformers(bench, tmp_pa
             assert x == pytest.approx(y, abs=1e-4), task
         for name, (value, _) in a["metrics"].items():
             assert value == pytest.approx(b["metrics"][name][0], rel=1e-4), (task, name)
+    with pytest.raises(FileNotFoundError, match="no config.json; --hf takes a Hugging Face model folder"):
+        eb.hf_scorer(str(tmp_path))  # not a model folder: transformers' own message is a paragraph on tokenizers
 
 
 def test_download_fetches_missing_files_and_unpacks_zip_members(bench, tmp_path, monkeypatch):
