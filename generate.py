@@ -134,6 +134,8 @@ class TextGenerator:
 
     def generate_ids(self, prompts, cfg):
         """New token ids for each prompt (a list of id lists of any lengths)."""
+        if not prompts:
+            return []  # (a batch of none: max() over the prompt lengths had nothing to take)
         if cfg.num_beams > 1:
             return [self.beam_search(p, cfg) for p in prompts]
         rows = [[] for _ in prompts]

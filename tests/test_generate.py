@@ -36,6 +36,7 @@ def test_batch_of_different_lengths_matches_one_by_one(gen):
     cfg = GenerationConfig(max_new_tokens=8, greedy=True, stop_on_eos=False)
     batched = gen.generate_ids(prompts, cfg)
     assert batched == [gen.generate_ids([p], cfg)[0] for p in prompts]
+    assert gen.generate([], cfg) == [] and gen.generate([], GenerationConfig(num_beams=2)) == []  # was a max() error
 
 
 def test_seed_makes_sampling_reproducible(gen):
