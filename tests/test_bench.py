@@ -54,3 +54,15 @@ def test_bench_pretrain_reports_exact_held_out_bits_per_byte(corpus, tmp_path):
     bpb = float(re.search(r"held-out bits per byte: ([\d.]+)", out)[1])
     assert 0 < bpb < 8.5, out  # a barely trained model: near the uniform model's bits/byte, never nonsense
     assert re.search(r"ratio to nanoGPT's best: [\d.]+", out), out
+
+
+@pytest.mark.parametrize("script,args,message", [
+    ("bench_model.py", ["--configs", "huge"], "error: unknown config 'huge'; choose one of tiny"),  # before any timing
+    ("bench_pretrain.py", ["--corpus", "missing.txt"], "error: missing.txt: corpus not found"),
+    ("bench_tokenizer.py", ["--corpus", "missing.txt"], "error: missing.txt: corpus not found"),
+])
+def test_bench_bad_flags_are_a_one_line_error(script, args, message):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), *args], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith(message), r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
