@@ -230,12 +230,17 @@ def convert(record, from_kind, to_kind):
     return None
 
 
+def _serves(fmt, kind):
+    """Whether a file in format `fmt` gives records of `kind`, directly or through convert()."""
+    return FORMAT_KIND[fmt] == kind or (FORMAT_KIND[fmt], kind) in CONVERSIONS
+
+
 def read_records(path, kind, fmt=None, skip_bad_lines=False, skipped=None):
     """All records of `kind` in a file. Bad records raise DataError('file:line: ...'), or with skip_bad_lines
     are appended to `skipped` as 'file:line: reason' and left out."""
     if fmt is not None and fmt not in FORMAT_KIND:
         raise DataError(f"--format {fmt}: unknown; one of {', '.join(FORMAT_KIND)}")
-    if fmt is not None and FORMAT_KIND[fmt] != kind and (FORMAT_KIND[fmt], kind) not in CONVERSIONS:
+    if fmt is not None and not _serves(fmt, kind):
         raise DataError(f"--format {fmt} holds {FORMAT_KIND[fmt]} records; this stage needs {kind}")
     records, detected = [], fmt
     for line, raw in iter_raw_records(path):
@@ -247,7 +252,7 @@ def read_records(path, kind, fmt=None, skip_bad_lines=False, skipped=None):
                 if detected is None:
                     keys = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
                     raise DataError(f"cannot tell the format from fields {keys}; use --format")
-                if FORMAT_KIND[detected] != kind and (FORMAT_KIND[detected], kind) not in CONVERSIONS:
+                if not _serves(detected, kind):
                     raise DataError(f"format '{detected}' holds {FORMAT_KIND[detected]} records; this stage needs {kind}")
             rec = convert(normalise(raw, detected), FORMAT_KIND[detected], kind)
             if rec is None:

@@ -106,6 +106,9 @@ def finish_args(args, stage):
     return args
 
 
+BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
 def model_config(args, vocab_size):
     """The preset named by --config, with --model-override fields, the tokenizer's vocab and room for --seq-len."""
     from model import MiniGPTConfig, get_config
@@ -118,10 +121,8 @@ def model_config(args, vocab_size):
             raise ValueError(f"--model-override {item}: expected KEY=VALUE with KEY one of {', '.join(types)}")
         cast = types[key] if types[key] is not type(None) else int
         try:
-            if cast is bool and value.lower() not in ("1", "true", "yes", "0", "false", "no"):
-                raise ValueError
-            overrides[key] = value.lower() in ("1", "true", "yes") if cast is bool else cast(value)
-        except ValueError:
+            overrides[key] = BOOL_WORDS[value.lower()] if cast is bool else cast(value)
+        except (KeyError, ValueError):
             kind = {bool: "true or false", int: "an integer", float: "a number"}[cast]
             raise ValueError(f"--model-override {item}: {key} takes {kind}") from None
     fields = {**preset.to_dict(), **overrides, "vocab_size": vocab_size}
