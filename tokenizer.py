@@ -424,11 +424,9 @@ def _reservoir_sample(texts, k, seed):
 
 def read_text_files(paths):
     """Texts for tokenizer training: each file split into paragraphs (blank-line separated)."""
+    from data import read_text  # as the training scripts read: bytes that are not UTF-8 are an error naming file:line
     for path in paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: file not found")
-        with open(path, encoding="utf-8", errors="replace") as f:
-            yield from (p for p in f.read().split("\n\n") if p.strip())
+        yield from (p for p in re.split(r"\n\s*\n", read_text(path)) if p.strip())
 
 
 def main(argv=None):
@@ -451,11 +449,9 @@ def main(argv=None):
         tok.save(args.out)
         print(f"saved {args.out}: {tok.vocab_size} tokens, {len(tok.merges)} merges")
     else:
+        from data import read_text
         tok = BPETokenizer.load(args.tokenizer)
-        if not os.path.isfile(args.input):
-            raise FileNotFoundError(f"{args.input}: file not found")
-        with open(args.input, encoding="utf-8", errors="replace") as f:
-            text = f.read()
+        text = read_text(args.input)
         ids = tok.encode(text)
         n_bytes = len(text.encode("utf-8"))
         ok = tok.decode(ids) == text

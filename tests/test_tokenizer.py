@@ -137,6 +137,20 @@ def test_cli_missing_file_is_one_line_error(tmp_path):
     assert r.returncode != 0 and r.stderr.strip().count("\n") == 0 and "nope.txt: file not found" in r.stderr
 
 
+def test_cli_bytes_that_are_not_utf8_name_file_and_line(tmp_path):
+    # read as the training scripts read --data: before, undecodable bytes (or a binary file) trained silently
+    bad, out = tmp_path / "bad.txt", tmp_path / "t.json"
+    bad.write_bytes(b"hello world\n\nsecond doc \xff\xfe\n")
+    train = ["train", "--input", str(bad), "--vocab-size", "300", "--out", str(out)]
+    r = subprocess.run([sys.executable, "tokenizer.py", *train], capture_output=True, text=True)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and not out.exists()
+    assert f"error: {bad}:3: bytes are not valid UTF-8" in r.stderr
+    BPETokenizer.train(CORPUS, 300).save(str(out))
+    r = subprocess.run([sys.executable, "tokenizer.py", "stats", "--tokenizer", str(out), "--input", str(bad)],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and f"error: {bad}:3: bytes are not valid UTF-8" in r.stderr
+
+
 # ---------------------------------------------------------------- interop with Hugging Face `tokenizers`
 INTEROP_TEXTS = ["The quick brown fox, 123 times!", "孙悟空大闹天宫。唐僧师徒四人", "café 🙂 naïve\n\ttabs  spaces"]
 
