@@ -582,6 +582,15 @@ def resume_command(args):
     return f"python {' '.join(argv)} --resume"
 
 
+def os_message(e):
+    """'out/a_file: a file is in the way of a folder' rather than "[Errno 17] File exists: 'out/a_file'"."""
+    if not e.filename or not e.strerror:
+        return str(e)  # our own FileNotFoundError(f"{path}: ...") messages already say it
+    if isinstance(e, (FileExistsError, NotADirectoryError)):
+        return f"{e.filename}: a file is in the way of a folder"
+    return f"{e.filename}: {e.strerror[0].lower()}{e.strerror[1:]}"
+
+
 def cli(main):
     """Run main(); bad input and data, and files that are missing, unreadable or in the way (OSError: the message
     names the path) end with a one-line message, not a traceback."""
@@ -590,7 +599,7 @@ def cli(main):
         if dist.is_available() and dist.is_initialized():
             dist.barrier()  # rank 0 may still be saving: tearing gloo down under it aborts the other ranks
     except (ValueError, OSError) as e:
-        sys.exit(f"error: {e}")
+        sys.exit(f"error: {os_message(e) if isinstance(e, OSError) else e}")
     finally:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import train_pretrain
+import train_utils as tu
 from conftest import torchrun
 from generate import load_generator
 
@@ -267,6 +268,13 @@ def test_resuming_drops_a_torn_metrics_line_and_later_rows(tmp_path, capsys):
     assert "metrics.jsonl: skipped 1 line(s) that are not JSON (line 3)" in capsys.readouterr().err
     log.log({"step": 2, "loss": 1.4})
     assert read_metrics(log.path) == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.4}]
+
+
+def test_os_errors_end_in_a_line_naming_the_path():
+    # the raw form was "[Errno 17] File exists: 'out/a_file'" for a file where --out-dir's folder goes
+    assert tu.os_message(FileExistsError(17, "File exists", "out/a_file")) == "out/a_file: a file is in the way of a folder"
+    assert tu.os_message(PermissionError(13, "Permission denied", "r/ckpt_latest.pt")) == "r/ckpt_latest.pt: permission denied"
+    assert tu.os_message(FileNotFoundError("r: no checkpoint")) == "r: no checkpoint"  # ours already name the path
 
 
 def test_resolve_device_gives_cuda_an_index():
