@@ -462,7 +462,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (ValueError, OSError) as e:
-        sys.exit(f"error: {e}")
+    from train_utils import cli  # bad input ends in one line naming the file, as in every other script
+    sys.exit(cli(main))

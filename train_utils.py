@@ -592,12 +592,13 @@ def os_message(e):
 
 
 def cli(main):
-    """Run main(); bad input and data, and files that are missing, unreadable or in the way (OSError: the message
-    names the path) end with a one-line message, not a traceback."""
+    """Run main() and return what it returns; bad input and data, and files that are missing, unreadable or in the
+    way (OSError: the message names the path) end with a one-line message, not a traceback."""
     try:
-        main()
+        code = main()
         if dist.is_available() and dist.is_initialized():
             dist.barrier()  # rank 0 may still be saving: tearing gloo down under it aborts the other ranks
+        return code
     except (ValueError, OSError) as e:
         sys.exit(f"error: {os_message(e) if isinstance(e, OSError) else e}")
     finally:

@@ -135,6 +135,11 @@ def test_cli_missing_file_is_one_line_error(tmp_path):
     r = subprocess.run([sys.executable, "tokenizer.py", "train", "--input", str(tmp_path / "nope.txt"),
                         "--vocab-size", "300", "--out", str(tmp_path / "t.json")], capture_output=True, text=True)
     assert r.returncode != 0 and r.stderr.strip().count("\n") == 0 and "nope.txt: file not found" in r.stderr
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(CORPUS))
+    r = subprocess.run([sys.executable, "tokenizer.py", "train", "--input", str(corpus), "--vocab-size", "300",
+                        "--out", str(corpus / "t.json")], capture_output=True, text=True)  # was "[Errno 17] File exists"
+    assert r.returncode != 0 and r.stderr.strip() == f"error: {corpus}: a file is in the way of a folder", r.stderr
 
 
 def test_cli_bytes_that_are_not_utf8_name_file_and_line(tmp_path):
