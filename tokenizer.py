@@ -443,9 +443,9 @@ def main(argv=None):
     s.add_argument("--input", required=True)
     args = p.parse_args(argv)
     if args.cmd == "train":
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)  # before training, not after
         tok = BPETokenizer.train(read_text_files(args.input), args.vocab_size, max_samples=args.max_samples,
                                  max_cjk_chars=args.max_cjk_chars)
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         tok.save(args.out)
         print(f"saved {args.out}: {tok.vocab_size} tokens, {len(tok.merges)} merges")
     else:
