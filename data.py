@@ -56,8 +56,11 @@ def read_text(path):
     """A whole (optionally gzipped) file as text; undecodable bytes are a DataError naming file:line."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: {'a folder, not a file' if os.path.isdir(path) else 'file not found'}")
-    with _open(path) as f:
-        raw = f.read()
+    try:
+        with _open(path) as f:
+            raw = f.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # not gzip, cut short, or damaged
+        raise DataError(f"{path}: not a readable gzip file ({e})") from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -169,6 +172,12 @@ def _hh_turns(transcript, field):
     return turns
 
 
+def _pair(prompt, chosen, rejected):
+    if chosen == rejected:  # a tie carries no preference: it would only add log 2 to the loss and a 0 to accuracy
+        raise DataError("fields 'chosen' and 'rejected' are the same reply")
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
 def normalise(record, fmt):
     """One raw record in format fmt -> a record of that format's kind (see the module docstring)."""
     if fmt == "text":
@@ -195,20 +204,20 @@ def normalise(record, fmt):
         rejected = _messages(_field(record, "rejected", list), "rejected")
         if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
             raise DataError("fields 'chosen'/'rejected' must end with an assistant message")
-        return {"prompt": chosen[:-1], "chosen": chosen[-1]["content"], "rejected": rejected[-1]["content"]}
+        return _pair(chosen[:-1], chosen[-1]["content"], rejected[-1]["content"])
     if fmt == "pair":
-        return {"prompt": [{"role": "user", "content": _field(record, "prompt", str)}],
-                "chosen": _field(record, "chosen", str), "rejected": _field(record, "rejected", str)}
+        return _pair([{"role": "user", "content": _field(record, "prompt", str)}], _field(record, "chosen", str),
+                     _field(record, "rejected", str))
     if fmt == "sharegpt-pair":
         prompt = _messages(_field(record, "conversations", list), "conversations", "from", "value", SHAREGPT_ROLES)
         value = lambda k: record[k]["value"] if isinstance(record.get(k), dict) else _field(record, k, str)
-        return {"prompt": prompt, "chosen": value("chosen"), "rejected": value("rejected")}
+        return _pair(prompt, value("chosen"), value("rejected"))
     if fmt == "hh-rlhf":
         chosen = _hh_turns(_field(record, "chosen", str), "chosen")
         rejected = _hh_turns(_field(record, "rejected", str), "rejected")
         if chosen[:-1] != rejected[:-1]:
             raise DataError("'chosen' and 'rejected' differ before their last Assistant turn")
-        return {"prompt": chosen[:-1], "chosen": chosen[-1]["content"], "rejected": rejected[-1]["content"]}
+        return _pair(chosen[:-1], chosen[-1]["content"], rejected[-1]["content"])
     if fmt == "prompt":
         answer = record.get("answer")
         if answer is not None and not isinstance(answer, str):

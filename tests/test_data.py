@@ -62,12 +62,22 @@ def test_alpaca_json_array_and_gzipped_jsonl(tmp_path):
     ([{"messages": [{"role": "robot", "content": "x"}]}], r"d.jsonl:1: field 'messages\[0\].role' is 'robot'"),
     ([{"foo": 1}], r"d.jsonl:1: cannot tell the format from fields \['foo'\]"),
     ([{"prompt": "a", "chosen": "b"}], r"d.jsonl:1: missing field 'rejected'"),
+    ([{"prompt": "a", "chosen": "b", "rejected": "c"}, {"prompt": "a", "chosen": "b", "rejected": "b"}],
+     r"d.jsonl:2: fields 'chosen' and 'rejected' are the same reply"),  # was trained on as a tie
 ])
 def test_bad_records_name_file_line_and_field(tmp_path, lines, message):
     kind = "pair" if "chosen" in str(lines) else "chat" if "instruction" in str(lines) or "messages" in str(lines) else "text"
     with pytest.raises(DataError, match=message):
         read_records(write(tmp_path / "d.jsonl", lines), kind)
 
+
+
+def test_a_damaged_gzip_file_is_named(tmp_path):
+    good = gzip.compress(b'{"text": "hello"}\n' * 50)
+    for name, raw in [("plain.jsonl.gz", b'{"text": "hello"}\n'), ("cut.jsonl.gz", good[:len(good) // 2])]:
+        (tmp_path / name).write_bytes(raw)  # was "Not a gzipped file (b'{\"')" without the file, and an EOFError traceback
+        with pytest.raises(DataError, match=f"{name}: not a readable gzip file"):
+            read_records(str(tmp_path / name), "text")
 
 def test_wrong_kind_for_stage_is_explained(tmp_path):
     with pytest.raises(DataError, match="holds text records; this stage needs chat"):
