@@ -590,7 +590,8 @@ def os_message(e):
         blocker = str(e.filename)  # makedirs('f.txt/plots') names the folder; the file in the way is f.txt
         while os.path.dirname(blocker) != blocker and not os.path.isfile(blocker):
             blocker = os.path.dirname(blocker)
-        return f"{blocker if os.path.isfile(blocker) else e.filename}: a file is in the way of a folder"
+        if os.path.isfile(blocker):
+            return f"{blocker}: a file is in the way of a folder"
     return f"{e.filename}: {e.strerror[0].lower()}{e.strerror[1:]}"
 
 

@@ -274,8 +274,10 @@ def test_os_errors_end_in_a_line_naming_the_path(tmp_path):
     # the raw form was "[Errno 17] File exists: 'out/a_file'" for a file where --out-dir's folder goes
     (tmp_path / "f.txt").write_text("")
     blocked = NotADirectoryError(20, "Not a directory", str(tmp_path / "f.txt" / "plots"))
+    assert tu.os_message(FileExistsError(17, "File exists", str(tmp_path / "f.txt"))) == \
+        f"{tmp_path / 'f.txt'}: a file is in the way of a folder"
     assert tu.os_message(blocked) == f"{tmp_path / 'f.txt'}: a file is in the way of a folder"  # the file, not plots/
-    assert tu.os_message(FileExistsError(17, "File exists", "out/a_file")) == "out/a_file: a file is in the way of a folder"
+    assert tu.os_message(FileExistsError(17, "File exists", str(tmp_path))) == f"{tmp_path}: file exists"  # a folder
     assert tu.os_message(PermissionError(13, "Permission denied", "r/ckpt_latest.pt")) == "r/ckpt_latest.pt: permission denied"
     assert tu.os_message(FileNotFoundError("r: no checkpoint")) == "r: no checkpoint"  # ours already name the path
 
