@@ -79,6 +79,15 @@ def test_a_damaged_gzip_file_is_named(tmp_path):
         with pytest.raises(DataError, match=f"{name}: not a readable gzip file"):
             read_records(str(tmp_path / name), "text")
 
+
+def test_a_json_file_holding_one_object_says_so(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"data": [{"text": "hello"}]}, indent=2))  # was "d.json:1: invalid JSON (Expecting ...)"
+    with pytest.raises(DataError, match=r"d.json: one JSON object with keys \['data'\], not records"):
+        read_records(str(path), "text")
+    path.write_text(json.dumps({"text": "one record"}))  # one record on one line is still JSON Lines
+    assert read_records(str(path), "text") == ["one record"]
+
 def test_wrong_kind_for_stage_is_explained(tmp_path):
     with pytest.raises(DataError, match="holds text records; this stage needs chat"):
         read_records(write(tmp_path / "d.jsonl", [{"text": "x"}]), "chat")
