@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from model import MiniGPT, MiniGPTConfig, load_model
+from model import MiniGPT, MiniGPTConfig, load_model, load_weights
 from tokenizer import BPETokenizer
 from train_utils import cli
 
@@ -152,10 +152,23 @@ def import_hf(hf_dir, out_dir):
     weights = os.path.join(hf_dir, "model.safetensors")
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"{weights}: not found (only single-file safetensors checkpoints are supported)")
+    tokenizer = BPETokenizer.load(os.path.join(hf_dir, "tokenizer.json"))  # every check before out_dir is made
+    try:
+        tensors = st.load_file(weights)
+    except Exception as e:  # safetensors raises its own SafetensorError for a damaged or cut-short file
+        raise ValueError(f"{weights}: not a readable safetensors file ({e})") from None
+    try:
+        state_dict = from_hf_state_dict(tensors, cfg)
+    except KeyError as e:
+        raise ValueError(f"{weights}: no tensor {e} (config.json describes more than the file holds)") from None
     model = MiniGPT(cfg)
-    model.load_state_dict(from_hf_state_dict(st.load_file(weights), cfg), strict=not cfg.tie_embeddings)
+    load_weights(model, state_dict, source=weights)
+    unused = sorted(set(tensors) - set(to_hf_state_dict(model)) - {"lm_head.weight"})  # a tied head may be saved too
+    unused = [k for k in unused if not k.endswith("rotary_emb.inv_freq")]  # a buffer older exports wrote; we recompute it
+    if unused:
+        raise ValueError(f"{weights}: {len(unused)} tensor(s) config.json has no place for, e.g. {unused[0]}")
     os.makedirs(out_dir, exist_ok=True)
-    BPETokenizer.load(os.path.join(hf_dir, "tokenizer.json")).save(os.path.join(out_dir, "tokenizer.json"))
+    tokenizer.save(os.path.join(out_dir, "tokenizer.json"))
     from train_utils import save_checkpoint, write_json
     write_json(os.path.join(out_dir, "config.json"), {"stage": "import_hf", "args": {"source": hf_dir}, "model": cfg.to_dict()})
     save_checkpoint(os.path.join(out_dir, "ckpt_best.pt"), {"model": model.state_dict(), "model_config": cfg.to_dict(), "step": 0})

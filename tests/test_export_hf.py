@@ -76,3 +76,30 @@ def test_import_hf_names_a_broken_config(tmp_path):
     (hf / "config.json").write_text('{"model_type": ')
     with pytest.raises(ValueError, match="config.json: not valid JSON"):
         import_hf(str(hf), str(tmp_path / "back"))
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("cut", r"model.safetensors: not a readable safetensors file"),  # was SafetensorError's traceback
+    ("more_layers", r"model.safetensors: no tensor 'model.layers.2.input_layernorm.weight'"),  # was a KeyError
+    ("fewer_layers", r"model.safetensors: 9 tensor\(s\) config.json has no place for"),  # was imported silently
+    ("wider_mlp", r"model.safetensors: weights do not fit the model \(4 shapes differ"),  # was a shape dump
+    ("no_tokenizer", r"tokenizer.json: tokenizer file not found"),
+])
+def test_import_hf_names_a_damaged_folder_and_writes_nothing(tmp_path, damage, message):
+    import json
+    make_run_dir(str(tmp_path / "run"))
+    hf = export(str(tmp_path / "run"), str(tmp_path / "hf"))
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    if damage == "cut":
+        weights = tmp_path / "hf" / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "no_tokenizer":
+        (tmp_path / "hf" / "tokenizer.json").unlink()
+    else:
+        field, change = {"more_layers": ("num_hidden_layers", 1), "fewer_layers": ("num_hidden_layers", -1),
+                         "wider_mlp": ("intermediate_size", 8)}[damage]
+        config[field] += change
+        (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    with pytest.raises((ValueError, OSError), match=message):  # both end in one line through tu.cli
+        import_hf(hf, str(tmp_path / "back"))
+    assert not (tmp_path / "back").exists()  # every check comes before the run directory is made
