@@ -519,8 +519,19 @@ def load_weights(model, state_dict, saved_config=None, source="checkpoint"):
         raise ValueError(f"{source}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
+def hf_folder_message(run_dir):
+    """A one-line error when run_dir is a Hugging Face model folder rather than a run directory, else None."""
+    if os.path.isfile(os.path.join(run_dir, "model.safetensors")) and not any(
+            os.path.isfile(os.path.join(run_dir, n)) for n in ("ckpt_best.pt", "ckpt_latest.pt")):
+        return (f"{run_dir}: a Hugging Face model folder, not a run directory; make one with "
+                f"`python export_hf.py --import-hf {run_dir} --out DIR`")
+    return None
+
+
 def _read_run(run_dir, which):
     """(config, checkpoint dict, checkpoint path) of a run directory."""
+    if hf_folder_message(run_dir):
+        raise ValueError(hf_folder_message(run_dir))
     cfg_path = os.path.join(run_dir, "config.json")
     if not os.path.isfile(cfg_path):
         raise FileNotFoundError(f"{run_dir}: no config.json; is this a run directory written by a train_*.py script?")

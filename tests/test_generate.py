@@ -178,6 +178,20 @@ def test_cli_missing_checkpoint_is_a_one_line_error(tmp_path):
     assert r.returncode != 0 and r.stderr.strip() == f"error: {tmp_path / 'nope'}: checkpoint directory not found"
 
 
+def test_a_hugging_face_folder_says_how_to_import_it(tmp_path):
+    import argparse
+    import train_utils as tu
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text('{"model_type": "llama"}')
+    (hf / "model.safetensors").write_bytes(b"")
+    r = run_cli(["--checkpoint", str(hf), "--prompt", "x"])  # was "config.json: no 'model' object ..."
+    assert r.returncode != 0 and r.stderr.strip() == (f"error: {hf}: a Hugging Face model folder, not a run directory; "
+                                                      f"make one with `python export_hf.py --import-hf {hf} --out DIR`")
+    with pytest.raises(ValueError, match="a Hugging Face model folder"):  # was "no checkpoint; run train_pretrain.py"
+        tu.default_init_from(argparse.Namespace(init_from=str(hf), config="tiny"), "sft", "train_sft.py")
+
+
 @pytest.mark.parametrize("damage,message", [
     (lambda run: Path(run, "config.json").write_text('{"model": '), r"config.json: Expecting value"),
     (lambda run: Path(run, "config.json").write_text('{"model": {"dim": "big"}}'), r"config.json: model config: field 'dim' should be int"),
