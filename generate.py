@@ -10,6 +10,7 @@ one token's worth of compute instead of re-reading the whole sequence.
 """
 import argparse
 import os
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -71,6 +72,7 @@ class TextGenerator:
         ~2x the tokens/s, where autocast would re-cast the fp32 weights at every step; int8 weights
         (quantize_int8) halve them again. compile=True runs the model through torch.compile."""
         self.model, self.tokenizer = model.eval(), tokenizer
+        self.warned = False  # whether a prompt and max_new_tokens have overflowed max_seq_len yet (see _prefill)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         # compiling fuses the ~400 small ops of a decode step (CPU, small preset, int8, batch 1: 6-9x HF, eager 3.4-4x) after
@@ -83,10 +85,15 @@ class TextGenerator:
 
     def _prefill(self, prompts, max_new):
         """Left-pad prompts into one batch, build a cache, run the prompt once; returns (cache, last logits, max_new)."""
-        max_len = self.model.config.max_seq_len
+        max_len, longest, asked = self.model.config.max_seq_len, max(len(p) for p in prompts), max_new
         prompts = [p[-(max_len - 1):] if len(p) >= max_len else p for p in prompts]  # keep the most recent context
         L = max(len(p) for p in prompts)
         max_new = max(0, min(max_new, max_len - L))
+        if (L < longest or max_new < asked) and not self.warned:  # the cache holds max_seq_len positions
+            self.warned = True  # once per generator: PPO makes thousands of rollouts with one
+            kept = f"kept the last {L} prompt tokens, " if L < longest else ""
+            print(f"warning: a {longest}-token prompt and {asked} new tokens exceed max_seq_len {max_len}: "
+                  f"{kept}generating at most {max_new}", file=sys.stderr)
         pad_lens = torch.tensor([L - len(p) for p in prompts], device=self.device)
         idx = torch.tensor([[self.tokenizer.pad_id] * (L - len(p)) + p for p in prompts], device=self.device)
         # an fp32 cache on CPU even for a bf16 model: fp32 attention over it is ~4x faster there for one new token

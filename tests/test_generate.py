@@ -226,3 +226,18 @@ def test_cli_keeps_freed_memory_on_cpu_as_the_benchmark_measures(gen, tmp_path, 
                                      "--greedy", "--no-stream"])
     generate.main()
     assert calls == ["cpu"] and capsys.readouterr().out.strip()
+
+
+def test_what_does_not_fit_max_seq_len_is_said_once(capsys):
+    # max_seq_len 64: a 100-token prompt keeps its last 63 tokens and gets one new one; this used to be silent
+    torch.manual_seed(0)
+    tok = BPETokenizer.train(["hello world, the quick brown fox jumps over the lazy dog"] * 5, 300, verbose=False)
+    g = TextGenerator(MiniGPT(MiniGPTConfig(vocab_size=tok.vocab_size, dim=64, n_layers=2, n_heads=4, max_seq_len=64)), tok)
+    cfg = GenerationConfig(greedy=True, max_new_tokens=10, stop_on_eos=False)
+    assert len(g.generate_ids([[5] * 100], cfg)[0]) == 1
+    assert capsys.readouterr().err == ("warning: a 100-token prompt and 10 new tokens exceed max_seq_len 64: kept the "
+                                       "last 63 prompt tokens, generating at most 1\n")
+    assert len(g.generate_ids([[5] * 100], cfg)[0]) == 1 and capsys.readouterr().err == ""  # once per generator
+    fresh = TextGenerator(g.model, tok)
+    assert len(fresh.generate_ids([[5] * 10], GenerationConfig(greedy=True, max_new_tokens=80, stop_on_eos=False))[0]) == 54
+    assert capsys.readouterr().err.endswith("new tokens exceed max_seq_len 64: generating at most 54\n")
