@@ -530,8 +530,8 @@ def hf_folder_message(run_dir):
 
 def _read_run(run_dir, which):
     """(config, checkpoint dict, checkpoint path) of a run directory."""
-    if hf_folder_message(run_dir):
-        raise ValueError(hf_folder_message(run_dir))
+    if message := hf_folder_message(run_dir):
+        raise ValueError(message)
     cfg_path = os.path.join(run_dir, "config.json")
     if not os.path.isfile(cfg_path):
         raise FileNotFoundError(f"{run_dir}: no config.json; is this a run directory written by a train_*.py script?")

@@ -300,8 +300,8 @@ def default_init_from(args, previous_stage, command):
     if args.init_from is None:
         args.init_from = os.path.join("checkpoints", f"{previous_stage}_{args.config}")
     from model import hf_folder_message
-    if hf_folder_message(args.init_from):
-        raise ValueError(hf_folder_message(args.init_from))
+    if message := hf_folder_message(args.init_from):
+        raise ValueError(message)
     if not any(os.path.isfile(os.path.join(args.init_from, n)) for n in ("ckpt_best.pt", "ckpt_latest.pt")):
         raise FileNotFoundError(f"{args.init_from}: no checkpoint to start from; run `python {command} --config "
                                 f"{args.config}` first, or pass --init-from DIR")
