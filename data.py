@@ -87,17 +87,20 @@ def iter_raw_records(path):
             raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
         yield from zip(_array_item_lines(text), records)
     else:
-        # a pretty-printed object ({"data": [...]}) would fail on line 1 as invalid JSON: say what it is instead
-        whole = _json_or_none(text) if name.endswith(".json") and text.lstrip().split("\n", 1)[0].strip() == "{" else None
-        if isinstance(whole, dict):
-            raise DataError(f"{path}: one JSON object with keys {sorted(whole)[:5]}, not records: expected a JSON array "
-                            "of records or one record per line (JSON Lines)")
+        first = True
         for i, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    yield i, json.loads(line)
+                    record = json.loads(line)
                 except json.JSONDecodeError as e:
-                    yield i, DataError(f"invalid JSON ({e.msg} at column {e.colno})")
+                    # a pretty-printed object ({"data": [...]}) fails on its first line: say what the file is instead
+                    whole = _json_or_none(text) if first else None
+                    if isinstance(whole, dict):
+                        raise DataError(f"{path}: one JSON object with keys {sorted(whole)[:5]}, not records: expected "
+                                        "a JSON array of records or one record per line (JSON Lines)") from None
+                    record = DataError(f"invalid JSON ({e.msg} at column {e.colno})")
+                first = False
+                yield i, record
 
 
 def _json_or_none(text):

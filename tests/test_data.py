@@ -85,6 +85,11 @@ def test_a_json_file_holding_one_object_says_so(tmp_path):
     path.write_text(json.dumps({"data": [{"text": "hello"}]}, indent=2))  # was "d.json:1: invalid JSON (Expecting ...)"
     with pytest.raises(DataError, match=r"d.json: one JSON object with keys \['data'\], not records"):
         read_records(str(path), "text")
+    for name in ("d.json", "d.jsonl"):  # also when the first line opens the array: {"data": [
+        path = tmp_path / name
+        path.write_text('{"data": [\n  {"text": "hello"}\n]}\n')
+        with pytest.raises(DataError, match=rf"{name}: one JSON object with keys \['data'\], not records"):
+            read_records(str(path), "text")
     path.write_text(json.dumps({"text": "one record"}))  # one record on one line is still JSON Lines
     assert read_records(str(path), "text") == ["one record"]
 
