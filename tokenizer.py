@@ -378,6 +378,8 @@ class BPETokenizer:
             if "ByteLevel" not in pre_types:
                 raise ValueError(f"pre_tokenizer is {pre_types}, expected ByteLevel")
             vocab = model["vocab"]
+            if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
+                raise ValueError("model.vocab should be an object mapping each token to its integer id")
             special = {t["content"]: t["id"] for t in data.get("added_tokens", []) if t.get("special", True)}
             to_bytes = lambda s: bytes(CHAR_TO_BYTE[c] for c in s)
             missing = [b for b in range(256) if BYTE_TO_CHAR[b] not in vocab]
@@ -386,13 +388,20 @@ class BPETokenizer:
             byte_ids = [vocab[BYTE_TO_CHAR[b]] for b in range(256)]
             vocab_bytes = {i: to_bytes(t) for t, i in vocab.items() if t not in special}
             merges = []
+            if not isinstance(model["merges"], list):
+                raise ValueError(f"model.merges is {type(model['merges']).__name__}, expected a list")
             for rank, m in enumerate(model["merges"]):
-                a, b = m.split(" ") if isinstance(m, str) else m
+                pair = m.split(" ") if isinstance(m, str) else m
+                if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(t, str) for t in pair):
+                    raise ValueError(f"merge {rank} is {m!r}, expected \"a b\" or [\"a\", \"b\"]")
+                a, b = pair
                 if a not in vocab or b not in vocab or a + b not in vocab:
                     raise ValueError(f"merge {rank} ({a!r} {b!r}) names a token missing from model.vocab")
                 merges.append(((vocab[a], vocab[b]), vocab[a + b]))
-        except (KeyError, TypeError, AttributeError) as e:
-            raise ValueError(f"{path}: not a byte-level BPE tokenizer.json (missing or malformed {e})") from None
+        except KeyError as e:
+            raise ValueError(f"{path}: not a byte-level BPE tokenizer.json (no field {e})") from None
+        except (TypeError, AttributeError) as e:
+            raise ValueError(f"{path}: not a byte-level BPE tokenizer.json (malformed: {e})") from None
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
         for t in SPECIAL_TOKENS:  # a vocab that lists our specials without marking them as added tokens

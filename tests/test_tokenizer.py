@@ -120,6 +120,26 @@ def test_load_corrupt_tokenizer_json_names_file(tmp_path):
         BPETokenizer.load(str(bad))
 
 
+@pytest.mark.parametrize("field, value, message", [  # were Python's own words ("not enough values to unpack")
+    ("merges", 5, "model.merges is int, expected a list"),
+    ("merges", ["a"], r"merge 0 is 'a', expected \"a b\""),
+    ("merges", [["a"]], r"merge 0 is \['a'\], expected"),
+    ("vocab", ["a", "b"], "model.vocab should be an object mapping each token to its integer id"),
+    ("vocab", None, r"no field 'vocab'"),
+])
+def test_load_damaged_model_fields_names_the_field(tok, tmp_path, field, value, message):
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if value is None:
+        del data["model"][field]
+    else:
+        data["model"][field] = value
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        BPETokenizer.load(str(path))
+
+
 def test_cli_train_and_stats(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(CORPUS))
