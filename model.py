@@ -551,15 +551,26 @@ def _read_run(run_dir, which):
     return config, load_checkpoint(path), path
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, keys=("model",)):
     """A checkpoint's dict, on the CPU: load_state_dict copies to each parameter's device, and RNG states must be
-    CPU tensors (loaded onto a GPU, resume crashed in torch.set_rng_state)."""
+    CPU tensors (loaded onto a GPU, resume crashed in torch.set_rng_state). `keys`: entries it must have."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and values, no pickled code
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and values, no pickled code
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt or foreign file
         raise ValueError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    missing = [k for k in keys if not isinstance(ckpt, dict) or k not in ckpt]
+    weights = ckpt.get("model") if isinstance(ckpt, dict) else None
+    if missing or not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
+        if isinstance(ckpt, dict) and ckpt and all(isinstance(t, torch.Tensor) for t in ckpt.values()):
+            what = "it holds bare weights, a state_dict; a checkpoint keeps them under 'model'"
+        elif missing:
+            what = f"no {', '.join(map(repr, missing))} {'entry' if len(missing) == 1 else 'entries'}"
+        else:
+            what = "its 'model' entry is not a dict of tensors"
+        raise ValueError(f"{path}: not a checkpoint written by a train_*.py script ({what})")
+    return ckpt
 
 
 def load_model(run_dir, device="cpu", which="best"):

@@ -404,7 +404,7 @@ def resume_training(args, run, models, optimizer):
         return None
     from model import load_checkpoint, load_weights
     path = resume_path(args)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, keys=("step", "best_val_loss", "rng", "optimizer", "model_config", *models))
     stage = ckpt.get("args", {}).get("stage", args.stage)
     if stage != args.stage:
         raise ValueError(f"{path}: a {stage} checkpoint, and --resume continues a {args.stage} run; to start "

@@ -196,6 +196,10 @@ def test_a_hugging_face_folder_says_how_to_import_it(tmp_path):
     (lambda run: Path(run, "config.json").write_text('{"model": '), r"config.json: Expecting value"),
     (lambda run: Path(run, "config.json").write_text('{"model": {"dim": "big"}}'), r"config.json: model config: field 'dim' should be int"),
     (lambda run: os.truncate(Path(run, "ckpt_best.pt"), 2000), r"ckpt_best.pt: not a loadable checkpoint"),
+    # a bare state_dict and a foreign object were AttributeError / TypeError tracebacks
+    (lambda run: torch.save(torch.load(Path(run, "ckpt_best.pt"))["model"], Path(run, "ckpt_best.pt")),
+     r"ckpt_best.pt: not a checkpoint written by a train_\*.py script \(it holds bare weights, a state_dict"),
+    (lambda run: torch.save([1, 2], Path(run, "ckpt_best.pt")), r"ckpt_best.pt: not a checkpoint .*\(no 'model' entry\)"),
 ])
 def test_cli_damaged_run_directory_is_a_one_line_error(gen, tmp_path, damage, message):
     run = make_run_dir(str(tmp_path / "run"), gen)

@@ -259,6 +259,11 @@ def test_resuming_another_directory_s_checkpoint_forks_the_run_and_another_stage
     assert steps == [0, 2, 3]
     with pytest.raises(ValueError, match="a pretrain checkpoint, and --resume continues a sft run; .* --init-from"):
         train_sft.main(FAST + ["--init-from", a, "--out-dir", str(tmp_path / "c"), "--resume", f"{a}/ckpt_latest.pt"])
+    ckpt = torch.load(f"{a}/ckpt_latest.pt", weights_only=True)
+    del ckpt["optimizer"]
+    torch.save(ckpt, f"{a}/ckpt_latest.pt")  # was KeyError: 'optimizer'
+    with pytest.raises(ValueError, match="ckpt_latest.pt: not a checkpoint written by a train_.*py script .no 'optimizer' entry."):
+        train_pretrain.main(FAST + ["--max-steps", "3", "--out-dir", a, "--resume"])
 
 
 def test_resuming_drops_a_torn_metrics_line_and_later_rows(tmp_path, capsys):
