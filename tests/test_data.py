@@ -1,5 +1,6 @@
 import gzip
 import json
+import os
 
 import numpy as np
 import pytest
@@ -114,6 +115,17 @@ def test_a_bad_item_of_a_json_array_is_named_by_the_line_it_starts_on(tmp_path):
 def test_a_folder_given_as_data_says_so(tmp_path):
     with pytest.raises(DataError, match=f"{tmp_path}: a folder, not a file"):
         read_records(str(tmp_path), "text")
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/fd"), reason="needs /dev/fd")
+def test_a_pipe_is_read_like_a_file():
+    r, w = os.pipe()  # what --data <(zcat a.jsonl.gz) passes: /dev/fd/N, not a regular file ("file not found" before)
+    os.write(w, b'{"text": "from a pipe"}\n')
+    os.close(w)
+    try:
+        assert read_records(f"/dev/fd/{r}", "text") == ["from a pipe"]
+    finally:
+        os.close(r)
 
 
 def test_empty_and_undecodable_files(tmp_path):
