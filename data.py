@@ -80,7 +80,7 @@ def iter_raw_records(path):
             if para.strip():
                 yield line, para.strip("\n")
             line += para.count("\n") + 2
-    elif name.endswith(".json") and text.lstrip().startswith("["):
+    elif os.path.splitext(name)[1] in (".json", "") and text.lstrip().startswith("["):  # "": a pipe, /dev/fd/N
         try:
             records = json.loads(text)
         except json.JSONDecodeError as e:

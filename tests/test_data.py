@@ -119,13 +119,14 @@ def test_a_folder_given_as_data_says_so(tmp_path):
 
 @pytest.mark.skipif(not os.path.isdir("/dev/fd"), reason="needs /dev/fd")
 def test_a_pipe_is_read_like_a_file():
-    r, w = os.pipe()  # what --data <(zcat a.jsonl.gz) passes: /dev/fd/N, not a regular file ("file not found" before)
-    os.write(w, b'{"text": "from a pipe"}\n')
-    os.close(w)
-    try:
-        assert read_records(f"/dev/fd/{r}", "text") == ["from a pipe"]
-    finally:
-        os.close(r)
+    for raw in (b'{"text": "from a pipe"}\n', b'[{"text": "from a pipe"}]'):  # JSON Lines, or a JSON array
+        r, w = os.pipe()  # what --data <(head big.jsonl) passes: /dev/fd/N, not a regular file ("file not found" before)
+        os.write(w, raw)
+        os.close(w)
+        try:
+            assert read_records(f"/dev/fd/{r}", "text") == ["from a pipe"]
+        finally:
+            os.close(r)
 
 
 def test_empty_and_undecodable_files(tmp_path):
