@@ -54,7 +54,7 @@ def _open(path):
 
 def read_text(path):
     """A whole (optionally gzipped) file as text; undecodable bytes are a DataError naming file:line."""
-    if not os.path.exists(path) or os.path.isdir(path):  # a pipe is fine: --data <(zcat a.jsonl.gz)
+    if not os.path.exists(path) or os.path.isdir(path):  # a pipe is fine: --data <(head -1000 big.jsonl)
         raise DataError(f"{path}: {'a folder, not a file' if os.path.isdir(path) else 'file not found'}")
     try:
         with _open(path) as f:

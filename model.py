@@ -551,24 +551,21 @@ def _read_run(run_dir, which):
     return config, load_checkpoint(path), path
 
 
-def load_checkpoint(path, keys=("model",)):
+def load_checkpoint(path):
     """A checkpoint's dict, on the CPU: load_state_dict copies to each parameter's device, and RNG states must be
-    CPU tensors (loaded onto a GPU, resume crashed in torch.set_rng_state). `keys`: entries it must have."""
+    CPU tensors (loaded onto a GPU, resume crashed in torch.set_rng_state)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)  # plain tensors and values, no pickled code
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt or foreign file
         raise ValueError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
-    missing = [k for k in keys if not isinstance(ckpt, dict) or k not in ckpt]
     weights = ckpt.get("model") if isinstance(ckpt, dict) else None
-    if missing or not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
+    if not isinstance(weights, dict) or not all(isinstance(t, torch.Tensor) for t in weights.values()):
         if isinstance(ckpt, dict) and ckpt and all(isinstance(t, torch.Tensor) for t in ckpt.values()):
             what = "it holds bare weights, a state_dict; a checkpoint keeps them under 'model'"
-        elif missing:
-            what = f"no {', '.join(map(repr, missing))} {'entry' if len(missing) == 1 else 'entries'}"
         else:
-            what = "its 'model' entry is not a dict of tensors"
+            what = "no 'model' entry" if weights is None else "its 'model' entry is not a dict of tensors"
         raise ValueError(f"{path}: not a checkpoint written by a train_*.py script ({what})")
     return ckpt
 

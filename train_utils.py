@@ -404,11 +404,14 @@ def resume_training(args, run, models, optimizer):
         return None
     from model import load_checkpoint, load_weights
     path = resume_path(args)
-    ckpt = load_checkpoint(path, keys=("step", "best_val_loss", "rng", "optimizer", "model_config", *models))
+    ckpt = load_checkpoint(path)
     stage = ckpt.get("args", {}).get("stage", args.stage)
     if stage != args.stage:
         raise ValueError(f"{path}: a {stage} checkpoint, and --resume continues a {args.stage} run; to start "
                          f"{args.stage} from its weights, pass --init-from {os.path.dirname(path) or '.'}")
+    missing = [k for k in ("step", "best_val_loss", "rng", "optimizer", "model_config", *models) if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: cannot resume from it (no {', '.join(map(repr, missing))} in the checkpoint)")
     history = os.path.join(os.path.dirname(path), "metrics.jsonl")
     if run.master and os.path.isfile(history) and not os.path.exists(os.path.join(args.out_dir, "metrics.jsonl")):
         shutil.copyfile(history, os.path.join(args.out_dir, "metrics.jsonl"))  # a run forked into a new --out-dir keeps its log
