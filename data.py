@@ -20,6 +20,7 @@ File formats, detected per file from the first record (or forced with --format):
   sharegpt-pair  {"conversations": [{"from", "value"}], "chosen", "rejected"}
   hh-rlhf        {"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ...", "rejected": ...}  (.jsonl or .jsonl.gz)
   prompt         {"prompt": str, "answer": str (optional)}
+A turn may be {"role", "content"} or ShareGPT's {"from", "value"} in any of these lists.
 Conversation formats also serve as prompts (everything before the last assistant turn).
 """
 import gzip
@@ -161,14 +162,18 @@ def _field(record, name, typ):
     return value
 
 
-def _messages(items, field, role_key="role", content_key="content", roles=None):
+def _messages(items, field):
+    """Chat turns as [{"role", "content"}], from {"role", "content"} items or ShareGPT's {"from", "value"} ones
+    (some datasets put those under "messages", some put role/content under "conversations")."""
     if not items:
         raise DataError(f"field '{field}' is an empty list")
     out = []
     for i, m in enumerate(items):
+        sharegpt = isinstance(m, dict) and "from" in m and "role" not in m
+        role_key, content_key = ("from", "value") if sharegpt else ("role", "content")
         if not isinstance(m, dict) or role_key not in m or content_key not in m:
             raise DataError(f"field '{field}[{i}]' should be an object with '{role_key}' and '{content_key}'")
-        role = roles.get(m[role_key], m[role_key]) if roles else m[role_key]
+        role = SHAREGPT_ROLES.get(m[role_key], m[role_key]) if sharegpt else m[role_key]
         if role not in ("system", "user", "assistant"):
             raise DataError(f"field '{field}[{i}].{role_key}' is {m[role_key]!r}, expected system/user/assistant")
         if not isinstance(m[content_key], str):
@@ -204,7 +209,7 @@ def normalise(record, fmt):
     if fmt in ("minimind-chat", "openai", "sharegpt"):
         key = "messages" if fmt == "openai" else "conversations"
         items = _field(record, key, list)
-        msgs = (_messages(items, key, "from", "value", SHAREGPT_ROLES) if fmt == "sharegpt" else _messages(items, key))
+        msgs = _messages(items, key)
         if not any(m["role"] == "assistant" for m in msgs):
             raise DataError(f"field '{key}' has no assistant turn")
         return msgs
@@ -224,7 +229,7 @@ def normalise(record, fmt):
         return _pair([{"role": "user", "content": _field(record, "prompt", str)}], _field(record, "chosen", str),
                      _field(record, "rejected", str))
     if fmt == "sharegpt-pair":
-        prompt = _messages(_field(record, "conversations", list), "conversations", "from", "value", SHAREGPT_ROLES)
+        prompt = _messages(_field(record, "conversations", list), "conversations")
         value = lambda k: record[k]["value"] if isinstance(record.get(k), dict) else _field(record, k, str)
         return _pair(prompt, value("chosen"), value("rejected"))
     if fmt == "hh-rlhf":

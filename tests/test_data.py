@@ -22,6 +22,7 @@ CHAT = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hel
     ({"conversations": CHAT}, "chat", CHAT),
     ({"messages": CHAT}, "chat", CHAT),
     ({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}, "chat", CHAT),
+    ({"messages": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]}, "chat", CHAT),  # was refused
     ({"instruction": "hi", "input": "", "output": "hello"}, "chat", CHAT),
     ({"instruction": "hi", "input": "there", "output": "hello"}, "chat",
      [{"role": "user", "content": "hi\nthere"}, {"role": "assistant", "content": "hello"}]),
@@ -61,6 +62,7 @@ def test_alpaca_json_array_and_gzipped_jsonl(tmp_path):
     ([{"instruction": "x", "output": "y"}, {"instruction": "x"}], r"d.jsonl:2: missing field 'output'"),
     ([{"text": "ok"}, {"text": 5}], r"d.jsonl:2: field 'text' should be str, got int"),
     ([{"messages": [{"role": "robot", "content": "x"}]}], r"d.jsonl:1: field 'messages\[0\].role' is 'robot'"),
+    ([{"messages": [{"from": "human"}]}], r"d.jsonl:1: field 'messages\[0\]' should be an object with 'from' and 'value'"),
     ([{"foo": 1}], r"d.jsonl:1: cannot tell the format from fields \['foo'\]"),
     ([{"prompt": "a", "chosen": "b"}], r"d.jsonl:1: missing field 'rejected'"),
     ([{"prompt": "a", "chosen": "b", "rejected": "c"}, {"prompt": "a", "chosen": "b", "rejected": "b"}],
