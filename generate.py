@@ -9,6 +9,7 @@ Decoding uses the KV cache: the prompt is run once (prefill), then each step fee
 one token's worth of compute instead of re-reading the whole sequence.
 """
 import argparse
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -243,23 +244,37 @@ def answer_accuracy(generator, suite, max_new_tokens=48, batch_size=64):
     return sum(passed) / max(1, len(passed)), list(zip(suite, answers))
 
 
-def load_generator(run_dir, device="cpu", dtype=torch.float32, quantize=None, compile=False):
-    """Model (cast to dtype; quantize="int8" for int8 weights) and tokenizer from a run directory, as a TextGenerator."""
+def load_generator(run_dir, device="cpu", dtype=torch.float32, quantize=None, compile=False, which="best"):
+    """Model (cast to dtype; quantize="int8" for int8 weights) and tokenizer from a run directory, as a TextGenerator.
+    which: "best" (ckpt_best.pt, the best eval after training began) or "latest" (ckpt_latest.pt, the last save)."""
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"{run_dir}: checkpoint directory not found")
-    model = load_model(run_dir, device)
+    model = load_model(run_dir, device, which)
     if quantize == "int8":
         quantize_int8(model)  # from the fp32 weights, before any cast
     model = model.to(dtype)
     tokenizer = BPETokenizer.load(os.path.join(run_dir, "tokenizer.json"))
     if tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(f"{run_dir}: tokenizer has {tokenizer.vocab_size} tokens but the model only {model.config.vocab_size}")
-    return TextGenerator(model, tokenizer, compile)
+    generator = TextGenerator(model, tokenizer, compile)
+    generator.checkpoint = model.checkpoint
+    return generator
+
+
+def chat_tuned(run_dir):
+    """False when config.json says the run is pretraining only: such a model continues text, it does not answer."""
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            return json.load(f).get("stage") != "pretrain"
+    except (OSError, ValueError, AttributeError):
+        return True  # nothing says otherwise (an imported model, say)
 
 
 def main():
     p = argparse.ArgumentParser(description="Generate text from a run directory.")
     p.add_argument("--checkpoint", required=True, help="run directory (config.json, tokenizer.json, ckpt_*.pt)")
+    p.add_argument("--which", default="best", choices=["best", "latest"],
+                   help="ckpt_best.pt (the best eval after training began) or ckpt_latest.pt (the last save)")
     p.add_argument("--prompt", nargs="+", default=["Once upon a time"], help="one or more prompts (one batch)")
     p.add_argument("--chat", action="store_true", help="interactive multi-turn chat with the chat template")
     p.add_argument("--template", action="store_true", help="wrap --prompt as a user message (chat template)")
@@ -289,7 +304,11 @@ def main():
                            top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
                            num_beams=args.num_beams, length_penalty=args.length_penalty, stop_strings=args.stop,
                            seed=args.seed)  # checks the flags before the model loads
-    gen = load_generator(args.checkpoint, args.device, getattr(torch, dtype), args.quantize, args.compile)
+    gen = load_generator(args.checkpoint, args.device, getattr(torch, dtype), args.quantize, args.compile, args.which)
+    print(f"loaded {gen.checkpoint}", file=sys.stderr)  # stderr: stdout is only the generated text
+    if (args.chat or args.template) and not chat_tuned(args.checkpoint):
+        print(f"note: {args.checkpoint} is a pretraining run, never chat-tuned: it continues the chat template's text "
+              f"rather than answering (train_sft.py --init-from {args.checkpoint} makes a chat model)", file=sys.stderr)
     if args.chat:
         messages = []
         print("chat: type a message, 'exit' to quit, '/reset' to start over")

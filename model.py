@@ -577,6 +577,7 @@ def load_model(run_dir, device="cpu", which="best"):
         raise ValueError(f"{path}: holds a reward or value model, not a language model")
     model = MiniGPT(config)
     load_weights(model, ckpt["model"], ckpt.get("model_config"), source=path)
+    model.checkpoint = f"{path} (step {ckpt.get('step', '?')})"  # which weights, for the "loaded ..." lines
     return model.to(device).eval()
 
 
@@ -591,6 +592,7 @@ def load_value_model(run_dir, device="cpu", which="best", trained_head=False):
         raise ValueError(f"{path}: holds a language model, not a reward model (train one with train_reward.py)")
     else:
         load_weights(model.backbone, ckpt["model"], ckpt.get("model_config"), source=path)
+    model.checkpoint = f"{path} (step {ckpt.get('step', '?')})"
     return model.to(device).eval()
 
 

@@ -245,3 +245,33 @@ def test_what_does_not_fit_max_seq_len_is_said_once(capsys):
     fresh = TextGenerator(g.model, tok)
     assert len(fresh.generate_ids([[5] * 10], GenerationConfig(greedy=True, max_new_tokens=80, stop_on_eos=False))[0]) == 54
     assert capsys.readouterr().err.endswith("new tokens exceed max_seq_len 64: generating at most 54\n")
+
+
+def test_cli_which_picks_best_or_latest_and_says_which_file_and_step_it_loaded(gen, tmp_path):
+    import copy
+    from train_utils import save_checkpoint
+    run = make_run_dir(str(tmp_path / "run"), gen)
+    later = copy.deepcopy(gen.model)
+    with torch.no_grad():
+        later.embed.weight.mul_(-1)  # other weights: another continuation
+    save_checkpoint(os.path.join(run, "ckpt_latest.pt"), {"model": later.state_dict(), "step": 200,
+                                                          "model_config": later.config.to_dict()})
+    cfg = GenerationConfig(max_new_tokens=8, greedy=True)
+    for which, model in (("best", gen.model), ("latest", later)):
+        r = run_cli(["--checkpoint", run, "--prompt", "hello", "--max-new-tokens", "8", "--greedy", "--which", which])
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == TextGenerator(model, gen.tokenizer).generate("hello", cfg) + "\n"
+        step = "?" if which == "best" else "200"  # the fixture's best checkpoint records no step
+        assert f"loaded {os.path.join(run, f'ckpt_{which}.pt')} (step {step})" in r.stderr
+
+
+def test_cli_chat_on_a_model_never_chat_tuned_says_so_once(gen, tmp_path):
+    import json
+    run = make_run_dir(str(tmp_path / "run"), gen)
+    config = json.load(open(os.path.join(run, "config.json")))
+    with open(os.path.join(run, "config.json"), "w") as f:
+        json.dump({**config, "stage": "pretrain"}, f)
+    r = run_cli(["--checkpoint", run, "--chat", "--max-new-tokens", "3", "--greedy"], input="hi\nagain\nexit\n")
+    assert r.returncode == 0 and r.stderr.count("is a pretraining run, never chat-tuned") == 1
+    r = run_cli(["--checkpoint", make_run_dir(str(tmp_path / "sft"), gen), "--chat", "--max-new-tokens", "3"], input="hi\nexit\n")
+    assert r.returncode == 0 and "never chat-tuned" not in r.stderr
