@@ -97,25 +97,26 @@ def from_hf_state_dict(sd, cfg: MiniGPTConfig):
     return out
 
 
-def export(run_dir, out_dir):
+def export(run_dir, out_dir, which="best"):
     st = _require_safetensors()
-    model = load_model(run_dir)
+    model = load_model(run_dir, which=which)
     tokenizer = BPETokenizer.load(os.path.join(run_dir, "tokenizer.json"))
     os.makedirs(out_dir, exist_ok=True)
     cfg = model.config
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(hf_config(cfg, tokenizer), f, indent=2)
     st.save_file(to_hf_state_dict(model), os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
-    tokenizer.save(os.path.join(out_dir, "tokenizer.json"))
+    tokenizer.save(os.path.join(out_dir, "tokenizer.json"), add_bos=True)  # encode("x") = <|im_start|> x, as in training
     special = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
     with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
-        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", **special, "add_bos_token": False, "add_eos_token": False,
+        json.dump({"tokenizer_class": "PreTrainedTokenizerFast", **special, "add_bos_token": True, "add_eos_token": False,
                    "model_max_length": cfg.max_seq_len, "chat_template": BPETokenizer.CHAT_TEMPLATE_JINJA,
                    "clean_up_tokenization_spaces": False}, f, indent=2, ensure_ascii=False)
     with open(os.path.join(out_dir, "special_tokens_map.json"), "w") as f:
         json.dump(special, f, indent=2)
     with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
         json.dump({"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id, "pad_token_id": tokenizer.pad_id}, f, indent=2)
+    print(f"exported {model.checkpoint} -> {out_dir} (load with transformers.AutoModelForCausalLM.from_pretrained)")
     return out_dir
 
 
@@ -180,12 +181,13 @@ def main():
     p.add_argument("--checkpoint", help="run directory to export")
     p.add_argument("--import-hf", help="Hugging Face Llama/Mixtral folder to import")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--which", default="best", choices=["best", "latest"],
+                   help="export ckpt_best.pt (the best eval after training began) or ckpt_latest.pt (the last save)")
     args = p.parse_args()
     if bool(args.checkpoint) == bool(args.import_hf):
         p.error("give exactly one of --checkpoint or --import-hf")
     if args.checkpoint:
-        export(args.checkpoint, args.out)
-        print(f"exported {args.checkpoint} -> {args.out} (load with transformers.AutoModelForCausalLM.from_pretrained)")
+        export(args.checkpoint, args.out, args.which)
     else:
         import_hf(args.import_hf, args.out)
         print(f"imported {args.import_hf} -> {args.out} (a run directory: generate.py --checkpoint {args.out})")

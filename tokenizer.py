@@ -337,26 +337,37 @@ class BPETokenizer:
                            "+ '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
     # ------------------------------------------------------------------ Hugging Face tokenizer.json
-    def to_hf_dict(self):
+    def to_hf_dict(self, add_bos=False):
+        """tokenizer.json as Hugging Face's `tokenizers` writes it. add_bos: a post-processor puts <|im_start|> before
+        every encoded text (export_hf.py sets it), since every training document began with it: then transformers,
+        vLLM and llama.cpp continue a plain prompt exactly as generate.py does. Chat templates render their own
+        <|im_start|> and are encoded without special tokens, so they get no second one."""
         tok = lambda i: "".join(BYTE_TO_CHAR[b] for b in self.vocab_bytes[i])
         vocab = {t: i for t, i in self.special_tokens.items()}
         vocab.update({tok(i): i for i in sorted(self.vocab_bytes) if i not in self.id_to_special})
         added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
                   "normalized": False, "special": True} for t, i in sorted(self.special_tokens.items(), key=lambda x: x[1])]
         byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+        post_processor = None
+        if add_bos:
+            bos, text = {"SpecialToken": {"id": "<|im_start|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}
+            post_processor = {"type": "TemplateProcessing", "single": [bos, text],
+                              "pair": [bos, text, {"Sequence": {"id": "B", "type_id": 1}}],
+                              "special_tokens": {"<|im_start|>": {"id": "<|im_start|>", "ids": [self.bos_id],
+                                                                  "tokens": ["<|im_start|>"]}}}
         return {
             "version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
-            "pre_tokenizer": byte_level, "post_processor": None, "decoder": byte_level,
+            "pre_tokenizer": byte_level, "post_processor": post_processor, "decoder": byte_level,
             "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                       "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
                       "ignore_merges": self.ignore_merges, "vocab": vocab,
                       "merges": [f"{tok(a)} {tok(b)}" for (a, b), _ in self.merges]},
         }
 
-    def save(self, path):
+    def save(self, path, add_bos=False):
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_hf_dict(), f, ensure_ascii=False, indent=1)
+            json.dump(self.to_hf_dict(add_bos), f, ensure_ascii=False, indent=1)
         os.replace(tmp, path)  # atomic: a crash never leaves half a tokenizer.json
 
     @classmethod

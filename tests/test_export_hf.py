@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from export_hf import export, import_hf
-from generate import GenerationConfig, TextGenerator
+from generate import GenerationConfig, TextGenerator, load_generator
 from model import MiniGPT, MiniGPTConfig, load_model
 from tokenizer import BPETokenizer
 from train_utils import save_checkpoint, write_json
@@ -52,10 +52,33 @@ def test_exported_tokenizer_loads_in_autotokenizer_with_chat_template(tmp_path):
     _, tok = make_run_dir(str(tmp_path / "run"))
     hf_dir = export(str(tmp_path / "run"), str(tmp_path / "hf"))
     hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
-    assert hf_tok("the quick fox")["input_ids"] == tok.encode("the quick fox")
+    # plain text gets <|im_start|> first, as every training document had it; chat text has its own and gets no second
+    assert hf_tok("the quick fox")["input_ids"] == [tok.bos_id] + tok.encode("the quick fox")
+    assert hf_tok("the quick fox", add_special_tokens=False)["input_ids"] == tok.encode("the quick fox")
     msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     rendered = hf_tok.apply_chat_template(msgs, tokenize=False)
     assert rendered == tok.decode(tok.apply_chat_template(msgs)[0])
+    assert list(hf_tok.apply_chat_template(msgs, return_dict=True)["input_ids"]) == tok.apply_chat_template(msgs)[0]
+
+
+@pytest.fixture(scope="module")
+def exported_pretrain(stage_dirs, tmp_path_factory):
+    """The shared chain's pretrained model, exported once: (hf model, hf tokenizer, our generator)."""
+    hf_dir = export(stage_dirs["pretrain"], str(tmp_path_factory.mktemp("hf")))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    return hf, transformers.AutoTokenizer.from_pretrained(hf_dir), load_generator(stage_dirs["pretrain"])
+
+
+@pytest.mark.parametrize("prompt", ["Once upon a time", "Once upon a time ", "Mira lives in", "7 plus 5 is ", "米拉住在"])
+def test_transformers_continues_a_plain_prompt_as_generate_py_does(exported_pretrain, prompt):
+    """AutoTokenizer(prompt) + model.generate gives generate.py's greedy text, trailing space or not: both start the
+    prompt with <|im_start|> as training did (without it the continuations differed)."""
+    hf, hf_tok, ours = exported_pretrain
+    inputs = hf_tok(prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = hf.generate(**inputs, max_new_tokens=24, do_sample=False)
+    theirs = hf_tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert theirs == ours.generate(prompt, GenerationConfig(max_new_tokens=24, greedy=True))
 
 
 def test_import_hf_round_trips_to_identical_weights(tmp_path):
@@ -103,3 +126,13 @@ def test_import_hf_names_a_damaged_folder_and_writes_nothing(tmp_path, damage, m
     with pytest.raises((ValueError, OSError), match=message):  # both end in one line through tu.cli
         import_hf(hf, str(tmp_path / "back"))
     assert not (tmp_path / "back").exists()  # every check comes before the run directory is made
+
+
+def test_export_which_latest_exports_the_last_save(tmp_path, capsys):
+    model, _ = make_run_dir(str(tmp_path / "run"))
+    later = {k: v * 2 for k, v in model.state_dict().items()}
+    save_checkpoint(str(tmp_path / "run" / "ckpt_latest.pt"), {"model": later, "model_config": model.config.to_dict(), "step": 9})
+    hf_dir = export(str(tmp_path / "run"), str(tmp_path / "hf"), which="latest")
+    assert f"exported {tmp_path / 'run' / 'ckpt_latest.pt'} (step 9) -> {hf_dir}" in capsys.readouterr().out
+    hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+    assert torch.equal(hf.model.embed_tokens.weight, later["embed.weight"])
