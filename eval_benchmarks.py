@@ -230,16 +230,22 @@ def wikitext_detokenize(text):
 
 
 def read_wikitext(path):
-    """WikiText raw text, split into articles at each top-level heading line (" = Title = "), as the harness's
-    document-level set is. Each Item keeps the article (page) for the word and byte counts."""
+    """WikiText raw text as the pages of the harness's document-level set (EleutherAI/wikitext_document_level): a page
+    starts at each top-level heading line (" = Title = "; " = = Section = = " is not one) and its lines are joined
+    with "\n", so it ends without one. CRLF line endings (a common copy of wiki.test.raw) are read as LF: kept, the
+    \r stayed in every line and, counted as one line, the whole file was one page. Each Item keeps its page for the
+    word and byte counts."""
+    text = read_text(path).replace("\r\n", "\n").replace("\r", "\n")
     pages, current = [], []
-    for line in read_text(path).splitlines(keepends=True):
-        if re.fullmatch(r" = [^=].* = \n?", line) and any(l.strip() for l in current):
-            pages.append("".join(current))
+    for line in text.split("\n"):
+        squeezed = line.replace("= = =", "===").replace("= =", "==").strip()
+        if squeezed.startswith("= ") and squeezed.endswith(" ="):  # a title: the page so far ends here
+            if "\n".join(current).strip():
+                pages.append("\n".join(current))
             current = []
         current.append(line)
-    if any(l.strip() for l in current):
-        pages.append("".join(current))
+    if "\n".join(current).strip():
+        pages.append("\n".join(current))
     return [Item([("", page)]) for page in pages]
 
 
@@ -349,23 +355,31 @@ class Scorer:
 
     def encode_pair(self, context, continuation):
         """Token ids of (context, continuation) as the harness splits them: encode the whole string and take the
-        continuation as what follows the context's tokens, trailing spaces moved to the continuation first."""
+        continuation as what follows the context's tokens, trailing spaces moved to the continuation first.
+        Every scored text starts with prefix_id (<|im_start|> for our models), as every pretraining document and
+        every generate.py prompt does: lm-evaluation-harness with add_bos_token=True (its default for a model
+        exported by export_hf.py, whose tokenizer adds it) splits and scores the same tokens."""
         if not context:
             return [self.prefix_id], self.encode(continuation)  # nothing to condition on: start from the document token
         n_spaces = len(context) - len(context.rstrip())
         if n_spaces:
             context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-        context_ids = self.encode(context)
-        return context_ids, self.encode(context + continuation)[len(context_ids):]
+        context_ids = [self.prefix_id] + self.encode(context)
+        return context_ids, ([self.prefix_id] + self.encode(context + continuation))[len(context_ids):]
 
     def fit(self, context_ids, continuation_ids):
-        """Left-truncate to the window: the model reads at most max_len tokens (context + continuation minus its last)."""
+        """Left-truncate to the window: the model reads at most max_len tokens (context + continuation minus its
+        last). A continuation longer than the window itself keeps only its last max_len tokens (too_long says so;
+        the harness refuses such items)."""
         full = context_ids + continuation_ids
         if len(full) <= self.max_len + 1:
             return context_ids, continuation_ids
         full = full[-(self.max_len + 1):]
         n_context = max(1, len(full) - len(continuation_ids))
         return full[:n_context], full[n_context:]
+
+    def too_long(self, continuation_ids):
+        return len(continuation_ids) > self.max_len
 
 
 def our_scorer(run_dir, which="best", device="cpu", dtype=torch.float32):
@@ -472,15 +486,19 @@ def score_shared_context(scorer, pairs, batch_size, bar=None):
 
 
 def loglikelihoods(scorer, string_pairs, batch_size=32, share_context=True, bar=None):
-    """[(log P(continuation | context), is_greedy)] for (context, continuation) strings, in order."""
-    encoded = {}  # lambada-style duplicates and repeated questions: encode each distinct pair once
+    """([(log P(continuation | context), is_greedy)] for (context, continuation) strings in order, the set of pairs
+    whose continuation alone is longer than the model's context window and was scored on its last tokens only)."""
+    encoded, too_long = {}, set()  # lambada-style duplicates and repeated questions: encode each distinct pair once
     for p in string_pairs:
         if p not in encoded:
-            encoded[p] = scorer.fit(*scorer.encode_pair(*p))
+            context_ids, continuation_ids = scorer.encode_pair(*p)
+            if scorer.too_long(continuation_ids):
+                too_long.add(p)
+            encoded[p] = scorer.fit(context_ids, continuation_ids)
     pairs = [encoded[p] for p in string_pairs]
     if share_context and scorer.model is not None:
-        return score_shared_context(scorer, pairs, batch_size, bar)
-    return score_each(scorer, pairs, batch_size, bar)
+        return score_shared_context(scorer, pairs, batch_size, bar), too_long
+    return score_each(scorer, pairs, batch_size, bar), too_long
 
 
 def rolling_windows(tokens, prefix_id, max_len, stride=None):
@@ -521,7 +539,7 @@ def bootstrap_stderr(fn, values, iters=1000, seed=1234):
 def evaluate_task(scorer, task, items, batch_size=32, share_context=True, progress=True, stride=None):
     """Score one task's items; returns {"metrics": {name: (value, stderr)}, "n", "chance", "lls", ...}."""
     from tqdm import tqdm
-    start, tokens_before = time.perf_counter(), scorer.tokens
+    start, tokens_before, n_too_long = time.perf_counter(), scorer.tokens, 0
     if task == "wikitext2":
         docs = [scorer.encode(wikitext_detokenize(item.pairs[0][1])) for item in items]
         windows = [(d, w) for d, tokens in enumerate(docs) for w in rolling_windows(tokens, scorer.prefix_id, scorer.max_len, stride)]
@@ -541,7 +559,13 @@ def evaluate_task(scorer, task, items, batch_size=32, share_context=True, progre
     else:
         requests = [p for item in items for p in item.pairs]
         with tqdm(total=len(requests), desc=task, disable=not progress, leave=False) as bar:
-            scores = iter(loglikelihoods(scorer, requests, batch_size, share_context, bar))
+            scores, too_long = loglikelihoods(scorer, requests, batch_size, share_context, bar)
+            scores = iter(scores)
+        n_too_long = sum(any(p in too_long for p in item.pairs) for item in items)
+        if n_too_long:  # PIQA has answers of 300+ tokens: the harness refuses those items, we say how many we kept
+            print(f"warning: {task}: {n_too_long} of {len(items)} items have an answer longer than the model's "
+                  f"{scorer.max_len}-token context; each such answer was scored on its last {scorer.max_len} tokens only "
+                  f"(lm-evaluation-harness refuses these items)")
         per_item = [[next(scores) for _ in item.pairs] for item in items]
         lls = [[ll for ll, _ in s] for s in per_item]
         if task == "lambada":
@@ -561,7 +585,7 @@ def evaluate_task(scorer, task, items, batch_size=32, share_context=True, progre
     seconds = time.perf_counter() - start
     tokens = scorer.tokens - tokens_before
     return {"metrics": metrics, "n": len(items), "chance": chance, "lls": lls, "seconds": seconds,
-            "tokens": tokens, "tokens_per_sec": tokens / max(seconds, 1e-9)}
+            "tokens": tokens, "tokens_per_sec": tokens / max(seconds, 1e-9), "answers_longer_than_context": n_too_long}
 
 
 def fmt(x):
@@ -652,6 +676,7 @@ def main(argv=None):
               "limit": args.limit, "dtype": args.dtype, "stride": args.stride, "tokens": scorer.tokens, "seconds": seconds,
               "tokens_per_sec": scorer.tokens / max(seconds, 1e-9),
               "results": {task: {"file": found[task], "n": r["n"], "seconds": r["seconds"], "tokens_per_sec": r["tokens_per_sec"],
+                                 "answers_longer_than_context": r["answers_longer_than_context"],
                                  "metrics": {name: {"value": v, "stderr": s, "chance": r["chance"].get(name)}
                                              for name, (v, s) in r["metrics"].items()}}
                           for task, r in results.items()}}

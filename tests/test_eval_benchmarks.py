@@ -85,10 +85,11 @@ def bench(tmp_path_factory):
 
 
 def reference_ll(model, tok, context, continuation):
-    """The harness's loglikelihood written out plainly: split the tokens as it does, keep the last MAX_LEN + 1,
-    one full forward pass, sum the continuation's log-probs."""
-    context_ids = tok.encode(context) if context else [tok.bos_id]
-    continuation_ids = tok.encode(context + continuation)[len(context_ids):] if context else tok.encode(continuation)
+    """The harness's loglikelihood written out plainly (with add_bos_token=True): split the tokens as it does, keep
+    the last MAX_LEN + 1, one full forward pass, sum the continuation's log-probs."""
+    context_ids = [tok.bos_id] + tok.encode(context) if context else [tok.bos_id]
+    continuation_ids = ([tok.bos_id] + tok.encode(context + continuation))[len(context_ids):] if context \
+        else tok.encode(continuation)
     full = (context_ids + continuation_ids)[-(MAX_LEN + 1):]
     with torch.no_grad():
         logprobs = model(torch.tensor([full[:-1]])).logits[0].log_softmax(-1)
@@ -351,3 +352,66 @@ def test_nothing_is_fetched_without_download(bench, monkeypatch, tmp_path):
         raise AssertionError("network used")
     monkeypatch.setattr(urllib.request, "urlopen", no_network)
     eb.main(["--checkpoint", bench["run"], "--data-dir", bench["data"], "--tasks", "lambada", "--out", str(tmp_path / "r.json")])
+
+
+def test_wikitext_with_crlf_line_endings_reads_as_the_lf_copy(bench, tmp_path):
+    """A CRLF copy of wiki.test.raw was one page (n=1) with the \\r in the text and the counts."""
+    (tmp_path / "wiki.test.raw").write_bytes(WIKITEXT.replace("\n", "\r\n").encode())
+    crlf = [i.pairs[0][1] for i in eb.load_task(str(tmp_path / "wiki.test.raw"), "wikitext2")]
+    lf = [i.pairs[0][1] for i in items_of(bench, "wikitext2")]
+    assert crlf == lf and len(lf) == 2 and not any("\r" in page for page in crlf)
+
+
+def test_wikitext_pages_are_joined_as_the_official_document_level_loader_does(bench):
+    pages = [i.pairs[0][1] for i in items_of(bench, "wikitext2")]
+    assert pages[0].startswith(" = Stone Bridge = \n \n The Stone Bridge") and pages[0].endswith("lower than the old ones . \n ")
+    assert pages[1].startswith(" = River Mill = ") and pages[1].endswith("a small garden . \n")  # the file's last newline
+
+
+def test_an_answer_longer_than_the_context_is_counted_and_warned_about(bench, tmp_path, capsys):
+    rows = [{"goal": "How do I fold a map?", "sol1": " ".join(["fold it along the lines again"] * 20), "sol2": "Crumple it."}]
+    (tmp_path / "piqa_valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "piqa_valid-labels.lst").write_text("0\n")
+    result = eb.evaluate_task(eb.our_scorer(bench["run"]), "piqa", eb.load_task(str(tmp_path / "piqa_valid.jsonl"), "piqa"),
+                              progress=False)
+    assert result["answers_longer_than_context"] == 1
+    assert f"piqa: 1 of 1 items have an answer longer than the model's {MAX_LEN}-token context" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def harness(bench, tmp_path_factory):
+    """lm-evaluation-harness's HFLM on the bench model exported to a Hugging Face folder, for each add_bos_token."""
+    pytest.importorskip("lm_eval", reason="optional: pip install -r requirements-extras.txt")
+    pytest.importorskip("safetensors", reason="optional: pip install -r requirements-extras.txt")
+    from lm_eval.models.huggingface import HFLM
+
+    from export_hf import export
+    hf_dir = export(bench["run"], str(tmp_path_factory.mktemp("hf")))
+    return {bos: HFLM(pretrained=hf_dir, device="cpu", batch_size=4, add_bos_token=bos) for bos in (True, False)}
+
+
+def harness_requests(kind, arguments):
+    from lm_eval.api.instance import Instance
+    return [Instance(request_type=kind, doc={}, arguments=args, idx=0) for args in arguments]
+
+
+@pytest.mark.parametrize("task", ["hellaswag", "arc_easy", "arc_challenge", "boolq", "piqa", "winogrande", "lambada", "town_quiz"])
+def test_loglikelihoods_equal_lm_evaluation_harness_with_add_bos_token(bench, harness, task):
+    """Our rule (every context starts with <|im_start|>, as training documents do) is the harness's add_bos_token=True,
+    which is also its default on an export_hf.py folder: the same log-likelihood for every (context, answer)."""
+    items = items_of(bench, task)
+    ours = eb.evaluate_task(eb.our_scorer(bench["run"]), task, items, batch_size=3, progress=False)["lls"]
+    pairs = [p for item in items for p in item.pairs]
+    theirs = iter(ll for ll, _ in harness[True].loglikelihood(harness_requests("loglikelihood", pairs), disable_tqdm=True))
+    for item, lls in zip(items, ours):
+        assert lls == pytest.approx([next(theirs) for _ in item.pairs], abs=1e-4)
+
+
+def test_wikitext_page_loglikelihoods_equal_lm_evaluation_harness_rolling(bench, harness):
+    """WikiText: each page's tokens after the <|im_start|> prefix, in disjoint windows. The harness does exactly that
+    with add_bos_token=False; with True it puts a second <|im_start|> in the page and scores p(BOS | BOS) as well."""
+    items = items_of(bench, "wikitext2")
+    ours = eb.evaluate_task(eb.our_scorer(bench["run"]), "wikitext2", items, progress=False)["lls"]
+    pages = [(eb.wikitext_detokenize(item.pairs[0][1]),) for item in items]
+    theirs = harness[False].loglikelihood_rolling(harness_requests("loglikelihood_rolling", pages), disable_tqdm=True)
+    assert ours == pytest.approx(theirs, abs=1e-3)
