@@ -29,6 +29,7 @@ import json
 import os
 import random
 import re
+import shutil
 import zlib
 from dataclasses import dataclass
 
@@ -69,8 +70,16 @@ def read_text(path):
         raise DataError(f"{path}:{line}: bytes are not valid UTF-8 ({e.reason} at byte {e.start})") from None
 
 
+SUPPORTED_FILES = ".txt or .raw (plain text), .json (an array of records), .jsonl or .jsonl.gz (one record per line)"
+UNSUPPORTED_FILES = {".csv": "CSV", ".tsv": "TSV", ".parquet": "Parquet", ".arrow": "Arrow", ".xlsx": "Excel", ".xls": "Excel"}
+
+
 def iter_raw_records(path):
     """(line_number, record) for a .txt (documents by blank lines), .json array, or .jsonl(.gz) file."""
+    kind = UNSUPPORTED_FILES.get(os.path.splitext(path[:-3] if path.endswith(".gz") else path)[1].lower())
+    if kind:  # else it is read as JSON Lines and fails on line 1 with "invalid JSON", which says nothing useful
+        raise DataError(f"{path}: {kind} is not a supported format; use {SUPPORTED_FILES} (record formats: "
+                        f"{', '.join(FORMAT_KIND)})")
     text = read_text(path)
     if not text.strip():
         raise DataError(f"{path}: file is empty")
@@ -290,7 +299,7 @@ def read_records(path, kind, fmt=None, skip_bad_lines=False, skipped=None):
         except DataError as e:
             message = f"{path}:{line}: {e}"
             if not skip_bad_lines:
-                raise DataError(message) from None
+                raise DataError(f"{message} (fix the record, or pass --skip-bad-lines to skip and count bad records)") from None
             if skipped is not None:
                 skipped.append(message)
     return records
@@ -428,23 +437,33 @@ def build_token_cache(train_texts, val_texts, tokenizer, cache_dir, key, stats=N
     if os.path.isfile(meta_path):
         with open(meta_path) as f:
             return d, json.load(f)
-    os.makedirs(d, exist_ok=True)
-    meta = {"dtype": np.dtype(token_dtype(tokenizer.vocab_size)).name, "vocab_size": tokenizer.vocab_size}
-    doc_tokens = {}
-    for split, texts in (("train", train_texts), ("val", val_texts)):
-        doc_tokens[split], n_bytes = write_token_file(os.path.join(d, f"{split}.bin"), texts, tokenizer, desc=f"tokenizing {split}")
-        meta[split] = {"documents": len(texts), "tokens": int(sum(doc_tokens[split])), "bytes": n_bytes}
-    if stats is not None:  # records are concatenated source by source, so each source is a slice of the documents
-        start = {"train": 0, "val": 0}
-        for source in stats["sources"].values():
-            for split, count in (("train", source["train"]), ("val", source["validation"])):
-                source[f"{split}_tokens"] = int(sum(doc_tokens[split][start[split]:start[split] + count]))
-                start[split] += count
-        meta["stats"] = stats
-    tmp = meta_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(tmp, meta_path)  # meta.json last: its presence means the cache is complete
+    # built in a folder of its own, renamed into place when complete: an interrupted run leaves no half cache
+    made_cache_dir = not os.path.isdir(cache_dir)
+    building = f"{d}.building-{os.getpid()}"
+    os.makedirs(building)
+    try:
+        meta = {"dtype": np.dtype(token_dtype(tokenizer.vocab_size)).name, "vocab_size": tokenizer.vocab_size}
+        doc_tokens = {}
+        for split, texts in (("train", train_texts), ("val", val_texts)):
+            doc_tokens[split], n_bytes = write_token_file(os.path.join(building, f"{split}.bin"), texts, tokenizer,
+                                                          desc=f"tokenizing {split}")
+            meta[split] = {"documents": len(texts), "tokens": int(sum(doc_tokens[split])), "bytes": n_bytes}
+        if stats is not None:  # records are concatenated source by source, so each source is a slice of the documents
+            start = {"train": 0, "val": 0}
+            for source in stats["sources"].values():
+                for split, count in (("train", source["train"]), ("val", source["validation"])):
+                    source[f"{split}_tokens"] = int(sum(doc_tokens[split][start[split]:start[split] + count]))
+                    start[split] += count
+            meta["stats"] = stats
+        with open(os.path.join(building, "meta.json"), "w") as f:
+            json.dump(meta, f, indent=1)
+        shutil.rmtree(d, ignore_errors=True)  # an unfinished cache of an older version
+        os.replace(building, d)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        if made_cache_dir and not os.listdir(cache_dir):
+            os.rmdir(cache_dir)
+        raise
     return d, meta
 
 
@@ -503,8 +522,8 @@ def get_batch(dataset, indices):
 
 def regression_suite(path):
     """[(prompt, expected)] from a JSONL of {"prompt", "expected"}, or the built-in held-out questions when path is
-    None. A response passes when it contains the expected answer (builtin_data.check_answer)."""
-    if path is None:
+    None or 'builtin'. A response passes when it contains the expected answer (builtin_data.check_answer)."""
+    if path in (None, "builtin"):
         import builtin_data
         return [(it["prompt"], it["answer"]) for it in builtin_data.checkable_prompts(split="heldout")]
     suite = []

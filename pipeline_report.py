@@ -32,7 +32,8 @@ def report(out_dir, config):
         evals = [r for r in read_metrics(path) if best_key in r]
         if not evals:
             continue
-        best = (max if higher else min)(evals, key=lambda r: r[best_key])
+        trained = [r for r in evals if r["step"] > 0] or evals  # step 0 is the start, never the best (train_utils.StopRules)
+        best = (max if higher else min)(trained, key=lambda r: r[best_key])
         for key, label in metrics:
             if key in evals[0]:
                 rows.append((stage, label, evals[0][key], best.get(key), best["step"]))

@@ -85,9 +85,9 @@ def sequence_logprobs(model, ids, lengths, prompt_lengths, average=False):
     return total / response_mask.sum(-1).clamp(min=1) if average else total
 
 
-def pair_metrics(losses, chosen_rewards, rejected_rewards, policy_chosen, policy_rejected, prefix=""):
-    """The numbers TRL's DPOTrainer logs, under the same names."""
-    return {f"{prefix}loss": losses.mean().item(),
+def pair_metrics(loss, chosen_rewards, rejected_rewards, policy_chosen, policy_rejected, prefix=""):
+    """The numbers TRL's DPOTrainer logs, under the same names; `loss` is the batch's loss (a scalar)."""
+    return {f"{prefix}loss": loss.item(),
             f"{prefix}rewards/chosen": chosen_rewards.mean().item(),
             f"{prefix}rewards/rejected": rejected_rewards.mean().item(),
             f"{prefix}rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
@@ -102,7 +102,7 @@ def main(argv=None):
 
     # ------------------------------------------------------------------------- 2. setup
     run = tu.setup(args)
-    os.makedirs(os.path.join(args.out_dir, "plots"), exist_ok=True)
+    tu.prepare_run_dir(args, run)  # refuses a folder that holds a run, unless --resume or --overwrite
 
     # ------------------------------------------------------------------------- 3. data and tokenizer
     tokenizer = tu.copy_tokenizer(args, run)
@@ -152,7 +152,7 @@ def main(argv=None):
         return reference_logprobs(dataset, indices)
 
     if run.master:
-        print(f"policy and reference: {policy.num_params() / 1e6:.2f}M parameters each, from {args.init_from}; "
+        print(f"policy and reference: {policy.num_params() / 1e6:.2f}M parameters each, from {policy.checkpoint}; "
               f"{args.loss_type} loss, beta {args.beta}")
         tu.write_run_config(args, policy.config, tokenizer)
 
@@ -178,21 +178,20 @@ def main(argv=None):
             B = len(indices)
             losses, chosen_r, rejected_r = dpo_loss(logps[:B], logps[B:], ref[:B], ref[B:], args.beta,
                                                     args.loss_type, args.label_smoothing)
-            for k, v in pair_metrics(losses, chosen_r, rejected_r, logps[:B], logps[B:], "eval_").items():
+            for k, v in pair_metrics(losses.mean(), chosen_r, rejected_r, logps[:B], logps[B:], "eval_").items():
                 sums[k] = sums.get(k, 0.0) + v * B
             count += B
         policy.train()
         return {k: tu.all_reduce_mean(v / max(1, count), run) for k, v in sums.items()}
 
     def save(step, is_best):
-        tu.save_run(args, tu.training_state(run, policy, optimizer, step, args, best_val_loss, {
-            "evals_without_improvement": stop_rules.evals_without_improvement}), is_best)
+        tu.save_run(args, tu.training_state(run, policy, optimizer, step, args, best_val_loss, stop_rules.state()), is_best)
 
     def eval_and_save(step):
         nonlocal best_val_loss
         metrics = evaluate()
         val_loss = metrics["eval_loss"]
-        improved = stop_rules.update(val_loss, best_val_loss)
+        improved = stop_rules.update(step, val_loss, best_val_loss)  # step 0 (the SFT model) is the baseline
         if improved:
             best_val_loss = val_loss
         if run.master:
@@ -218,10 +217,11 @@ def main(argv=None):
         return inspect_first_batch(args, run, policy, raw_policy, optimizer, train_ds, sampler, tokenizer, ref_logprobs)
 
     # ------------------------------------------------------------------------- 6. the loop
-    stop_rules = tu.StopRules(args, run)
-    stop_rules.evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
+    stop_rules = tu.StopRules(args, run, ckpt)
+    eta = tu.ETA(args, run, step)  # after the first step: how long the whole run will take on this machine
     if not ckpt:
         eval_and_save(0)  # the SFT model's numbers (loss log 2, margin 0): what DPO is measured against
+        eta.eval_done()
     policy.train()
     B, G, W = args.batch_size, args.grad_accum, run.world_size
     bad_steps, t_last, steps_since_log = tu.BadSteps(args), time.time(), 0
@@ -242,13 +242,13 @@ def main(argv=None):
                         logps = sequence_logprobs(policy, ids, lengths, prompt_lengths, average_logprobs)  # (2B,)
                     losses, chosen_rewards, rejected_rewards = dpo_loss(
                         logps[:B], logps[B:], ref[:B], ref[B:], args.beta, args.loss_type, args.label_smoothing)
-                    loss = losses.mean()
+                    loss = losses.mean()  # what is optimised (and logged as "loss")
                     if args.rpo_alpha:
                         nll = chosen_nll(logps[:B], lengths[:B] - prompt_lengths[:B], average_logprobs)
                         loss = loss + args.rpo_alpha * nll
                         metrics["nll_loss"] = metrics.get("nll_loss", 0.0) + nll.item() / G
-                    run.scaler.scale(loss / G).backward()
-                for k, v in pair_metrics(losses, chosen_rewards, rejected_rewards, logps[:B], logps[B:]).items():
+                    run.scaler.scale(loss / G).backward()  # / G: the step's gradient is the mean over micro-steps
+                for k, v in pair_metrics(loss, chosen_rewards, rejected_rewards, logps[:B], logps[B:]).items():
                     metrics[k] = metrics.get(k, 0.0) + v / G
         except torch.cuda.OutOfMemoryError:
             optimizer.zero_grad(set_to_none=True)
@@ -262,6 +262,7 @@ def main(argv=None):
         step += 1
         steps_since_log += 1
         bar.update(1)
+        eta.step_done(step)
 
         if step % args.log_interval == 0 or step == args.max_steps:
             pairs_per_sec = B * G * W * steps_since_log / (time.time() - t_last)
@@ -289,7 +290,8 @@ def main(argv=None):
     if run.master:
         evals = [r for r in tu.read_metrics(log.path) if "eval_rewards/accuracies" in r]
         print(f"done: step {step}; held-out preference accuracy {evals[0]['eval_rewards/accuracies']:.3f} -> "
-              f"{evals[-1]['eval_rewards/accuracies']:.3f}; run directory {args.out_dir}")
+              f"{evals[-1]['eval_rewards/accuracies']:.3f}; {stop_rules.summary(best_val_loss, 'held-out DPO loss')}; "
+              f"run directory {args.out_dir}")
     return best_val_loss
 
 

@@ -142,7 +142,7 @@ def main(argv=None):
 
     # ------------------------------------------------------------------------- 2. setup
     run = tu.setup(args)
-    os.makedirs(os.path.join(args.out_dir, "plots"), exist_ok=True)
+    tu.prepare_run_dir(args, run)  # refuses a folder that holds a run, unless --resume or --overwrite
 
     # ------------------------------------------------------------------------- 3. data and tokenizer
     tokenizer = tu.copy_tokenizer(args, run)
@@ -180,7 +180,7 @@ def main(argv=None):
                                    {"params": [p for p in critic.parameters() if p.requires_grad],
                                     "lr_scale": args.value_lr / args.lr}], lr=args.lr, weight_decay=args.weight_decay)
     if run.master:
-        print(f"actor/reference {policy.num_params() / 1e6:.2f}M from {args.init_from}; critic from {args.critic_from}"
+        print(f"actor/reference {policy.num_params() / 1e6:.2f}M from {policy.checkpoint}; critic from {args.critic_from}"
               + (f"; reward model {args.reward_model}" if reward_model else ""))
         tu.write_run_config(args, policy.config, tokenizer)
 
@@ -235,13 +235,12 @@ def main(argv=None):
 
     def save(step, is_best):
         tu.save_run(args, tu.training_state(run, policy, optimizer, step, args, best_val_loss, {
-            "critic": raw_critic.state_dict(), "kl_coef": kl_coef,
-            "evals_without_improvement": stop_rules.evals_without_improvement}), is_best)
+            "critic": raw_critic.state_dict(), "kl_coef": kl_coef, **stop_rules.state()}), is_best)
 
     def eval_and_save(step):
         nonlocal best_val_loss
         metrics, example = evaluate()
-        improved = stop_rules.update(-metrics["val_reward"], best_val_loss)  # best = highest held-out reward
+        improved = stop_rules.update(step, -metrics["val_reward"], best_val_loss)  # best = highest held-out reward
         if improved:
             best_val_loss = -metrics["val_reward"]
         if run.master:
@@ -259,10 +258,11 @@ def main(argv=None):
         return inspect_first_rollout(args, run, tokenizer, train_prompts, train_ids, sampler, rollout)
 
     # ------------------------------------------------------------------------- 6. the loop
-    stop_rules = tu.StopRules(args, run)
-    stop_rules.evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
+    stop_rules = tu.StopRules(args, run, ckpt)
+    eta = tu.ETA(args, run, step)  # after the first update: how long the whole run will take on this machine
     if not ckpt:
         eval_and_save(0)  # the SFT model's held-out reward and accuracy: what PPO is measured against
+        eta.eval_done()
     N, M, G, W = args.rollout_batch, args.minibatch_size, args.grad_accum, run.world_size
     bad_steps, t_last = tu.BadSteps(args), time.time()
     bar = tu.progress(total=args.max_steps, initial=step, disable=not run.master)
@@ -325,6 +325,7 @@ def main(argv=None):
             kl_coef *= 1 + error * N * W / args.kl_horizon
         step += 1
         bar.update(1)
+        eta.step_done(step)
 
         if step % args.log_interval == 0 or step == args.max_steps:
             row = {"step": step, "reward": tu.all_reduce_mean(batch["scores"].mean().item(), run), "kl": mean_kl,
@@ -355,12 +356,12 @@ def main(argv=None):
 
     # ------------------------------------------------------------------------- 7. final save and plot
     if run.master:
-        evals = [r for r in tu.read_metrics(log.path) if "val_reward" in r]
-        best = max(evals, key=lambda r: r["val_reward"])
-        accuracy = (f", accuracy {evals[0]['val_accuracy']:.3f} -> {best['val_accuracy']:.3f}"
-                    if "val_accuracy" in best else "")
-        print(f"done: step {step}; held-out reward {evals[0]['val_reward']:+.3f} -> {best['val_reward']:+.3f}{accuracy} "
-              f"(best checkpoint, step {best['step']}, KL {best['val_kl']:.3f}); run directory {args.out_dir}")
+        evals = {r["step"]: r for r in tu.read_metrics(log.path) if "val_reward" in r}
+        first, best = evals[min(evals)], evals.get(stop_rules.best_step, evals[max(evals)])
+        accuracy = f", accuracy {first['val_accuracy']:.3f} -> {best['val_accuracy']:.3f}" if "val_accuracy" in best else ""
+        print(f"done: step {step}; held-out reward {first['val_reward']:+.3f} -> {best['val_reward']:+.3f}{accuracy} "
+              f"(KL {best['val_kl']:.3f}); {stop_rules.summary(best_val_loss, 'held-out reward', sign=-1)}; "
+              f"run directory {args.out_dir}")
     return best_val_loss
 
 

@@ -48,9 +48,10 @@ def reward_loss(chosen_rewards, rejected_rewards, margin=0.0):
     return -F.logsigmoid(chosen_rewards - rejected_rewards - margin)
 
 
-def reward_metrics(losses, chosen_rewards, rejected_rewards, prefix=""):
+def reward_metrics(loss, chosen_rewards, rejected_rewards, prefix=""):
+    """Logged per step (and per eval, prefixed eval_); `loss` is the batch's loss (a scalar)."""
     rewards = torch.cat([chosen_rewards, rejected_rewards]).detach()
-    return {f"{prefix}loss": losses.mean().item(),
+    return {f"{prefix}loss": loss.item(),
             f"{prefix}accuracy": (chosen_rewards > rejected_rewards).float().mean().item(),
             f"{prefix}rewards/chosen": chosen_rewards.mean().item(),
             f"{prefix}rewards/rejected": rejected_rewards.mean().item(),
@@ -78,7 +79,7 @@ def main(argv=None):
 
     # ------------------------------------------------------------------------- 2. setup
     run = tu.setup(args)
-    os.makedirs(os.path.join(args.out_dir, "plots"), exist_ok=True)
+    tu.prepare_run_dir(args, run)  # refuses a folder that holds a run, unless --resume or --overwrite
 
     # ------------------------------------------------------------------------- 3. data and tokenizer
     tokenizer = tu.copy_tokenizer(args, run)
@@ -100,7 +101,8 @@ def main(argv=None):
     optimizer = model.configure_optimizer(args.lr, args.weight_decay, device_type=run.device_type)
     if run.master:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        print(f"reward model: {model.num_params() / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trained) from {args.init_from}")
+        print(f"reward model: {model.num_params() / 1e6:.2f}M parameters ({trainable / 1e6:.2f}M trained) from "
+              f"{model.checkpoint}")
         tu.write_run_config(args, model.config, tokenizer)
 
     # ------------------------------------------------------------------------- 5. resume
@@ -125,18 +127,17 @@ def main(argv=None):
             rejected.append(rewards[len(indices):])
         model.train()
         chosen, rejected = torch.cat(chosen), torch.cat(rejected)
-        metrics = reward_metrics(reward_loss(chosen, rejected, args.margin), chosen, rejected, "eval_")
+        metrics = reward_metrics(reward_loss(chosen, rejected, args.margin).mean(), chosen, rejected, "eval_")
         return {k: tu.all_reduce_mean(v, run) for k, v in metrics.items()}
 
     def save(step, is_best):
-        tu.save_run(args, tu.training_state(run, model, optimizer, step, args, best_val_loss, {
-            "evals_without_improvement": stop_rules.evals_without_improvement}), is_best)
+        tu.save_run(args, tu.training_state(run, model, optimizer, step, args, best_val_loss, stop_rules.state()), is_best)
 
     def eval_and_save(step):
         nonlocal best_val_loss
         metrics = evaluate()
         val_loss = metrics["eval_loss"]
-        improved = stop_rules.update(val_loss, best_val_loss)
+        improved = stop_rules.update(step, val_loss, best_val_loss)  # step 0 (an untrained head) is the baseline
         if improved:
             best_val_loss = val_loss
         if run.master:
@@ -154,10 +155,11 @@ def main(argv=None):
         return inspect_first_batch(args, run, model, raw_model, optimizer, train_ds, sampler, tokenizer)
 
     # ------------------------------------------------------------------------- 6. the loop
-    stop_rules = tu.StopRules(args, run)
-    stop_rules.evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
+    stop_rules = tu.StopRules(args, run, ckpt)
+    eta = tu.ETA(args, run, step)  # after the first step: how long the whole run will take on this machine
     if not ckpt:
         eval_and_save(0)  # an untrained head: accuracy near chance
+        eta.eval_done()
     model.train()
     B, G, W = args.batch_size, args.grad_accum, run.world_size
     bad_steps, t_last, steps_since_log = tu.BadSteps(args), time.time(), 0
@@ -175,9 +177,9 @@ def main(argv=None):
                     with tu.autocast(run):
                         values, aux_loss = model(ids)  # chosen rows then rejected rows, one forward
                     rewards = rewards_at_last_token(values, lengths)
-                    losses = reward_loss(rewards[:B], rewards[B:], args.margin)
-                    run.scaler.scale((losses.mean() + aux_loss) / G).backward()
-                for k, v in reward_metrics(losses, rewards[:B], rewards[B:]).items():
+                    loss = reward_loss(rewards[:B], rewards[B:], args.margin).mean() + aux_loss  # optimised and logged
+                    run.scaler.scale(loss / G).backward()  # / G: the step's gradient is the mean over micro-steps
+                for k, v in reward_metrics(loss, rewards[:B], rewards[B:]).items():
                     metrics[k] = metrics.get(k, 0.0) + v / G
         except torch.cuda.OutOfMemoryError:
             optimizer.zero_grad(set_to_none=True)
@@ -191,6 +193,7 @@ def main(argv=None):
         step += 1
         steps_since_log += 1
         bar.update(1)
+        eta.step_done(step)
 
         if step % args.log_interval == 0 or step == args.max_steps:
             pairs_per_sec = B * G * W * steps_since_log / (time.time() - t_last)
@@ -216,10 +219,10 @@ def main(argv=None):
 
     # ------------------------------------------------------------------------- 7. final save and plot
     if run.master:
-        evals = [r for r in tu.read_metrics(log.path) if "eval_accuracy" in r]
-        best = min(evals, key=lambda r: r["val_loss"])
-        print(f"done: step {step}; held-out pairwise accuracy {evals[0]['eval_accuracy']:.3f} -> "
-              f"{best['eval_accuracy']:.3f} (best checkpoint, step {best['step']}); run directory {args.out_dir}")
+        evals = {r["step"]: r for r in tu.read_metrics(log.path) if "eval_accuracy" in r}
+        best = evals.get(stop_rules.best_step, evals[max(evals)])
+        print(f"done: step {step}; held-out pairwise accuracy {evals[min(evals)]['eval_accuracy']:.3f} -> "
+              f"{best['eval_accuracy']:.3f}; {stop_rules.summary(best_val_loss)}; run directory {args.out_dir}")
     return best_val_loss
 
 

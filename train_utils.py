@@ -44,6 +44,8 @@ def common_parser(description, stage, **defaults):
     a("--global-sample-ratio", type=float, default=env_default("MINIGPT_GLOBAL_SAMPLE_RATIO", 1.0, float))
     a("--max-data-size", type=int, default=None, help="use at most this many training records in total")
     a("--out-dir", default=None, help=f"run directory (default checkpoints/{stage}_<config>)")
+    a("--overwrite", action="store_true", help="replace the run already in --out-dir (without it, a folder that "
+      "holds a run is refused: continue it with --resume, or pass another --out-dir)")
     a("--init-from", default=None, help="start from the weights of this run directory")
     a("--resume", nargs="?", const="latest", default=None,
       help="resume from a checkpoint file, or with no value from ckpt_latest.pt in --out-dir")
@@ -169,6 +171,55 @@ def keep_freed_memory(device="cpu", limit=1 << 30):
         return False
 
 
+def usable_cpus():
+    """(logical CPUs this process may use, physical cores among them). Logical CPUs: the affinity mask, capped by a
+    cgroup CPU quota (a container limited to 2 CPUs on a 64-CPU host sees 64, and torch starts 64 threads). Physical
+    cores: distinct (package, core) pairs in sysfs; two logical CPUs of one core are SMT (hyper-)threads."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    logical = len(cpus)
+    for path in ("/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"):
+        try:
+            with open(path) as f:
+                fields = f.read().split()
+            if path.endswith("cpu.max") and fields[0] != "max":
+                logical = min(logical, max(1, math.ceil(int(fields[0]) / int(fields[1]))))
+            elif path.endswith("quota_us") and int(fields[0]) > 0:
+                with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+                    logical = min(logical, max(1, math.ceil(int(fields[0]) / int(f.read()))))
+        except (OSError, ValueError, IndexError):
+            continue
+    cores = set()
+    for cpu in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/core_id") as f:
+                core = f.read().strip()
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/physical_package_id") as f:
+                cores.add((f.read().strip(), core))
+        except OSError:
+            cores.add(("?", cpu))  # no topology (not Linux): count each CPU as a core
+    return logical, min(logical, len(cores))
+
+
+def cpu_threads(requested=None):
+    """Set torch's CPU threads and say why, in one line: --num-threads, else OMP_NUM_THREADS, else one thread per
+    physical core this process may use. torch's own default counts logical CPUs, so on a VM whose 2 vCPUs are the
+    two hyper-threads of one core it runs 2 threads that fight over one core's vector units, and every parallel
+    region waits for the slower one (the pattern of a step time that swings several-fold); PyTorch's CPU tuning
+    guide likewise recommends one thread per physical core."""
+    logical, cores = usable_cpus()
+    if requested:
+        threads, why = requested, "--num-threads"
+    elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        threads, why = int(os.environ["OMP_NUM_THREADS"]), "OMP_NUM_THREADS"
+    else:
+        threads = cores
+        why = (f"one per physical core: {logical} logical CPUs share {cores}; --num-threads {logical} uses them all"
+               if cores < logical else "one per core")
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return f"{threads} CPU thread{'s' if threads > 1 else ''} ({why})"
+
+
 def setup(args):
     run = Run()
     run.ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1  # launched by torchrun
@@ -186,11 +237,13 @@ def setup(args):
         torch.cuda.set_device(run.device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
+    threads = cpu_threads(args.num_threads)  # data loading and the optimizer run on the CPU under CUDA too
     keep_freed_memory(run.device)
     run.dtype = resolve_dtype(args.dtype, run.device_type)
     args.dtype = str(run.dtype).replace("torch.", "")
+    if run.master:
+        print(f"device {run.device}, {args.dtype}, {threads}"
+              + (f", {run.world_size} processes" if run.ddp else ""))
     # AMP: bf16 needs no loss scaling; fp16 on CUDA does (GradScaler)
     run.scaler = torch.amp.GradScaler("cuda", enabled=run.dtype == torch.float16 and run.device_type == "cuda")
     seed_everything(args.seed + run.rank)
@@ -257,6 +310,53 @@ def get_lr(step, args):
 
 # ----------------------------------------------------------------------------- run directory
 
+RUN_FILES = ("ckpt_latest.pt", "ckpt_best.pt", "metrics.jsonl")  # what a run would lose if another replaced it
+_CREATED_RUN_DIRS = []  # folders this process made; removed again if the run fails before its first checkpoint
+
+
+def prepare_run_dir(args, run):
+    """Make --out-dir for this run and return the config.json already there (a dict, or None). A folder that holds a
+    run (a checkpoint or a metrics log) is continued only with --resume and replaced only with --overwrite: a new run
+    there once replaced its checkpoints and cut its log without a word."""
+    out = args.out_dir
+    held = [n for n in RUN_FILES if os.path.isfile(os.path.join(out, n))]
+    forked = args.resume not in (None, "latest") and \
+        os.path.abspath(os.path.dirname(args.resume)) != os.path.abspath(out)  # --resume PATH from another folder
+    if held and (not args.resume or forked) and not args.overwrite:
+        raise ValueError(f"{out}: already holds a run ({', '.join(held)}); continue it with --resume, start a new "
+                         f"one beside it with --out-dir NEW, or replace it with --overwrite")
+    previous = _json_or_none(os.path.join(out, "config.json"))
+    if held and args.overwrite and run.master:
+        for name in (*RUN_FILES, "config.json", "dataset_stats.json"):
+            if os.path.isfile(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+        for folder in ("plots", "tensorboard"):
+            shutil.rmtree(os.path.join(out, folder), ignore_errors=True)
+        print(f"--overwrite: removed the run that was in {out}")
+    if run.master and not os.path.isdir(out):
+        os.makedirs(out)
+        _CREATED_RUN_DIRS.append(out)
+    if run.ddp:
+        dist.barrier()  # the folder exists before any rank writes into it
+    return previous
+
+
+def remove_unfinished_run_dirs():
+    """After a failed run: the folders it made that hold no checkpoint go (a typo in --data left empty run folders)."""
+    for out in _CREATED_RUN_DIRS:
+        if os.path.isdir(out) and not any(os.path.isfile(os.path.join(out, n)) for n in RUN_FILES[:2]):
+            shutil.rmtree(out, ignore_errors=True)
+    _CREATED_RUN_DIRS.clear()
+
+
+def _json_or_none(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def write_json(path, obj):
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -264,10 +364,11 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
-def write_run_config(args, model_config, tokenizer):
+def write_run_config(args, model_config, tokenizer, **tokenizer_facts):
+    """config.json: the stage, every flag, the model config, and the tokenizer (with pretraining's `trained_on`)."""
     write_json(os.path.join(args.out_dir, "config.json"),
                {"stage": args.stage, "args": vars(args), "model": model_config.to_dict(),
-                "tokenizer": {"vocab_size": tokenizer.vocab_size, "file": "tokenizer.json"}})
+                "tokenizer": {"vocab_size": tokenizer.vocab_size, "file": "tokenizer.json", **tokenizer_facts}})
 
 
 def rng_state():
@@ -294,18 +395,61 @@ def save_checkpoint(path, state):
     os.replace(tmp, path)
 
 
+CHAIN = {"sft": "pretrain", "reward": "sft", "dpo": "sft", "ppo": "sft"}  # each stage starts from this one's run
+
+
+def has_checkpoint(run_dir):
+    return any(os.path.isfile(os.path.join(run_dir, n)) for n in ("ckpt_best.pt", "ckpt_latest.pt"))
+
+
 def default_init_from(args, previous_stage, command):
     """Later stages start from the previous stage's run directory (checkpoints/<previous>_<config> by default);
-    when it is missing, say which command makes it."""
+    when it is missing, the error names every command still to run, in order, and how long pretraining takes here."""
     if args.init_from is None:
         args.init_from = os.path.join("checkpoints", f"{previous_stage}_{args.config}")
     from model import hf_folder_message
     if message := hf_folder_message(args.init_from):
         raise ValueError(message)
-    if not any(os.path.isfile(os.path.join(args.init_from, n)) for n in ("ckpt_best.pt", "ckpt_latest.pt")):
-        raise FileNotFoundError(f"{args.init_from}: no checkpoint to start from; run `python {command} --config "
-                                f"{args.config}` first, or pass --init-from DIR")
-    return args.init_from
+    if has_checkpoint(args.init_from):
+        return args.init_from
+    way, stage = [], previous_stage  # the stages whose default run directories are missing, earliest first
+    while stage and not (way and has_checkpoint(os.path.join("checkpoints", f"{stage}_{args.config}"))):
+        way.insert(0, stage)
+        stage = CHAIN.get(stage)
+    steps = []
+    for stage in way:
+        took = f" (about {duration(estimate_pretrain_seconds(args.config))} here)" if stage == "pretrain" else ""
+        steps.append(f"`python train_{stage}.py --config {args.config}`{took}")
+    resume = ""
+    if args.resume:  # there is no run of this stage to resume either: it has never started
+        resume = f"--resume: {args.out_dir} holds no run to resume, and "
+        steps.append(f"`python train_{args.stage}.py --config {args.config}` (without --resume)")
+    raise FileNotFoundError(f"{resume}{args.init_from}: no checkpoint to start from; run {', then '.join(steps)}, "
+                            f"or pass --init-from DIR")
+
+
+def estimate_pretrain_seconds(config_name, steps=600, batch_size=32, seq_len=256, probe_batch=4):
+    """Roughly how long `python train_pretrain.py --config NAME` takes on this machine: two training steps of the
+    preset on a few random sequences are timed (the second, once kernels are set up) and scaled to the default
+    batch and number of steps, evals not counted. Used only by the error that says pretraining must come first."""
+    from model import MiniGPT, get_config
+    cpu_threads()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    run = Run()
+    run.device_type, run.dtype = device, resolve_dtype("auto", device)
+    model = MiniGPT(get_config(config_name, max_seq_len=seq_len)).to(device)
+    optimizer = model.configure_optimizer(1e-4, 0.0, device_type=device)
+    x = torch.randint(0, model.config.vocab_size, (probe_batch, seq_len), device=device)
+    for _ in range(2):
+        start = time.time()
+        with autocast(run):
+            loss = model(x, x).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return (time.time() - start) * batch_size / probe_batch * steps
 
 
 def copy_tokenizer(args, run):
@@ -430,16 +574,49 @@ class StopRules:
     """When the loop ends early: --early-stop-patience evals without improvement, --time-budget, or Ctrl+C.
     Decisions are averaged over DDP ranks so every process stops at the same step."""
 
-    def __init__(self, args, run):
+    def __init__(self, args, run, ckpt=None):
         self.args, self.run, self.start = args, run, time.time()
         self.signal = StopSignal()
-        self.evals_without_improvement = 0
+        ckpt = ckpt or {}
+        self.evals_without_improvement = ckpt.get("evals_without_improvement", 0)
+        self.baseline = ckpt.get("baseline_val_loss")  # step 0's value: the model training started from
+        self.best_step = ckpt.get("best_step")
 
-    def update(self, val_loss, best_val_loss):
-        """After an eval: True when val_loss is a new best (by more than --early-stop-delta)."""
-        improved = val_loss < best_val_loss - self.args.early_stop_delta
-        self.evals_without_improvement = 0 if improved else self.evals_without_improvement + 1
+    def update(self, step, val_loss, best_val_loss):
+        """After an eval: True when val_loss is a new best (by more than --early-stop-delta). Step 0 is the model
+        training starts from (random, or the previous stage's): every later eval is compared with it, but it is never
+        ckpt_best.pt, so the best checkpoint is always a trained one (a DPO run whose step 0 stayed best once handed
+        generate.py the SFT model)."""
+        if step == 0:
+            self.baseline = val_loss
+            return False
+        delta = self.args.early_stop_delta
+        improved = val_loss < best_val_loss - delta
+        # patience counts evals that beat neither the best so far nor the start (the first trained eval is the first
+        # best checkpoint, but it only resets the count if it beats step 0)
+        reference = best_val_loss if self.baseline is None else min(best_val_loss, self.baseline)
+        self.evals_without_improvement = 0 if val_loss < reference - delta else self.evals_without_improvement + 1
+        if improved:
+            self.best_step = step
         return improved
+
+    def state(self):
+        """What a checkpoint keeps so that a resumed run compares and stops exactly as an unbroken one."""
+        return {"evals_without_improvement": self.evals_without_improvement, "baseline_val_loss": self.baseline,
+                "best_step": self.best_step}
+
+    def summary(self, best_val_loss, name="val loss", sign=1):
+        """One line on the best checkpoint against step 0. `sign` -1 for a metric kept negated (PPO's reward)."""
+        if self.best_step is None:
+            return "no eval after step 0, so no ckpt_best.pt (generate.py then loads ckpt_latest.pt)"
+        best, base = sign * best_val_loss, None if self.baseline is None else sign * self.baseline
+        line = f"best checkpoint: step {self.best_step}, {name} {best:.4f}"
+        if base is None:
+            return line
+        if best_val_loss < self.baseline:
+            return f"{line} (step 0: {base:.4f})"
+        return (f"{line}; it never improved on step 0's {base:.4f} (the model training started from), so "
+                f"ckpt_best.pt is the best trained step, not better than the start")
 
     def ctrl_c(self):
         return all_reduce_mean(float(self.signal.requested), self.run) > 0
@@ -458,6 +635,56 @@ class StopRules:
 
     def close(self):
         self.signal.restore()
+
+
+class ETA:
+    """Early in a run, one line on how long it will take on this machine: the steps left times the second step's
+    time (the first sets up kernels and takes ~2x as long here), plus the evals left times step 0's eval. A run that
+    is slow on this CPU says so at once, instead of a README figure measured on another one. It also says how long
+    start-up took (imports, data, tokenizer, step 0's eval) to reach the first step."""
+
+    def __init__(self, args, run, step):
+        self.args, self.run, self.start_step, self.eval_seconds = args, run, step, 0.0
+        self.mark, self.first_step_at = time.time(), None
+
+    def eval_done(self):
+        self.eval_seconds = time.time() - self.mark
+        self.mark = time.time()
+
+    def step_done(self, step):
+        now = time.time()
+        if step == self.start_step + 1:
+            self.first_step_at, self.mark = self.mark - PROCESS_START, now
+        left = self.args.max_steps - step
+        if step != self.start_step + 2 or left <= 0 or not self.run.master:
+            return
+        seconds, args = now - self.mark, self.args
+        evals = left // args.eval_interval + (args.max_steps % args.eval_interval != 0)
+        total = left * seconds + evals * self.eval_seconds
+        budget = f"; --time-budget stops it at {duration(args.time_budget)}" if args.time_budget else ""
+        print(f"\nthe first step began {self.first_step_at:.1f} s after start; a step takes {seconds:.2f} s, so the "
+              f"{left} steps left take about {duration(left * seconds)}, plus {evals} eval{'s' * (evals != 1)} of "
+              f"{self.eval_seconds:.1f} s: about {duration(total)} in all{budget}")
+
+
+def duration(seconds):
+    """'42 s', '3.5 min', '4.7 hours'."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} hours"
+
+
+def _process_start():
+    """When this process started (Linux: from /proc, so the imports count too), else now."""
+    try:
+        with open("/proc/self/stat") as f:
+            started_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return time.time() - uptime + started_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.time()
+
+
+PROCESS_START = _process_start()
 
 
 def resume_path(args):
@@ -532,11 +759,16 @@ def peak_memory_mb(run):
 
 
 def plot_metrics(run_dirs, out_path, keys=(("train_loss", "val_loss"), ("lr",))):
-    """One figure with a panel per group of keys; each run directory's metrics.jsonl as lines (plot_runs.py)."""
+    """One figure with a panel per group of keys that some run logged; each run directory's metrics.jsonl as lines
+    (plot_runs.py too). Returns the groups drawn."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     runs = {run_dir: read_metrics(os.path.join(run_dir, "metrics.jsonl")) for run_dir in run_dirs}
+    # a panel only for metrics some run logged (SFT on your own data has no built-in pass rate to draw)
+    keys = [group for group in keys if any(r.get(k) is not None for rows in runs.values() for r in rows for k in group)]
+    if not keys:
+        return keys
     fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4), squeeze=False)
     for ax, group in zip(axes[0], keys):
         for run_dir, rows in runs.items():
@@ -555,6 +787,7 @@ def plot_metrics(run_dirs, out_path, keys=(("train_loss", "val_loss"), ("lr",)))
     os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)  # a bare file name goes in the current folder
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
+    return keys  # the panels drawn
 
 
 # ----------------------------------------------------------------------------- Ctrl+C and errors
@@ -603,15 +836,20 @@ def os_message(e):
 
 def cli(main):
     """Run main() and return what it returns; bad input and data, and files that are missing, unreadable or in the
-    way (OSError: the message names the path) end with a one-line message, not a traceback."""
+    way (OSError: the message names the path) end with a one-line message, not a traceback. A run that fails
+    before its first checkpoint leaves no run folder behind."""
+    finished = False
     try:
         code = main()
         if dist.is_available() and dist.is_initialized():
             dist.barrier()  # rank 0 may still be saving: tearing gloo down under it aborts the other ranks
+        finished = True
         return code
     except (ValueError, OSError) as e:
         sys.exit(f"error: {os_message(e) if isinstance(e, OSError) else e}")
     finally:
+        if not finished:
+            remove_unfinished_run_dirs()
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -107,3 +107,20 @@ def test_dpo_resume_is_exact(stage_dirs, tmp_path):
     train_dpo.main(common + ["--max-steps", "4", "--out-dir", b, "--resume"])
     losses = lambda d: {r["step"]: r["loss"] for r in rows(d) if "rewards/chosen" in r and "eval_loss" not in r}  # noqa: E731
     assert losses(a) == losses(b) and len(losses(a)) == 4
+
+
+def test_best_checkpoint_is_a_trained_step_and_a_metric_that_never_improved_is_said(stage_dirs, tmp_path, capsys):
+    """Held-out pairs that prefer the opposite of the training pairs: the held-out loss only rises. ckpt_best.pt used
+    to stay the step-0 (SFT) model, so generate.py printed the SFT model's answers after a DPO run."""
+    pairs = lambda chosen, rejected: "".join(json.dumps({"prompt": f"Is {i} a number?", "chosen": chosen,  # noqa: E731
+                                                         "rejected": rejected}) + "\n" for i in range(24))
+    (tmp_path / "train.jsonl").write_text(pairs("Yes, it is.", "No, it is not."))
+    (tmp_path / "val.jsonl").write_text(pairs("No, it is not.", "Yes, it is."))
+    out = str(tmp_path / "run")
+    train_dpo.main(FAST + ["--init-from", stage_dirs["sft"], "--data", str(tmp_path / "train.jsonl"), "--val-data",
+                           str(tmp_path / "val.jsonl"), "--max-steps", "6", "--eval-interval", "3", "--lr", "1e-3",
+                           "--precompute-ref", "--out-dir", out])
+    done = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "held-out DPO loss" in done and "it never improved on step 0's 0.6931 (the model training started from)" in done
+    assert torch.load(os.path.join(out, "ckpt_best.pt"), weights_only=True)["step"] in (3, 6)
+    assert not any("pass_rate" in r for r in rows(out))  # no built-in questions for a model of other data

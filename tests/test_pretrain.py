@@ -1,6 +1,7 @@
 """The pretraining loop end to end on the built-in data with a tiny model (seconds per test)."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -66,13 +67,62 @@ def test_resume_is_exact(tmp_path):
     assert [r["val_loss"] for r in metrics(a) if "val_loss" in r] == [r["val_loss"] for r in metrics(b) if "val_loss" in r]
 
 
-def test_second_run_reuses_tokenizer_and_token_cache(tmp_path, capsys):
+def test_a_new_run_into_a_run_directory_is_refused_with_the_choices(tmp_path):
+    """It used to replace ckpt_latest.pt and config.json and cut metrics.jsonl without a word."""
+    out = str(tmp_path / "run")
+    train_pretrain.main(FAST + ["--max-steps", "2", "--eval-interval", "2", "--out-dir", out])
+    before = {n: open(os.path.join(out, n), "rb").read() for n in ("ckpt_latest.pt", "metrics.jsonl", "config.json")}
+    with pytest.raises(ValueError, match=r"run: already holds a run \(ckpt_latest.pt, ckpt_best.pt, metrics.jsonl\); "
+                                         r"continue it with --resume, start a new one beside it with --out-dir NEW, "
+                                         r"or replace it with --overwrite"):
+        train_pretrain.main(FAST + ["--max-steps", "4", "--out-dir", out])
+    assert before == {n: open(os.path.join(out, n), "rb").read() for n in before}
+
+
+def test_overwrite_reuses_the_tokenizer_and_token_cache_only_for_the_same_data(tmp_path, capsys):
     out = str(tmp_path / "run")
     train_pretrain.main(FAST + ["--max-steps", "1", "--out-dir", out])
     capsys.readouterr()
-    train_pretrain.main(FAST + ["--max-steps", "1", "--out-dir", out])
+    train_pretrain.main(FAST + ["--max-steps", "1", "--out-dir", out, "--overwrite"])
     printed = capsys.readouterr()
+    assert "tokenizer.json (already in --out-dir, trained on the same data and flags)" in printed.out
     assert "training a" not in printed.out and "tokenizing" not in printed.err
+    other = tmp_path / "other.txt"  # other data: that folder's tokenizer would give it a bpb of 5.92 instead of 3.04
+    other.write_text("\n\n".join(f"The lighthouse keeper counted {i} ships before dawn." for i in range(400)))
+    train_pretrain.main(FAST + ["--max-steps", "1", "--out-dir", out, "--overwrite", "--data", str(other)])
+    printed = capsys.readouterr().out
+    assert "tokenizer.json was trained on other data or flags; training a new one" in printed
+    assert "tokenizer: training a 2048-token tokenizer on up to 20000 documents of " + str(other) in printed
+    assert json.load(open(os.path.join(out, "config.json")))["args"]["data"] == [str(other)]
+    assert [r["step"] for r in metrics(out) if "val_loss" in r] == [0, 1]  # the old log went with the old run
+
+
+def test_a_failed_run_leaves_no_run_folder_behind(tmp_path):
+    out = tmp_path / "new_run"
+    r = run_script(FAST + ["--data", str(tmp_path / "typo.txt"), "--out-dir", str(out), "--max-steps", "1"])
+    assert r.returncode != 0 and "typo.txt: file not found" in r.stderr
+    assert not out.exists()
+
+
+def test_an_eta_is_printed_after_the_first_steps(tmp_path, capsys):
+    train_pretrain.main(FAST + ["--max-steps", "12", "--eval-interval", "5", "--out-dir", str(tmp_path / "run")])
+    line = next(l for l in capsys.readouterr().out.splitlines() if "steps left take about" in l)
+    assert re.fullmatch(r"the first step began [0-9.]+ s after start; a step takes [0-9.]+ s, so the 10 steps left take "
+                        r"about \d+ s, plus 3 evals of [0-9.]+ s: about \d+ s in all", line), line
+
+
+def test_the_logged_train_loss_is_the_loss_that_is_optimised(tmp_path, monkeypatch):
+    """A copied script that changes the loss changes what is logged: train_loss is the optimised `loss` variable."""
+    runs, original = {}, train_pretrain.MiniGPT
+    for name, extra in (("plain", 0.0), ("plus_three", 3.0)):
+        class Model(original):  # a constant added to the loss: the same gradients, 3 more in the loss
+            def forward(self, *args, added=extra, **kwargs):
+                out = super().forward(*args, **kwargs)
+                return out._replace(aux_loss=out.aux_loss + added)
+        monkeypatch.setattr(train_pretrain, "MiniGPT", Model)
+        train_pretrain.main(FAST + ["--max-steps", "2", "--eval-interval", "2", "--out-dir", str(tmp_path / name)])
+        runs[name] = losses(str(tmp_path / name))
+    assert runs["plus_three"][1] == pytest.approx(runs["plain"][1] + 3.0, abs=1e-5)
 
 
 def test_inspect_shows_batch_and_gradient_norms(tmp_path, capsys):
@@ -92,7 +142,8 @@ def test_bad_data_file_is_a_one_line_error(tmp_path):
     bad.write_text('{"text": "fine"}\n{"text": 42}\n')
     r = run_script(FAST + ["--data", str(bad), "--out-dir", str(tmp_path / "run"), "--max-steps", "1"])
     assert r.returncode != 0
-    assert r.stderr.strip().splitlines()[-1] == f"error: {bad}:2: field 'text' should be str, got int"
+    assert r.stderr.strip().splitlines()[-1] == (f"error: {bad}:2: field 'text' should be str, got int (fix the record, "
+                                                 f"or pass --skip-bad-lines to skip and count bad records)")
     assert "Traceback" not in r.stderr
 
 
@@ -200,11 +251,11 @@ def test_model_override_and_time_budget(tmp_path, capsys):
     config = json.load(open(os.path.join(out, "config.json")))["model"]
     assert (config["dim"], config["n_layers"], config["ffn_hidden"]) == (64, 2, 192)
     with pytest.raises(ValueError, match="--model-override width=3"):
-        train_pretrain.main(FAST + ["--model-override", "width=3", "--out-dir", out])
+        train_pretrain.main(FAST + ["--model-override", "width=3", "--out-dir", str(tmp_path / "bad")])
     for item, message in (("dim=abc", "dim takes an integer"), ("tie_embeddings=maybe", "takes true or false"),
                           ("dropout=2", r"dropout \(2.0\) and attn_dropout \(0.0\) must be in \[0, 1\)")):
         with pytest.raises(ValueError, match=message):
-            train_pretrain.main(FAST + ["--model-override", item, "--out-dir", out])
+            train_pretrain.main(FAST + ["--model-override", item, "--out-dir", str(tmp_path / "bad")])
 
 
 def test_skip_bad_lines_trains_and_lists_them_in_dataset_stats(tmp_path):
@@ -347,3 +398,47 @@ def test_dtype_auto_uses_bf16_only_where_the_cpu_multiplies_it_natively(monkeypa
     assert train_utils.resolve_dtype("bfloat16", "cpu") == torch.bfloat16
     err = capsys.readouterr().err
     assert ("no AVX-512 BF16" in err and err.count("\n") == 1) if not native else err == ""
+
+
+@pytest.mark.parametrize("logical,cores,omp,expected", [
+    (2, 2, None, "2 CPU threads (one per core)"),
+    (2, 1, None, "1 CPU thread (one per physical core: 2 logical CPUs share 1; --num-threads 2 uses them all)"),
+    (2, 1, "2", "2 CPU threads (OMP_NUM_THREADS)"),
+])
+def test_cpu_threads_are_one_per_physical_core_unless_told(monkeypatch, logical, cores, omp, expected):
+    """Two vCPUs that are hyper-threads of one core get one thread (torch's default counts logical CPUs)."""
+    monkeypatch.setattr(tu, "usable_cpus", lambda: (logical, cores))
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    threads = torch.get_num_threads()
+    try:
+        assert tu.cpu_threads() == expected
+        assert torch.get_num_threads() == int(expected.split()[0])
+        assert tu.cpu_threads(requested=3) == "3 CPU threads (--num-threads)"
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_step_0_is_the_baseline_and_never_the_best_checkpoint():
+    import argparse
+    rules = tu.StopRules(argparse.Namespace(early_stop_delta=0.0), None)
+    rules.close()
+    assert rules.update(0, 0.69, float("inf")) is False  # the starting model
+    assert rules.update(50, 0.75, float("inf")) is True and rules.best_step == 50
+    assert rules.update(100, 0.80, 0.75) is False
+    assert rules.summary(0.75, "held-out DPO loss") == (
+        "best checkpoint: step 50, held-out DPO loss 0.7500; it never improved on step 0's 0.6900 (the model training "
+        "started from), so ckpt_best.pt is the best trained step, not better than the start")
+    assert rules.update(150, 0.60, 0.75) is True
+    assert rules.summary(0.60) == "best checkpoint: step 150, val loss 0.6000 (step 0: 0.6900)"
+    assert rules.summary(-5.2, "held-out reward", sign=-1) == "best checkpoint: step 150, held-out reward 5.2000 (step 0: -0.6900)"
+
+
+def test_a_plot_has_no_panel_for_a_metric_no_run_logged(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "train_loss": 2.0, "lr": 0.1}\n{"step": 1, "val_loss": 2.1}\n')
+    drawn = tu.plot_metrics([str(run)], str(run / "plots" / "p.png"), keys=(("train_loss", "val_loss"), ("pass_rate",), ("lr",)))
+    assert drawn == [("train_loss", "val_loss"), ("lr",)] and (run / "plots" / "p.png").is_file()

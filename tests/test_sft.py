@@ -1,6 +1,7 @@
 """SFT: the assistant-only loss mask, truncation that keeps whole turns, augmentation, and the loop end to end."""
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -83,6 +84,34 @@ def test_regression_suite_file_errors_name_file_and_line(tmp_path):
 def test_missing_pretrain_run_names_the_command_to_run_first(tmp_path):
     with pytest.raises(FileNotFoundError, match="python train_pretrain.py --config tiny"):
         train_sft.parse_args(["--init-from", str(tmp_path / "nothing")])
+
+
+def test_resume_with_nothing_to_resume_names_the_whole_way_in_one_message(tmp_path, monkeypatch):
+    """`train_sft.py --config small --resume` on a fresh clone gave two errors in a row, one per missing run."""
+    monkeypatch.chdir(tmp_path)  # no checkpoints/ here
+    with pytest.raises(FileNotFoundError) as e:
+        train_sft.parse_args(["--config", "tiny", "--resume"])
+    assert re.fullmatch(r"--resume: checkpoints/sft_tiny holds no run to resume, and checkpoints/pretrain_tiny: no "
+                        r"checkpoint to start from; run `python train_pretrain.py --config tiny` \(about [0-9.]+ (s|min|hours) "
+                        r"here\), then `python train_sft.py --config tiny` \(without --resume\), or pass --init-from DIR",
+                        str(e.value)), str(e.value)
+
+
+def test_sft_on_your_own_data_does_not_grade_the_built_in_questions(stage_dirs, tmp_path):
+    """SFT on Alpaca once graded and plotted the 71 built-in questions (pass rate 0.000 throughout)."""
+    data = tmp_path / "alpaca.json"
+    data.write_text(json.dumps([{"instruction": f"Name a colour number {i}.", "input": "", "output": "Blue."}
+                                for i in range(40)]))
+    out = str(tmp_path / "own")
+    train_sft.main(FAST + ["--init-from", stage_dirs["pretrain"], "--data", str(data), "--max-steps", "2",
+                           "--eval-interval", "2", "--out-dir", out])
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    assert [r["step"] for r in rows if "val_loss" in r] == [0, 2] and not any("pass_rate" in r for r in rows)
+    assert json.load(open(os.path.join(out, "dataset_stats.json")))["regression_suite"] == 0
+    out2 = str(tmp_path / "asked")  # asked for by name, it is graded
+    train_sft.main(FAST + ["--init-from", stage_dirs["pretrain"], "--data", str(data), "--max-steps", "2",
+                           "--eval-interval", "2", "--out-dir", out2, "--eval-prompts", "builtin", "--eval-max-new-tokens", "2"])
+    assert any("pass_rate" in json.loads(line) for line in open(os.path.join(out2, "metrics.jsonl")))
 
 
 def test_sft_run_logs_pass_rate_and_resumes_exactly(stage_dirs, tmp_path):
