@@ -122,6 +122,18 @@ def export(run_dir, out_dir, which="best"):
 
 def import_hf(hf_dir, out_dir):
     """A Hugging Face Llama/Mixtral folder (config.json + model.safetensors, byte-level BPE tokenizer.json) as a run directory."""
+    model, tokenizer = read_hf_folder(hf_dir)  # every check before out_dir is made
+    cfg = model.config
+    os.makedirs(out_dir, exist_ok=True)
+    tokenizer.save(os.path.join(out_dir, "tokenizer.json"))
+    from train_utils import save_checkpoint, write_json
+    write_json(os.path.join(out_dir, "config.json"), {"stage": "import_hf", "args": {"source": hf_dir}, "model": cfg.to_dict()})
+    save_checkpoint(os.path.join(out_dir, "ckpt_best.pt"), {"model": model.state_dict(), "model_config": cfg.to_dict(), "step": 0})
+    return out_dir
+
+
+def read_hf_folder(hf_dir):
+    """(MiniGPT in eval mode, BPETokenizer) from a Hugging Face Llama/Mixtral folder, checked field by field."""
     st = _require_safetensors()
     path = os.path.join(hf_dir, "config.json")
     if not os.path.isfile(path):
@@ -153,7 +165,7 @@ def import_hf(hf_dir, out_dir):
     weights = os.path.join(hf_dir, "model.safetensors")
     if not os.path.isfile(weights):
         raise FileNotFoundError(f"{weights}: not found (only single-file safetensors checkpoints are supported)")
-    tokenizer = BPETokenizer.load(os.path.join(hf_dir, "tokenizer.json"))  # every check before out_dir is made
+    tokenizer = BPETokenizer.load(os.path.join(hf_dir, "tokenizer.json"))
     try:
         tensors = st.load_file(weights)
     except Exception as e:  # safetensors raises its own SafetensorError for a damaged or cut-short file
@@ -168,12 +180,8 @@ def import_hf(hf_dir, out_dir):
     unused = [k for k in unused if not k.endswith("rotary_emb.inv_freq")]  # a buffer older exports wrote; we recompute it
     if unused:
         raise ValueError(f"{weights}: {len(unused)} tensor(s) config.json has no place for, e.g. {unused[0]}")
-    os.makedirs(out_dir, exist_ok=True)
-    tokenizer.save(os.path.join(out_dir, "tokenizer.json"))
-    from train_utils import save_checkpoint, write_json
-    write_json(os.path.join(out_dir, "config.json"), {"stage": "import_hf", "args": {"source": hf_dir}, "model": cfg.to_dict()})
-    save_checkpoint(os.path.join(out_dir, "ckpt_best.pt"), {"model": model.state_dict(), "model_config": cfg.to_dict(), "step": 0})
-    return out_dir
+    model.checkpoint = weights
+    return model.eval(), tokenizer
 
 
 def main():

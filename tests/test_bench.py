@@ -66,3 +66,13 @@ def test_bench_bad_flags_are_a_one_line_error(script, args, message):
                        text=True, timeout=120)
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith(message), r.stderr[-2000:]
     assert "Traceback" not in r.stderr
+
+
+def test_bench_serve_compares_batched_with_sequential_and_passes_its_load_test():
+    out = bench("bench_serve.py", "--requests", "4", "--clients", "1", "3", "--max-tokens", "4", "--load-requests", "30",
+                "--load-clients", "4")
+    rows = re.findall(r"^\s+(\d+)\s+([\d,]+)\s+([\d,]+)\s+([\d.]+)", out, re.M)
+    assert [r[0] for r in rows] == ["1", "3"] and all(float(r[3]) > 0 for r in rows), out
+    assert "in both modes: yes" in out, out  # seeded sampling gives the same tokens batched or not
+    assert re.search(r"load test: 30 requests from 4 clients in [\d.]+ s: 30 answered, 27 2xx, 3 4xx "
+                     r"\(malformed sent: 3\), 0 5xx; .* still serving: True", out), out
