@@ -120,6 +120,68 @@ def export(run_dir, out_dir, which="best"):
     return out_dir
 
 
+# our adapter names -> PEFT's module names on a Llama (q/k/v and gate/up have one adapter each, on their own rows)
+PEFT_MODULES = {("attn.qkv", "q"): "self_attn.q_proj", ("attn.qkv", "k"): "self_attn.k_proj",
+                ("attn.qkv", "v"): "self_attn.v_proj", ("attn.proj", "o"): "self_attn.o_proj",
+                ("mlp.gate_up", "gate"): "mlp.gate_proj", ("mlp.gate_up", "up"): "mlp.up_proj",
+                ("mlp.down", "down"): "mlp.down_proj"}
+
+
+def lora_checkpoint(run_dir, which="best"):
+    """(the adapters {name: tensor}, their settings) of a LoRA run directory, or a one-line error for another run."""
+    from model import _read_run
+    _, ckpt, path = _read_run(run_dir, which)
+    if not ckpt.get("lora"):
+        raise ValueError(f"{path}: not a LoRA run (train one with --lora-rank); export it without --peft")
+    return ckpt["model"], ckpt["lora"]
+
+
+def export_peft_adapter(run_dir, out_dir, which="best", base_name=None):
+    """A LoRA run's adapters in PEFT's layout (adapter_config.json, adapter_model.safetensors), for the base model
+    exported with export(): peft.PeftModel.from_pretrained(that model, out_dir) then gives our merged model's logits."""
+    st = _require_safetensors()
+    adapters, lora = lora_checkpoint(run_dir, which)
+    tensors = {}
+    for name, tensor in adapters.items():  # layers.3.attn.qkv.lora_A.k -> ...layers.3.self_attn.k_proj.lora_A.weight
+        layer, rest = name.split(".", 2)[1:]
+        path, kind, target = rest.rsplit(".", 2)
+        tensors[f"base_model.model.model.layers.{layer}.{PEFT_MODULES[(path, target)]}.{kind}.weight"] = \
+            tensor.to(torch.float32).contiguous()
+    os.makedirs(out_dir, exist_ok=True)
+    st.save_file(tensors, os.path.join(out_dir, "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lora["rank"], "lora_alpha": lora["alpha"],
+              "lora_dropout": lora["dropout"],
+              "target_modules": sorted({module.split(".")[1] for (_, target), module in PEFT_MODULES.items()
+                                        if target in lora["targets"]}),
+              "bias": "none", "fan_in_fan_out": False, "inference_mode": True, "use_rslora": False, "use_dora": False,
+              "init_lora_weights": True, "modules_to_save": None,
+              "base_model_name_or_path": base_name or (lora.get("base") or {}).get("run_dir")}
+    with open(os.path.join(out_dir, "adapter_config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    print(f"wrote {len(tensors)} adapter tensors of {run_dir} to {out_dir} (peft.PeftModel.from_pretrained on the "
+          f"exported base model loads them)")
+    return out_dir
+
+
+def merge_lora_run(run_dir, out_dir, which="best"):
+    """A standalone run directory with a LoRA run's adapters merged into its base: it needs the base no longer."""
+    from model import _read_run
+    from train_utils import save_checkpoint, write_json
+    model = load_model(run_dir, which=which)  # base + adapters, merged
+    _, ckpt, path = _read_run(run_dir, which)
+    if not ckpt.get("lora"):
+        raise ValueError(f"{path}: not a LoRA run; it needs no merging")
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    os.makedirs(out_dir, exist_ok=True)
+    BPETokenizer.load(os.path.join(run_dir, "tokenizer.json")).save(os.path.join(out_dir, "tokenizer.json"))
+    write_json(os.path.join(out_dir, "config.json"), {**config, "merged_from": {"run_dir": run_dir, "lora": ckpt["lora"]}})
+    save_checkpoint(os.path.join(out_dir, "ckpt_best.pt"), {"model": model.state_dict(), "step": ckpt.get("step"),
+                                                            "model_config": model.config.to_dict()})
+    print(f"merged {model.checkpoint} into {out_dir}/ckpt_best.pt")
+    return out_dir
+
+
 def import_hf(hf_dir, out_dir):
     """A Hugging Face Llama/Mixtral folder (config.json + model.safetensors, byte-level BPE tokenizer.json) as a run directory."""
     model, tokenizer = read_hf_folder(hf_dir)  # every check before out_dir is made
@@ -188,13 +250,20 @@ def main():
     p = argparse.ArgumentParser(description="Export to / import from a Hugging Face model folder.")
     p.add_argument("--checkpoint", help="run directory to export")
     p.add_argument("--import-hf", help="Hugging Face Llama/Mixtral folder to import")
+    p.add_argument("--merge-lora", help="a LoRA run directory to merge into a standalone run directory at --out")
+    p.add_argument("--peft", action="store_true", help="with --checkpoint of a LoRA run: write its adapters in PEFT's "
+                   "layout (for the base model exported on its own) instead of the merged model")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--which", default="best", choices=["best", "latest"],
                    help="export ckpt_best.pt (the best eval after training began) or ckpt_latest.pt (the last save)")
     args = p.parse_args()
-    if bool(args.checkpoint) == bool(args.import_hf):
-        p.error("give exactly one of --checkpoint or --import-hf")
-    if args.checkpoint:
+    if sum(map(bool, (args.checkpoint, args.import_hf, args.merge_lora))) != 1:
+        p.error("give exactly one of --checkpoint, --import-hf or --merge-lora")
+    if args.merge_lora:
+        merge_lora_run(args.merge_lora, args.out, args.which)
+    elif args.checkpoint and args.peft:
+        export_peft_adapter(args.checkpoint, args.out, args.which)
+    elif args.checkpoint:
         export(args.checkpoint, args.out, args.which)
     else:
         import_hf(args.import_hf, args.out)

@@ -9,6 +9,7 @@ Weight layout and the RoPE convention (rotate-half) are those of Hugging Face's
 LlamaForCausalLM, so export_hf.py maps weights one to one; we only fuse q/k/v into one
 matmul and gate/up into another, which is one of the reasons we train faster than it.
 """
+import contextlib
 import json
 import math
 import os
@@ -359,6 +360,17 @@ def token_logprobs(logits, targets):
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
+def entropy_from_logits(logits):
+    """Entropy of each position's next-token distribution, (B, T) (PPO and GRPO log it)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def masked_mean(x, mask):
+    """Mean of x over the positions where mask is 1 (the response tokens of RL losses)."""
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
 class ModelOutput(NamedTuple):
     logits: torch.Tensor             # (B, T, vocab), or (B, 1, vocab) with last_logits_only
     loss: Optional[torch.Tensor]     # mean next-token cross-entropy over positions that carry loss
@@ -493,6 +505,114 @@ def values_at_last_token(values, lengths):
     return values[torch.arange(values.size(0), device=values.device), lengths.to(values.device) - 1]
 
 
+# ----------------------------------------------------------------------------- LoRA
+
+# --lora-targets names -> (the Linear that holds it, relative to a block; its slice of that Linear's output rows).
+# q/k/v share our fused qkv and gate/up our fused gate_up, so each gets an adapter of its own on its own rows:
+# exactly PEFT's q_proj/k_proj/v_proj/gate_proj/up_proj adapters on Llama, which export_hf.py writes.
+LORA_TARGETS = {"q": ("attn.qkv", 0), "k": ("attn.qkv", 1), "v": ("attn.qkv", 2), "o": ("attn.proj", 0),
+                "gate": ("mlp.gate_up", 0), "up": ("mlp.gate_up", 1), "down": ("mlp.down", 0)}
+
+
+class LoRALinear(nn.Module):
+    """A frozen Linear plus low-rank updates on some slices of its output (Hu et al. 2021):
+    y = W x, then on slice i: y_i += (alpha / rank) * B_i A_i dropout(x), with A_i (rank, in) and B_i (out_i, rank).
+    B starts at zero, so training starts from exactly the base model; only the A and B matrices are trained."""
+
+    def __init__(self, base, slices, rank, alpha, dropout):
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        self.sizes = [size for _, size in slices]  # the output rows of each slice, in order: qkv -> q, k, v sizes
+        self.names = [name for name, _ in slices]
+        self.scale, self.enabled = alpha / rank, True
+        self.dropout = nn.Dropout(dropout)
+        device = base.weight.device
+        self.lora_A = nn.ParameterDict({name: nn.Parameter(torch.empty(rank, base.in_features, device=device))
+                                        for name in self.names if name})
+        self.lora_B = nn.ParameterDict({name: nn.Parameter(torch.zeros(size, rank, device=device))
+                                        for name, size in slices if name})
+        for a in self.lora_A.values():
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # as PEFT and nn.Linear initialise
+
+    def forward(self, x):
+        y = self.base(x)
+        if not self.enabled:
+            return y
+        h = self.dropout(x)
+        pieces = list(y.split(self.sizes, dim=-1))
+        for i, name in enumerate(self.names):
+            if name:
+                pieces[i] = pieces[i] + (h @ self.lora_A[name].t() @ self.lora_B[name].t()) * self.scale
+        return torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0]
+
+    def merged(self):
+        """The plain Linear with every update added to its weight: W_i + (alpha / rank) B_i A_i."""
+        weight = self.base.weight.detach().clone()
+        start = 0
+        for name, size in zip(self.names, self.sizes):
+            if name:
+                weight[start:start + size] += (self.lora_B[name] @ self.lora_A[name]).to(weight.dtype) * self.scale
+            start += size
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=weight.device, dtype=weight.dtype)
+        linear.weight = nn.Parameter(weight)
+        return linear
+
+
+def add_lora(model, rank, alpha, dropout=0.0, targets=("q", "k", "v", "o", "gate", "up", "down")):
+    """Freeze every weight of a MiniGPT and wrap the targeted Linears of every block in LoRALinear (in place);
+    returns the model. Its lora_* parameters are then the only trainable ones. model.lora records the settings and,
+    for a model from load_model, the checkpoint it was loaded from: a LoRA checkpoint keeps only the adapters and
+    names that base."""
+    unknown = sorted(set(targets) - set(LORA_TARGETS))
+    if unknown:
+        raise ValueError(f"--lora-targets: unknown {', '.join(unknown)}; choose from {', '.join(LORA_TARGETS)}")
+    cfg = model.config
+    if cfg.n_experts and set(targets) & {"gate", "up", "down"}:
+        raise ValueError("--lora-targets gate/up/down: a mixture-of-experts model has one MLP per expert; target "
+                         "q,k,v,o on it")
+    model.requires_grad_(False)
+    q, kv, hidden = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim, cfg.ffn_hidden
+    rows = {"attn.qkv": [("q", q), ("k", kv), ("v", kv)], "attn.proj": [("o", cfg.dim)],
+            "mlp.gate_up": [("gate", hidden), ("up", hidden)], "mlp.down": [("down", cfg.dim)]}
+    for block in model.layers:
+        for path, parts in rows.items():
+            slices = [(name if name in targets else None, size) for name, size in parts]
+            if any(name for name, _ in slices):
+                parent, attr = block.get_submodule(path.split(".")[0]), path.split(".")[1]
+                setattr(parent, attr, LoRALinear(getattr(parent, attr), slices, rank, alpha, dropout))
+    model.lora = {"rank": rank, "alpha": alpha, "dropout": dropout, "targets": [t for t in LORA_TARGETS if t in targets],
+                  "base": getattr(model, "source", None)}
+    return model
+
+
+def merge_lora(model):
+    """Replace every LoRALinear by its merged Linear (in place): a plain MiniGPT again, with the same outputs."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, LoRALinear):
+                setattr(module, name, child.merged())
+    model.__dict__.pop("lora", None)
+    return model
+
+
+def lora_state_dict(model):
+    """Only the adapter weights (what a LoRA checkpoint keeps): {name: tensor} for every lora_A/lora_B."""
+    return {k: v for k, v in model.state_dict().items() if ".lora_A." in k or ".lora_B." in k}
+
+
+@contextlib.contextmanager
+def lora_disabled(model):
+    """The base model's outputs while inside (DPO's reference is the policy with its adapters switched off)."""
+    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    for m in layers:
+        m.enabled = False
+    try:
+        yield model
+    finally:
+        for m in layers:
+            m.enabled = True
+
+
 # ----------------------------------------------------------------------------- loading
 
 def config_mismatch(saved: dict, expected: MiniGPTConfig):
@@ -515,6 +635,8 @@ def load_weights(model, state_dict, saved_config=None, source="checkpoint"):
         raise ValueError(f"{source}: weights do not fit the model ({len(wrong)} shapes differ, e.g. {'; '.join(wrong[:2])})")
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     missing = [k for k in missing if not (k.endswith("lm_head.weight") and model.config.tie_embeddings)]
+    if state_dict and all(".lora_" in k for k in state_dict):  # adapters only (a LoRA checkpoint): the base is loaded
+        missing = [k for k in missing if ".lora_" in k]
     if missing or unexpected:
         raise ValueError(f"{source}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
@@ -571,14 +693,34 @@ def load_checkpoint(path):
 
 
 def load_model(run_dir, device="cpu", which="best"):
-    """The language model saved in a run directory (config.json + ckpt_best.pt or ckpt_latest.pt), in eval mode."""
+    """The language model saved in a run directory (config.json + ckpt_best.pt or ckpt_latest.pt), in eval mode.
+    A LoRA run's checkpoint holds only adapters: they are added to the base model it names and merged."""
     config, ckpt, path = _read_run(run_dir, which)
     if any(k.startswith("backbone.") for k in ckpt["model"]):
         raise ValueError(f"{path}: holds a reward or value model, not a language model")
-    model = MiniGPT(config)
-    load_weights(model, ckpt["model"], ckpt.get("model_config"), source=path)
+    if ckpt.get("lora"):
+        model = _load_lora_run(ckpt, path, device)
+    else:
+        model = MiniGPT(config)
+        load_weights(model, ckpt["model"], ckpt.get("model_config"), source=path)
     model.checkpoint = f"{path} (step {ckpt.get('step', '?')})"  # which weights, for the "loaded ..." lines
+    model.source = {"run_dir": os.path.abspath(run_dir), "file": os.path.basename(path), "step": ckpt.get("step")}
     return model.to(device).eval()
+
+
+def _load_lora_run(ckpt, path, device):
+    """The base model a LoRA checkpoint names, with its adapters merged in (a plain MiniGPT)."""
+    lora, base = ckpt["lora"], ckpt["lora"].get("base") or {}
+    if not os.path.isfile(os.path.join(base.get("run_dir", ""), base.get("file", ""))):
+        raise FileNotFoundError(f"{path}: the base model of these adapters, {base.get('run_dir')}/{base.get('file')}, "
+                                f"is not there (export_hf.py --merge-lora makes a run directory that needs no base)")
+    model = load_model(base["run_dir"], device, "best" if base["file"] == "ckpt_best.pt" else "latest")
+    if model.source["step"] != base.get("step"):
+        raise ValueError(f"{path}: its base {base['run_dir']}/{base['file']} is now step {model.source['step']}, "
+                         f"but the adapters were trained on step {base.get('step')}")
+    add_lora(model, lora["rank"], lora["alpha"], 0.0, lora["targets"])
+    load_weights(model, ckpt["model"], source=path)
+    return merge_lora(model)
 
 
 def load_value_model(run_dir, device="cpu", which="best", trained_head=False):
@@ -590,6 +732,8 @@ def load_value_model(run_dir, device="cpu", which="best", trained_head=False):
         load_weights(model, ckpt["model"], source=path)
     elif trained_head:
         raise ValueError(f"{path}: holds a language model, not a reward model (train one with train_reward.py)")
+    elif ckpt.get("lora"):  # a LoRA run: its merged model is the backbone
+        model.backbone.load_state_dict(load_model(run_dir, which=which).state_dict())
     else:
         load_weights(model.backbone, ckpt["model"], ckpt.get("model_config"), source=path)
     model.checkpoint = f"{path} (step {ckpt.get('step', '?')})"

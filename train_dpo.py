@@ -20,7 +20,7 @@ import builtin_data
 import train_utils as tu
 from data import EpochSampler, PairDataset, pair_batch, regression_suite, response_targets
 from generate import TextGenerator, answer_accuracy
-from model import load_model, token_logprobs
+from model import load_model, lora_disabled, token_logprobs
 
 
 # ----------------------------------------------------------------------------- 1. flags
@@ -44,9 +44,11 @@ def parse_args(argv=None):
     p.add_argument("--eval-prompts", default=None, help="JSONL of {\"prompt\", \"expected\"} answered greedily at "
                    "each eval (default: the built-in held-out questions when training on the built-in data)")
     p.add_argument("--eval-max-new-tokens", type=int, default=48)
+    tu.add_lora_flags(p)
     args = tu.finish_args(p.parse_args(argv), "dpo")
-    tu.check_flags(args, above=dict(beta=0), at_least=dict(label_smoothing=0, rpo_alpha=0, eval_max_new_tokens=1, max_prompt_len=1),
-                   below=dict(label_smoothing=0.5))
+    tu.check_flags(args, above=dict(beta=0, lora_alpha=0), below=dict(label_smoothing=0.5, lora_dropout=1),
+                   at_least=dict(label_smoothing=0, rpo_alpha=0, eval_max_new_tokens=1, max_prompt_len=1, lora_rank=0,
+                                 lora_dropout=0))
     tu.default_init_from(args, "sft", "train_sft.py")
     return args
 
@@ -120,15 +122,19 @@ def main(argv=None):
         print(f"data: {len(train_ds)} train pairs ({train_ds.truncated} truncated), {len(val_ds)} val pairs")
 
     # ------------------------------------------------------------------------- 4. models and optimizer
-    policy = load_model(args.init_from, run.device).train()
-    reference = load_model(args.init_from, run.device).requires_grad_(False)  # frozen, eval mode
+    policy = tu.apply_lora(load_model(args.init_from, run.device).train(), args, run)
+    # the frozen reference; with LoRA it is the policy itself with its adapters off (no second copy of the model)
+    reference = policy if args.lora_rank else load_model(args.init_from, run.device).requires_grad_(False)
     optimizer = policy.configure_optimizer(args.lr, args.weight_decay, device_type=run.device_type)
 
     @torch.no_grad()
     def reference_logprobs(dataset, indices):
         ids, lengths, prompt_lengths = (t.to(run.device) for t in pair_batch(dataset, indices, tokenizer.pad_id))
-        with tu.autocast(run):
-            return sequence_logprobs(reference, ids, lengths, prompt_lengths, average_logprobs).float()
+        training, _ = reference.training, reference.eval()  # no dropout in the reference
+        with tu.autocast(run), lora_disabled(reference):
+            logprobs = sequence_logprobs(reference, ids, lengths, prompt_lengths, average_logprobs).float()
+        reference.train(training)
+        return logprobs
 
     cached_ref = {}
     if args.precompute_ref:

@@ -41,9 +41,11 @@ def parse_args(argv=None):
     p.add_argument("--eval-prompts", default=None, help="JSONL of {\"prompt\", \"expected\"} answered greedily at each "
                    "eval, or 'builtin' for the built-in held-out questions (default: those with --data builtin, else none)")
     p.add_argument("--eval-max-new-tokens", type=int, default=48)
+    tu.add_lora_flags(p)
     args = tu.finish_args(p.parse_args(argv), "sft")
-    tu.check_flags(args, at_least=dict(system_prompt_prob=0, turn_drop_prob=0, eval_max_new_tokens=1),
-                   at_most=dict(system_prompt_prob=1, turn_drop_prob=1))
+    tu.check_flags(args, at_least=dict(system_prompt_prob=0, turn_drop_prob=0, eval_max_new_tokens=1, lora_rank=0,
+                                       lora_dropout=0), at_most=dict(system_prompt_prob=1, turn_drop_prob=1),
+                   above=dict(lora_alpha=0), below=dict(lora_dropout=1))
     tu.default_init_from(args, "pretrain", "train_pretrain.py")
     return args
 
@@ -77,6 +79,7 @@ def main(argv=None):
 
     # ------------------------------------------------------------------------- 4. model and optimizer
     model = load_model(args.init_from, run.device).train()
+    model = tu.apply_lora(model, args, run)  # --lora-rank: only low-rank adapters train (the checkpoint keeps only them)
     config = model.config
     if args.seq_len > config.max_seq_len:
         raise ValueError(f"--seq-len {args.seq_len} exceeds the model's max_seq_len {config.max_seq_len}")

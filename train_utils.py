@@ -80,6 +80,30 @@ def common_parser(description, stage, **defaults):
     return p
 
 
+def add_lora_flags(p):
+    """LoRA on a fine-tuning stage (SFT, DPO): --lora-rank 0 (the default) trains every weight."""
+    p.add_argument("--lora-rank", type=int, default=0, help="train low-rank adapters of this rank instead of every "
+                   "weight (0: full fine-tuning); the checkpoint keeps only the adapters")
+    p.add_argument("--lora-alpha", type=float, default=16.0, help="adapter scale: updates are multiplied by alpha / rank")
+    p.add_argument("--lora-dropout", type=float, default=0.0, help="dropout on the adapters' input")
+    p.add_argument("--lora-targets", default="q,k,v,o,gate,up,down",
+                   help="comma-separated Linears that get adapters: q, k, v, o (attention), gate, up, down (MLP)")
+
+
+def apply_lora(model, args, run):
+    """With --lora-rank: freeze the model, add adapters, and say how much of it trains."""
+    if not args.lora_rank:
+        return model
+    from model import add_lora
+    add_lora(model, args.lora_rank, args.lora_alpha, args.lora_dropout, args.lora_targets.split(","))
+    if run.master:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        print(f"LoRA rank {args.lora_rank}, alpha {args.lora_alpha:g} on {args.lora_targets}: {trainable:,} trainable "
+              f"parameters, {100 * trainable / total:.1f}% of {total:,}; the base model is frozen")
+    return model
+
+
 def check_flags(args, at_least=None, above=None, at_most=None, below=None):
     """Bounds of numeric flags, e.g. at_least={"batch_size": 1}, below={"val_split": 1}: the first flag out of its
     bounds is a one-line error before anything runs (--grad-accum 0 once trained nothing and reported done). An
@@ -472,6 +496,45 @@ def load_data(args, kind):
                          val_specs=args.val_data)
 
 
+def data_key(args):
+    """A short hash of what decides the text records: the --data files (size, mtime), builtin_data.py when used, and
+    the sampling flags. The token cache and pretraining's tokenizer reuse are keyed by it."""
+    from data import cache_key
+    builtin_source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "builtin_data.py")  # its edits change the data
+    return cache_key([*args.data, builtin_source if "builtin" in args.data else "", args.seed, args.val_split,
+                      args.global_sample_ratio, args.max_data_size, args.format, args.skip_bad_lines])
+
+
+def packed_text_data(args, run, tokenizer, loaded=None):
+    """(train, val LanguageModelingDataset, val tokens per byte) for next-token training on packed blocks: the text
+    is tokenized once into a file under MINIGPT_DATA_DIR (data_cache/) keyed by the data, the flags and the
+    tokenizer, and memory-mapped after that. `loaded`: the (train, val, stats) records if already read."""
+    from data import LanguageModelingDataset, build_token_cache, cache_key
+    cache_dir = env_default("MINIGPT_DATA_DIR", "data_cache", str)
+    key = cache_key([data_key(args), *(args.val_data or []), tokenizer.merges, sorted(tokenizer.special_tokens.items())])
+    if run.master:
+        train_texts, val_texts, stats = loaded or (None, None, None)
+        if not os.path.isfile(os.path.join(cache_dir, key, "meta.json")) and train_texts is None:
+            train_texts, val_texts, stats = load_data(args, "text")
+        cache, meta = build_token_cache(train_texts, val_texts, tokenizer, cache_dir, key, stats)
+        write_json(os.path.join(args.out_dir, "dataset_stats.json"),
+                   {**meta["stats"], "train": meta["train"], "val": meta["val"], "cache": cache})
+    if run.ddp:
+        dist.barrier()
+    cache, meta = build_token_cache(None, None, tokenizer, cache_dir, key)  # now only reads meta.json
+    train_ds = LanguageModelingDataset(os.path.join(cache, "train.bin"), meta["dtype"], args.seq_len, tokenizer.bos_id)
+    val_ds = LanguageModelingDataset(os.path.join(cache, "val.bin"), meta["dtype"], args.seq_len, tokenizer.bos_id) \
+        if meta["val"]["tokens"] > args.seq_len else train_ds
+    # bits per byte = loss in nats / ln 2 * (tokens that carry loss / bytes of text): comparable across tokenizers
+    split = meta["val"] if val_ds is not train_ds else meta["train"]
+    if val_ds is train_ds and run.master:
+        print("warning: validation split is smaller than one block; evaluating on training data")
+    if run.master:
+        print(f"data: {meta['train']['tokens']:,} train tokens ({len(train_ds):,} blocks of {args.seq_len}), "
+              f"{meta['val']['tokens']:,} val tokens; vocab {tokenizer.vocab_size}")
+    return train_ds, val_ds, (split["tokens"] - split["documents"]) / max(1, split["bytes"])
+
+
 def wrap_model(model, run, args):
     """torch.compile (--compile) and DistributedDataParallel (under torchrun); returns the model to call."""
     if args.compile:
@@ -698,7 +761,10 @@ def training_state(run, model, optimizer, step, args, best_val_loss, extra=None)
     """The plain dict a checkpoint holds: everything needed to continue bit for bit (the fp16 loss scale too)."""
     raw = model.module if hasattr(model, "module") else model
     raw = getattr(raw, "_orig_mod", raw)  # torch.compile wrapper
-    return {"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+    from model import lora_state_dict
+    lora = getattr(raw, "lora", None)  # a LoRA run keeps only its adapters, and names its base model
+    return {"model": lora_state_dict(raw) if lora else raw.state_dict(), "lora": lora,
+            "optimizer": optimizer.state_dict(), "step": step,
             "best_val_loss": best_val_loss, "rng": rng_state(), "model_config": raw.config.to_dict(),
             "scaler": run.scaler.state_dict(),  # empty unless fp16 on CUDA
             "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))},
