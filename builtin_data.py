@@ -139,6 +139,36 @@ def check_answer(response, answer):
     return float(answer.lower() in response.lower())
 
 
+def check_answer_strictly(response, answer):
+    """Like check_answer, but an answer hidden in a list does not count: for sums the last number must be the answer,
+    for facts no other value of the same kind (another town, colour, ...) may appear. GRPO's reward uses it: a
+    policy rewarded by check_answer can learn to list every town."""
+    import re
+    if answer.isdigit():
+        numbers = re.findall(r"\d+", response)
+        return float(bool(numbers) and numbers[-1] == answer)
+    text = response.lower()
+    found = lambda value: re.search(rf"(?<![a-z]){re.escape(value.lower())}(?![a-z])", text) is not None  # noqa: E731
+    if not found(answer):
+        return 0.0
+    kind = next(([v for pair in values for v in pair] for values in ATTRIBUTES.values()
+                 if any(answer in pair for pair in values)), [])
+    return float(not any(found(v) for v in kind if v != answer))
+
+
+def arithmetic_prompts(n=4000, seed=0, digits=(2, 3)):
+    """Sums of 2- and 3-digit numbers asked in English and Chinese, made on the fly (nobody wrote them, and a program
+    checks every answer): [{"prompt", "answer", "lang"}]. `--data arithmetic` in train_grpo.py."""
+    rng, items = random.Random(seed + 5), []
+    for i in range(n):
+        d = rng.choice(digits)
+        x, y = rng.randint(10 ** (d - 1), 10 ** d - 1), rng.randint(10 ** (d - 1), 10 ** d - 1)
+        lang = "en" if i % 2 == 0 else "zh"
+        items.append({"prompt": f"What is {x} plus {y}?" if lang == "en" else f"{x}加{y}等于多少？", "answer": str(x + y),
+                      "lang": lang})
+    return items
+
+
 HEDGE_RATE = 0.4  # the SFT data's bad habit: it answers this share of questions with "I don't know"
 IDK = {"en": "I don't know.", "zh": "我不知道。"}
 

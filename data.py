@@ -364,6 +364,12 @@ def load_datasets(specs, kind, seed=0, val_split=0.05, global_ratio=1.0, max_rec
         skipped = []
         if src.path == "builtin":
             records = builtin_records(kind)
+        elif src.path == "arithmetic":  # sums made on the fly, with answers a program checks
+            if kind != "prompt":
+                raise DataError(f"--data arithmetic: prompts with answers, for train_grpo.py / train_ppo.py; this stage needs {kind}")
+            import builtin_data
+            records = [{"prompt": [{"role": "user", "content": it["prompt"]}], "answer": it["answer"]}
+                       for it in builtin_data.arithmetic_prompts()]
         else:
             records = read_records(src.path, kind, fmt, skip_bad_lines, skipped)
         rng = random.Random(seed * 1_000_003 + zlib.crc32(src.path.encode()))
@@ -675,3 +681,12 @@ def response_targets(ids, lengths, prompt_lengths):
     position = torch.arange(1, ids.size(1), device=ids.device)[None, :]  # where y[:, t] sits in ids
     response_mask = (position >= prompt_lengths[:, None].to(ids.device)) & (position < lengths[:, None].to(ids.device))
     return ids[:, :-1], ids[:, 1:], response_mask.float()
+
+
+def rollout_sequences(prompt_ids, response_ids, eos_id, pad_id):
+    """Prompt + generated tokens cut after the first <|im_end|>, right-padded: (ids, lengths, prompt_lengths).
+    response_targets(ids, lengths, prompt_lengths) then marks exactly the generated tokens."""
+    responses = [r[:r.index(eos_id) + 1] if eos_id in r else r for r in response_ids]
+    responses = [r if r else [eos_id] for r in responses]  # an empty response still ends the turn
+    ids, lengths = pad_sequences([p + r for p, r in zip(prompt_ids, responses)], pad_id)
+    return ids, lengths, torch.tensor([len(p) for p in prompt_ids]), responses

@@ -23,9 +23,10 @@ import torch
 
 import builtin_data
 import train_utils as tu
-from data import EpochSampler, pad_sequences, response_targets
+from data import EpochSampler, response_targets, rollout_sequences
 from generate import GenerationConfig, TextGenerator
-from model import load_model, load_value_model, token_logprobs, values_at_last_token
+from model import (entropy_from_logits, load_model, load_value_model, masked_mean, token_logprobs,
+                   values_at_last_token)
 from tokenizer import BPETokenizer
 
 
@@ -77,10 +78,6 @@ def parse_args(argv=None):
 
 
 # ----------------------------------------------------------------------------- the PPO math
-def masked_mean(x, mask):
-    return (x * mask).sum() / mask.sum().clamp(min=1)
-
-
 def masked_whiten(x, mask, eps=1e-8):
     """(x - mean) / std over the masked entries; zero elsewhere."""
     mean = masked_mean(x, mask)
@@ -119,22 +116,6 @@ def value_loss(values, old_values, returns, mask, cliprange_value):
     V_clipped stays within cliprange_value of the rollout's values."""
     clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
     return 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped - returns) ** 2), mask)
-
-
-def entropy_from_logits(logits):
-    """Entropy of each position's next-token distribution, (B, T)."""
-    logits = logits.float()
-    logp = torch.log_softmax(logits, dim=-1)
-    return -(logp.exp() * logp).sum(-1)
-
-
-def rollout_sequences(prompt_ids, response_ids, eos_id, pad_id):
-    """Prompt + generated tokens cut after the first <|im_end|>, right-padded: (ids, lengths, prompt_lengths).
-    response_targets(ids, lengths, prompt_lengths) then marks exactly the generated tokens."""
-    responses = [r[:r.index(eos_id) + 1] if eos_id in r else r for r in response_ids]
-    responses = [r if r else [eos_id] for r in responses]  # an empty response still ends the turn
-    ids, lengths = pad_sequences([p + r for p, r in zip(prompt_ids, responses)], pad_id)
-    return ids, lengths, torch.tensor([len(p) for p in prompt_ids]), responses
 
 
 def main(argv=None):

@@ -16,7 +16,7 @@ import time
 import torch
 
 import train_utils as tu
-from data import (EpochSampler, LanguageModelingDataset, build_token_cache, cache_key, get_batch)
+from data import EpochSampler, cache_key, get_batch
 from generate import GenerationConfig, TextGenerator
 from model import MiniGPT, get_config, load_model, load_weights
 from tokenizer import BPETokenizer
@@ -49,10 +49,7 @@ def main(argv=None):
     # trained on this very data, or a new one. (Reusing one trained on other data once made step 0's bpb 5.92, not 3.04.)
     tok_path = os.path.join(args.out_dir, "tokenizer.json")
     vocab_size = args.vocab_size or get_config(args.config).vocab_size
-    builtin_source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "builtin_data.py")  # its edits change the data
-    data_key = cache_key([*args.data, builtin_source if "builtin" in args.data else "", args.seed, args.val_split,
-                          args.global_sample_ratio, args.max_data_size, args.format, args.skip_bad_lines])
-    trained_on = cache_key([data_key, vocab_size, args.tokenizer_samples, args.tokenizer_max_cjk_chars])
+    trained_on = cache_key([tu.data_key(args), vocab_size, args.tokenizer_samples, args.tokenizer_max_cjk_chars])
     recorded = ((previous or {}).get("tokenizer") or {}).get("trained_on")
     source, why = None, None
     if args.tokenizer:
@@ -88,29 +85,8 @@ def main(argv=None):
     tokenizer = BPETokenizer.load(tok_path)
 
     # Token ids are cached on disk, keyed by the data files, sampling flags and the tokenizer itself.
-    cache_dir = tu.env_default("MINIGPT_DATA_DIR", "data_cache", str)
-    key = cache_key([data_key, *(args.val_data or []), tokenizer.merges, sorted(tokenizer.special_tokens.items())])
-    if run.master:
-        if not os.path.isfile(os.path.join(cache_dir, key, "meta.json")) and train_texts is None:
-            train_texts, val_texts, stats = tu.load_data(args, "text")
-        cache, meta = build_token_cache(train_texts, val_texts, tokenizer, cache_dir, key, stats)
-        tu.write_json(os.path.join(args.out_dir, "dataset_stats.json"),
-                      {**meta["stats"], "train": meta["train"], "val": meta["val"], "cache": cache})
-    if run.ddp:
-        torch.distributed.barrier()
-    cache, meta = build_token_cache(None, None, tokenizer, cache_dir, key)  # now only reads meta.json
-    train_ds = LanguageModelingDataset(os.path.join(cache, "train.bin"), meta["dtype"], args.seq_len, tokenizer.bos_id)
-    val_ds = LanguageModelingDataset(os.path.join(cache, "val.bin"), meta["dtype"], args.seq_len, tokenizer.bos_id) \
-        if meta["val"]["tokens"] > args.seq_len else train_ds
+    train_ds, val_ds, val_tokens_per_byte = tu.packed_text_data(args, run, tokenizer, (train_texts, val_texts, stats))
     sampler = EpochSampler(len(train_ds), args.seed)
-    # bits per byte = loss in nats / ln 2 * (tokens that carry loss / bytes of text): comparable across tokenizers
-    val_tokens_per_byte = (meta["val"]["tokens"] - meta["val"]["documents"]) / max(1, meta["val"]["bytes"])
-    if val_ds is train_ds:
-        val_tokens_per_byte = (meta["train"]["tokens"] - meta["train"]["documents"]) / max(1, meta["train"]["bytes"])
-        print("warning: validation split is smaller than one block; evaluating on training data")
-    if run.master:
-        print(f"data: {meta['train']['tokens']:,} train tokens ({len(train_ds):,} blocks of {args.seq_len}), "
-              f"{meta['val']['tokens']:,} val tokens; vocab {tokenizer.vocab_size}")
 
     # ------------------------------------------------------------------------- 4. model and optimizer
     config = tu.model_config(args, tokenizer.vocab_size)

@@ -8,9 +8,9 @@ import torch
 
 import train_ppo
 from conftest import FAST, torchrun
-from data import response_targets
+from data import response_targets, rollout_sequences
 from tokenizer import BPETokenizer
-from train_ppo import gae, masked_whiten, policy_loss, rollout_sequences, value_loss
+from train_ppo import gae, masked_whiten, policy_loss, value_loss
 
 
 def test_gae_matches_hand_computation():

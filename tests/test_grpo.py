@@ -1,0 +1,144 @@
+"""GRPO: group-relative advantages, the four loss normalisations as TRL names them, the checked rewards, and the
+loop end to end (TRL's metric names, exact resume, one-line errors)."""
+import json
+import os
+
+import pytest
+import torch
+
+import builtin_data
+import train_grpo
+from conftest import FAST
+
+
+def test_advantages_are_each_answer_against_its_own_group():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])  # two prompts, G = 4
+    advantages, std = train_grpo.group_advantages(rewards, 4, scale=False)
+    assert advantages.tolist() == pytest.approx([0.75, -0.25, -0.25, -0.25, 0, 0, 0, 0])
+    assert std.tolist() == pytest.approx([0.5, 0.0])  # the second group all right: no signal from it
+    scaled, _ = train_grpo.group_advantages(rewards, 4)
+    assert scaled[:4].tolist() == pytest.approx([0.75 / 0.5001, -0.25 / 0.5001, -0.25 / 0.5001, -0.25 / 0.5001], rel=1e-4)
+
+
+def loss_args(loss_type, epsilon_high=0.2, beta=0.0):
+    import argparse
+    return argparse.Namespace(loss_type=loss_type, epsilon=0.2, epsilon_high=epsilon_high, beta=beta)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo", "cispo"])
+def test_each_loss_type_normalises_as_trl_and_micro_batches_add_up(loss_type):
+    torch.manual_seed(0)
+    N, T = 6, 5
+    logprobs = torch.randn(N, T).clamp(max=0).requires_grad_()
+    advantages = torch.randn(N)
+    mask = (torch.arange(T)[None, :] < torch.tensor([5, 3, 4, 1, 2, 5])[:, None]).float()
+    args = loss_args(loss_type, epsilon_high=5.0 if loss_type == "cispo" else 0.2)
+    normalizer = {"grpo": N, "dr_grpo": N * T}.get(loss_type, mask.sum())
+    whole, _ = train_grpo.grpo_loss(logprobs, logprobs.detach(), advantages, mask, args, normalizer)
+    # first iteration: ratio 1, so the per-token loss is -A (or -A log pi for cispo)
+    per_token = -advantages[:, None] * (logprobs.detach() if loss_type == "cispo" else torch.ones(N, T))
+    expected = {"grpo": ((per_token * mask).sum(-1) / mask.sum(-1)).mean(),  # per answer, then over answers
+                "dr_grpo": (per_token * mask).sum() / (N * T),              # by the longest possible answers
+                "dapo": (per_token * mask).sum() / mask.sum(),               # per token over the batch
+                "cispo": (per_token * mask).sum() / mask.sum()}[loss_type]
+    assert whole.item() == pytest.approx(expected.item(), rel=1e-5)
+    parts = sum(train_grpo.grpo_loss(logprobs[s], logprobs[s].detach(), advantages[s], mask[s], args, normalizer)[0]
+                for s in (slice(0, 2), slice(2, 6)))
+    assert parts.item() == pytest.approx(whole.item(), rel=1e-5)
+
+
+def test_the_clip_stops_the_gradient_only_where_the_ratio_left_the_trust_region_in_the_advantage_s_direction():
+    old = torch.log(torch.tensor([[0.5, 0.5, 0.5, 0.5]]))
+    logprobs = torch.log(torch.tensor([[0.5, 0.8, 0.8, 0.2]])).requires_grad_()  # ratios 1, 1.6, 1.6, 0.4
+    mask = torch.ones(1, 4)
+    for advantage, clipped_tokens in ((1.0, [1, 2]), (-1.0, [3])):
+        logprobs.grad = None
+        loss, clipped = train_grpo.grpo_loss(logprobs, old, torch.tensor([advantage]), mask, loss_args("dapo"), 4)
+        loss.backward()
+        assert clipped.item() == len(clipped_tokens)
+        assert [i for i in range(4) if logprobs.grad[0, i] == 0] == clipped_tokens
+    logprobs.grad = None  # cispo clips the weight, not the gradient: every token still learns
+    loss, _ = train_grpo.grpo_loss(logprobs, old, torch.tensor([1.0]), mask, loss_args("cispo", epsilon_high=1.2), 4)
+    loss.backward()
+    assert (logprobs.grad != 0).all()
+
+
+def test_the_kl_term_is_zero_at_the_reference_and_positive_away_from_it():
+    logprobs = torch.log(torch.tensor([[0.5, 0.25]]))
+    args = loss_args("dapo", beta=1.0)
+    zero = torch.zeros(1)  # no advantage: only the KL term is left
+    at_ref, _ = train_grpo.grpo_loss(logprobs, logprobs, zero, torch.ones(1, 2), args, 2, ref_logprobs=logprobs)
+    away, _ = train_grpo.grpo_loss(logprobs, logprobs, zero, torch.ones(1, 2), args, 2, ref_logprobs=logprobs - 0.5)
+    assert at_ref.item() == 0 and away.item() == pytest.approx(torch.exp(torch.tensor(-0.5)).item() + 0.5 - 1, rel=1e-5)
+
+
+def test_checked_rewards_do_not_pay_for_an_answer_hidden_in_a_list():
+    assert builtin_data.check_answer_strictly("Mira lives in Oakvale.", "Oakvale") == 1.0
+    assert builtin_data.check_answer_strictly("Mira lives in Oakvale or Riverton.", "Oakvale") == 0.0
+    assert builtin_data.check_answer("Mira lives in Oakvale or Riverton.", "Oakvale") == 1.0  # the lenient one would
+    assert builtin_data.check_answer_strictly("345 plus 12 is 357.", "357") == 1.0
+    assert builtin_data.check_answer_strictly("357, 358, 359", "357") == 0.0
+    assert builtin_data.check_answer_strictly("米拉住在橡谷。", "橡谷") == 1.0
+    assert train_grpo.format_reward("Mira lives in Oakvale.", True) == 1.0
+    assert train_grpo.format_reward("Mira lives in Oakvale. Pip too.", True) == 0.0
+    assert train_grpo.format_reward("Mira lives in Oakvale.", False) == 0.0  # never finished its turn
+
+
+def test_arithmetic_prompts_are_made_on_the_fly_with_their_sums():
+    items = builtin_data.arithmetic_prompts(n=50)
+    assert {it["lang"] for it in items} == {"en", "zh"}
+    for it in items:
+        x, y = map(int, __import__("re").findall(r"\d+", it["prompt"]))
+        assert 10 <= x < 1000 and 10 <= y < 1000 and it["answer"] == str(x + y)
+
+
+def rows(d):
+    return [json.loads(line) for line in open(os.path.join(d, "metrics.jsonl"))]
+
+
+GRPO = FAST + ["--prompts-per-step", "2", "--num-generations", "4", "--max-new-tokens", "6", "--eval-batch", "4",
+               "--micro-batch", "3"]
+
+
+def test_grpo_run_logs_trl_s_metrics_and_resumes_exactly(stage_dirs, tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    common = GRPO + ["--init-from", stage_dirs["sft"], "--eval-interval", "2", "--lr-decay-steps", "4", "--beta", "0.04",
+                     "--num-iterations", "2"]
+    train_grpo.main(common + ["--max-steps", "4", "--out-dir", a])
+    train_grpo.main(common + ["--max-steps", "2", "--out-dir", b])
+    train_grpo.main(common + ["--max-steps", "4", "--out-dir", b, "--resume"])
+    trained = [r for r in rows(a) if "reward" in r]
+    assert len(trained) == 4
+    assert {"loss", "reward", "reward_std", "frac_reward_zero_std", "completions/mean_length", "kl", "clip_ratio",
+            "entropy", "rewards/correct/mean", "rewards/format/mean", "accuracy"} <= set(trained[0])
+    assert {"val_reward", "val_accuracy", "val_strict_accuracy"} <= set(rows(a)[0])
+    key = lambda d: {r["step"]: (r["loss"], r["reward"]) for r in rows(d) if "reward" in r}  # noqa: E731
+    assert key(a) == key(b)
+
+
+def test_grpo_on_arithmetic_and_each_loss_type(stage_dirs, tmp_path):
+    for loss_type in ("dr_grpo", "dapo", "cispo"):
+        out = str(tmp_path / loss_type)
+        train_grpo.main(GRPO + ["--init-from", stage_dirs["sft"], "--data", "arithmetic", "--max-steps", "1",
+                                "--eval-interval", "1", "--loss-type", loss_type, "--out-dir", out])
+        config = json.load(open(os.path.join(out, "config.json")))["args"]
+        assert config["scale_rewards"] == ("none" if loss_type == "dr_grpo" else "group")
+        assert config["epsilon_high"] == (5.0 if loss_type == "cispo" else 0.2)
+        assert any("reward" in r for r in rows(out))
+
+
+def test_grpo_inspect_shows_one_group_with_rewards_and_advantages(stage_dirs, tmp_path, capsys):
+    train_grpo.main(GRPO + ["--init-from", stage_dirs["sft"], "--out-dir", str(tmp_path / "i"), "--inspect"])
+    out = capsys.readouterr().out
+    assert "group std" in out and out.count("\n") >= 4 + 2 and "exiting (--inspect)" in out
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--num-generations", "1"], "--num-generations must be at least 2, got 1"),
+    (["--rewards", "correct", "format", "--reward-weights", "1"], "--reward-weights: 1 weights for 2 --rewards"),
+    (["--rewards", "model"], "--rewards model needs --reward-model DIR"),
+    (["--epsilon", "0"], "--epsilon must be above 0, got 0.0"),
+])
+def test_bad_grpo_flags_are_one_line_errors(stage_dirs, flags, message):
+    with pytest.raises(ValueError, match=message):
+        train_grpo.parse_args(["--init-from", stage_dirs["sft"], *flags])

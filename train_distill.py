@@ -1,0 +1,290 @@
+"""
+Knowledge distillation (Hinton et al. 2015): a small student learns from a larger teacher's whole next-token
+distribution at every position, not only from the one token the data has there.
+
+    python train_distill.py --teacher checkpoints/pretrain_wide          # a tiny student on the built-in text
+    python train_distill.py --teacher checkpoints/sft_wide --task sft --init-from checkpoints/pretrain_tiny
+    python train_distill.py --teacher T --kd-loss reverse --alpha 0.9 --temperature 2
+    python train_distill.py --teacher T --teacher-topk 32   # the teacher's top-32 once, then no teacher in memory
+    python train_distill.py --teacher T --alpha 0           # the same student without a teacher: the baseline
+
+    loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(student, data)
+
+at temperature T (both distributions softened by T; T^2 keeps the gradient's scale as T changes); --kd-loss reverse
+uses KL(student_T || teacher_T), which makes the student pick one of the teacher's modes rather than cover them all.
+The teacher must use the student's tokenizer (it is copied from the teacher's run). --task pretrain trains on packed
+text, as train_pretrain.py does; --task sft on conversations, with both losses on assistant tokens only.
+
+Sections: 1 flags, 2 setup, 3 data and tokenizer, 4 models and optimizer, 5 resume, 6 the loop, 7 final save.
+"""
+import contextlib
+import math
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+
+import builtin_data
+import train_utils as tu
+from data import DataError, EpochSampler, SFTDataset, get_batch, sft_batch
+from model import MiniGPT, load_model
+from tokenizer import BPETokenizer
+
+
+# ----------------------------------------------------------------------------- 1. flags
+def parse_args(argv=None):
+    p = tu.common_parser("Distil a larger teacher into a smaller student.", "distill",
+                         lr=2e-3, max_steps=600, batch_size=32, seq_len=256, warmup_steps=50, eval_interval=100)
+    p.add_argument("--teacher", required=True, help="the teacher's run directory (same tokenizer as the student)")
+    p.add_argument("--task", default="pretrain", choices=["pretrain", "sft"],
+                   help="pretrain: packed text (--data as train_pretrain.py); sft: conversations, assistant tokens only")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the distillation term (0: no teacher at all)")
+    p.add_argument("--temperature", type=float, default=2.0, help="softens both distributions in the KL term")
+    p.add_argument("--kd-loss", default="forward", choices=["forward", "reverse"],
+                   help="forward: KL(teacher || student); reverse: KL(student || teacher)")
+    p.add_argument("--teacher-topk", type=int, default=0, help="precompute the teacher's top-k log-probs for every "
+                   "training position once and free the teacher (0: run the teacher in every step)")
+    args = tu.finish_args(p.parse_args(argv), "distill")
+    tu.check_flags(args, at_least=dict(alpha=0, teacher_topk=0), at_most=dict(alpha=1), above=dict(temperature=0))
+    if not tu.has_checkpoint(args.teacher):
+        raise FileNotFoundError(f"{args.teacher}: no teacher checkpoint (a run directory of train_pretrain.py or "
+                                f"train_sft.py, trained with the tokenizer the student will use)")
+    return args
+
+
+# ----------------------------------------------------------------------------- the distillation loss
+def kd_per_position(student_logits, teacher, temperature, kind="forward"):
+    """KL between the teacher's and the student's next-token distributions at temperature T, per position (B, T).
+    teacher: logits (B, T, V), or the precomputed (top-k log-probs, top-k ids), each (B, T, k): the teacher is then
+    renormalised over its k tokens and the KL runs over those (the rest of its mass is dropped)."""
+    student = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    if isinstance(teacher, tuple):
+        top_logprobs, top_ids = teacher
+        teacher = top_logprobs.float() - torch.logsumexp(top_logprobs.float(), dim=-1, keepdim=True)
+        student = student.gather(-1, top_ids.long())
+        if kind == "reverse":  # the student's distribution over the same k tokens
+            student = student - torch.logsumexp(student, dim=-1, keepdim=True)
+    else:
+        teacher = F.log_softmax(teacher.float() / temperature, dim=-1)
+    if kind == "forward":
+        return (teacher.exp() * (teacher - student)).sum(-1)   # sum_v p_t (log p_t - log p_s)
+    return (student.exp() * (student - teacher)).sum(-1)       # sum_v p_s (log p_s - log p_t)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    # ------------------------------------------------------------------------- 2. setup
+    run = tu.setup(args)
+    tu.prepare_run_dir(args, run)  # refuses a folder that holds a run, unless --resume or --overwrite
+
+    # ------------------------------------------------------------------------- 3. data and tokenizer
+    tok_path = os.path.join(args.out_dir, "tokenizer.json")
+    if run.master:
+        BPETokenizer.load(os.path.join(args.teacher, "tokenizer.json")).save(tok_path)  # the teacher's
+    if run.ddp:
+        torch.distributed.barrier()
+    tokenizer = BPETokenizer.load(tok_path)
+    if args.init_from:
+        student_tok = BPETokenizer.load(os.path.join(args.init_from, "tokenizer.json"))
+        if (student_tok.vocab_bytes, student_tok.special_tokens) != (tokenizer.vocab_bytes, tokenizer.special_tokens):
+            raise ValueError(f"{args.init_from}: the student's tokenizer differs from the teacher's ({args.teacher}); "
+                             f"distillation compares their distributions token by token")
+    if args.task == "pretrain":  # packed blocks of text, as in pretraining
+        train_ds, val_ds, val_tokens_per_byte = tu.packed_text_data(args, run, tokenizer)
+        batch_of = lambda dataset, indices: get_batch(dataset, indices)  # noqa: E731
+    else:  # conversations; loss on assistant tokens only, as in SFT
+        train_convs, val_convs, stats = tu.load_data(args, "chat")
+        if args.data == ["builtin"] and not args.val_data:
+            val_convs = builtin_data.sft_conversations(split="heldout")
+        train_ds = SFTDataset(train_convs, tokenizer, args.seq_len, seed=args.seed)
+        val_ds = SFTDataset(val_convs, tokenizer, args.seq_len, seed=args.seed) if val_convs else train_ds
+        if len(train_ds) == 0:
+            raise DataError(f"{', '.join(args.data)}: no conversation has an assistant token within --seq-len {args.seq_len}")
+        val_tokens_per_byte = None
+        batch_of = lambda dataset, indices: sft_batch(dataset, indices, tokenizer.pad_id)  # noqa: E731
+        if run.master:
+            tu.write_json(os.path.join(args.out_dir, "dataset_stats.json"),
+                          {**stats, "train": train_ds.stats(), "val": val_ds.stats()})
+            print(f"data: {len(train_ds)} train conversations, {len(val_ds)} val")
+    sampler = EpochSampler(len(train_ds), args.seed)
+
+    # ------------------------------------------------------------------------- 4. models and optimizer
+    if args.init_from:  # a student that has been trained before (say, a pretrained one for --task sft)
+        student = load_model(args.init_from, run.device).train()
+    else:  # made before the teacher is loaded, so --alpha 0 (no teacher) starts from the very same weights
+        student = MiniGPT(tu.model_config(args, tokenizer.vocab_size)).to(run.device)
+    config = student.config
+    teacher = load_model(args.teacher, run.device).requires_grad_(False) if args.alpha > 0 else None  # eval mode
+    if teacher is not None and teacher.config.vocab_size != tokenizer.vocab_size:
+        raise ValueError(f"{args.teacher}: the teacher's vocabulary ({teacher.config.vocab_size}) is not its tokenizer's "
+                         f"({tokenizer.vocab_size})")
+    optimizer = student.configure_optimizer(args.lr, args.weight_decay, device_type=run.device_type)
+    if run.master:
+        about = (f"teacher {teacher.num_params() / 1e6:.2f}M ({teacher.checkpoint}), {args.kd_loss} KL at temperature "
+                 f"{args.temperature:g}, alpha {args.alpha:g}" if teacher is not None else "no teacher (--alpha 0)")
+        print(f"student: {args.config}, {student.num_params() / 1e6:.2f}M parameters; {about}")
+        tu.write_run_config(args, config, tokenizer)
+
+    @torch.no_grad()
+    def teacher_topk(dataset):
+        """The teacher's top-k log-probs (at the temperature) and ids at every position of every sample, computed
+        once: (B, T, k) lookups replace a teacher forward per step, and the teacher itself is freed."""
+        values, ids = [], []
+        for start in range(0, len(dataset), args.batch_size):
+            x, _, _ = batch_of(dataset, list(range(start, min(start + args.batch_size, len(dataset)))))
+            with tu.autocast(run):
+                logprobs = F.log_softmax(teacher(x.to(run.device)).logits.float() / args.temperature, dim=-1)
+            top = logprobs.topk(args.teacher_topk, dim=-1)
+            lengths = [len(dataset.samples[i][0]) - 1 for i in range(start, start + x.shape[0])] \
+                if args.task == "sft" else [x.shape[1]] * x.shape[0]
+            values += [v[:n].to(torch.float16).cpu() for v, n in zip(top.values, lengths)]
+            ids += [i[:n].to(torch.int32).cpu() for i, n in zip(top.indices, lengths)]
+        return values, ids
+
+    topk = None
+    if args.teacher_topk and teacher is not None:
+        topk = teacher_topk(train_ds)
+        teacher = None  # no longer needed: every training position's teacher distribution is in `topk`
+        if run.master:
+            print(f"teacher top-{args.teacher_topk} precomputed for {len(train_ds)} samples; teacher freed")
+
+    def teacher_targets(x, indices):
+        """What the KL term compares with: the teacher's logits now, or its stored top-k padded to x's length."""
+        if topk is None:
+            with torch.no_grad(), tu.autocast(run):
+                return teacher(x).logits
+        T = x.shape[1]
+        pad = lambda rows: torch.stack([F.pad(r, (0, 0, 0, T - r.shape[0])) for r in rows]).to(run.device)  # noqa: E731
+        return pad([topk[0][i] for i in indices]), pad([topk[1][i] for i in indices])
+
+    # ------------------------------------------------------------------------- 5. resume
+    ckpt = tu.resume_training(args, run, {"model": student}, optimizer)
+    step, best_val_loss = (ckpt["step"], ckpt["best_val_loss"]) if ckpt else (0, float("inf"))
+    raw_student, student = student, tu.wrap_model(student, run, args)
+    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard, resume_step=step if ckpt else None)
+
+    @torch.no_grad()
+    def evaluate():
+        """The student's cross-entropy on the first eval_iters validation batches: what it is judged by, with or
+        without a teacher (the same batches every time)."""
+        student.eval()
+        losses = []
+        for j in range(run.rank, args.eval_iters, run.world_size):
+            indices = [(j * args.batch_size + i) % len(val_ds) for i in range(args.batch_size)]
+            x, y, mask = (t.to(run.device) for t in batch_of(val_ds, indices))
+            with tu.autocast(run):
+                losses.append(raw_student(x, y, mask).loss.item())
+        student.train()
+        return tu.all_reduce_mean(sum(losses) / max(1, len(losses)), run)
+
+    def save(step, is_best):
+        tu.save_run(args, tu.training_state(run, student, optimizer, step, args, best_val_loss, stop_rules.state()), is_best)
+
+    def eval_and_save(step):
+        nonlocal best_val_loss
+        val_loss = evaluate()
+        improved = stop_rules.update(step, val_loss, best_val_loss)  # step 0 is the baseline, never the best
+        if improved:
+            best_val_loss = val_loss
+        if run.master:
+            row = {"step": step, "val_loss": val_loss, "memory_mb": tu.peak_memory_mb(run)}
+            if val_tokens_per_byte is not None:
+                row["val_bpb"] = val_loss / math.log(2) * val_tokens_per_byte
+            log.log(row)
+            bpb = f", bpb {row['val_bpb']:.3f}" if "val_bpb" in row else ""
+            print(f"\nstep {step}: val loss {val_loss:.4f}{bpb}{' (best)' if improved else ''}")
+            save(step, improved)
+            if not args.no_plot:
+                tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"),
+                                keys=(("train_loss", "ce_loss", "val_loss"), ("kd_loss",), ("val_bpb",), ("lr",)))
+
+    if args.inspect:
+        x, y, mask = (t.to(run.device) for t in batch_of(train_ds, sampler.take(0, args.batch_size)))
+        with tu.autocast(run):
+            out = student(x, y, mask)
+        kd = kd_per_position(out.logits, teacher_targets(x, sampler.take(0, args.batch_size)), args.temperature,
+                             args.kd_loss) if args.alpha > 0 else torch.zeros_like(mask, dtype=torch.float)
+        print(f"batch {tuple(x.shape)}, {int(mask.sum())} positions carry loss: cross-entropy {out.loss.item():.4f}, "
+              f"KL to the teacher {(kd * mask).sum().item() / mask.sum().item():.4f}; exiting (--inspect)")
+        return None
+
+    # ------------------------------------------------------------------------- 6. the loop
+    stop_rules = tu.StopRules(args, run, ckpt)
+    eta = tu.ETA(args, run, step)  # after the first steps: how long the whole run will take on this machine
+    if not ckpt:
+        eval_and_save(0)
+        eta.eval_done()
+    student.train()
+    B, G, W, T2 = args.batch_size, args.grad_accum, run.world_size, args.temperature ** 2
+    bad_steps, t_last, steps_since_log = tu.BadSteps(args), time.time(), 0
+    bar = tu.progress(total=args.max_steps, initial=step, disable=not run.master)
+    while step < args.max_steps:
+        lr = tu.get_lr(step, args)
+        tu.set_lr(optimizer, lr)
+        try:
+            train_loss = ce_loss = kd_loss = 0.0
+            for micro in range(G):
+                position = (step * G * W + micro * W + run.rank) * B  # one deterministic sample stream, as in pretraining
+                indices = sampler.take(position, B)
+                x, y, mask = (t.to(run.device) for t in batch_of(train_ds, indices))
+                sync = contextlib.nullcontext() if not run.ddp or micro == G - 1 else student.no_sync()
+                with sync:
+                    with tu.autocast(run):
+                        out = student(x, y, mask)  # out.loss: cross-entropy with the data's tokens, where mask is 1
+                    if args.alpha > 0:
+                        kd = kd_per_position(out.logits, teacher_targets(x, indices), args.temperature, args.kd_loss)
+                        kd = (kd * mask).sum() / mask.sum().clamp(min=1)  # over the same positions as the CE
+                    else:
+                        kd = torch.zeros((), device=run.device)
+                    loss = args.alpha * T2 * kd + (1 - args.alpha) * out.loss + out.aux_loss  # optimised and logged
+                    run.scaler.scale(loss / G).backward()
+                train_loss += loss.item() / G
+                ce_loss += out.loss.item() / G
+                kd_loss += kd.item() / G
+        except torch.cuda.OutOfMemoryError:
+            optimizer.zero_grad(set_to_none=True)
+            B, G = tu.halve_micro_batch(B, G, run, log, step)
+            continue
+        train_loss = tu.all_reduce_mean(train_loss, run)
+        if bad_steps.skip(train_loss, step, optimizer, log):
+            step += 1
+            continue
+        grad_norm = tu.optimizer_step(student, optimizer, run, args)  # unscale, clip, step, zero_grad
+        step += 1
+        steps_since_log += 1
+        bar.update(1)
+        eta.step_done(step)
+
+        if step % args.log_interval == 0 or step == args.max_steps:
+            samples_per_sec = B * G * W * steps_since_log / (time.time() - t_last)
+            t_last, steps_since_log = time.time(), 0
+            bar.set_postfix(loss=f"{train_loss:.4f}", ce=f"{ce_loss:.4f}")
+            log.log({"step": step, "train_loss": train_loss, "ce_loss": tu.all_reduce_mean(ce_loss, run),
+                     "kd_loss": tu.all_reduce_mean(kd_loss, run), "lr": lr, "grad_norm": grad_norm,
+                     "samples_per_sec": samples_per_sec, "memory_mb": tu.peak_memory_mb(run)})
+        stop_now, out_of_time = stop_rules.ctrl_c(), stop_rules.out_of_time()
+        if step % args.eval_interval == 0 or step == args.max_steps or out_of_time:
+            eval_and_save(step)
+            t_last, steps_since_log = time.time(), 0
+            if stop_rules.early_stop() or out_of_time:
+                break
+        elif (args.save_interval and step % args.save_interval == 0) or stop_now:
+            if run.master:
+                save(step, False)
+        if stop_now:
+            if run.master:
+                tu.print_saved_for_resume(args, step)
+            break
+    bar.close()
+    stop_rules.close()
+
+    # ------------------------------------------------------------------------- 7. final save and plot
+    if run.master:
+        print(f"done: step {step}; {stop_rules.summary(best_val_loss)}; run directory {args.out_dir}")
+    return best_val_loss
+
+
+if __name__ == "__main__":
+    tu.cli(main)

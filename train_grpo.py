@@ -1,0 +1,348 @@
+"""
+GRPO (group relative policy optimisation; Shao et al. 2024, the RL of DeepSeek-R1): sample a group of answers to each
+prompt, score each with a program that checks it (or a reward model), and raise the answers that beat their group's
+mean. The group is the baseline, so there is no critic to train, unlike PPO.
+
+    python train_grpo.py                              # from checkpoints/sft_tiny, built-in questions, checked answers
+    python train_grpo.py --data arithmetic            # 2-3 digit sums in English and Chinese, made on the fly
+    python train_grpo.py --loss-type dr_grpo --beta 0.04 --num-iterations 2
+    python train_grpo.py --rewards correct format model --reward-weights 1 0.25 0.5 --reward-model checkpoints/reward_tiny
+
+One step:
+  1. sample --num-generations answers to each of --prompts-per-step prompts (KV cache) and score each one: r
+  2. advantages A = r - mean(r of its group), divided by the group's std (--scale-rewards group) or not (none)
+  3. --num-iterations optimizer steps on this batch: per token, ratio = pi / pi_old and
+     loss = -min(ratio A, clip(ratio, 1 - eps, 1 + eps_high) A) (+ beta KL to the reference), averaged as --loss-type
+     says (TRL's names: grpo per answer, dr_grpo per answer x max length, dapo per token; cispo's loss is
+     -min(ratio, eps_high).detach() A log pi, per token)
+
+Sections: 1 flags, 2 setup, 3 data and tokenizer, 4 models and optimizer, 5 resume, 6 the loop, 7 final save.
+"""
+import argparse
+import os
+import time
+
+import torch
+
+import builtin_data
+import train_utils as tu
+from data import EpochSampler, response_targets, rollout_sequences
+from generate import GenerationConfig, TextGenerator
+from model import entropy_from_logits, load_model, load_value_model, token_logprobs, values_at_last_token
+from tokenizer import BPETokenizer
+
+REWARDS = ("correct", "format", "model")
+
+
+# ----------------------------------------------------------------------------- 1. flags
+def parse_args(argv=None):
+    # lr: TRL's default 1e-6 is for billion-parameter models; a 1M-parameter policy needs far more to move in 100 steps
+    p = tu.common_parser("GRPO with rewards from programs (or a reward model).", "grpo",
+                         lr=1e-4, max_steps=300, warmup_steps=5, eval_interval=50, weight_decay=0.0, seq_len=256,
+                         log_interval=1)
+    p.add_argument("--num-generations", type=int, default=8, help="answers sampled per prompt (the group, G)")
+    p.add_argument("--prompts-per-step", type=int, default=8, help="prompts per step: a step scores prompts x G answers")
+    p.add_argument("--micro-batch", type=int, default=32, help="answers per forward/backward (memory, not the math)")
+    p.add_argument("--num-iterations", type=int, default=1, help="optimizer steps on each batch of answers (mu)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="longest answer sampled")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--loss-type", default="grpo", choices=["grpo", "dr_grpo", "dapo", "cispo"])
+    p.add_argument("--epsilon", type=float, default=0.2, help="clip the ratio below at 1 - epsilon")
+    p.add_argument("--epsilon-high", type=float, default=None, help="clip above at 1 + epsilon_high (default: epsilon; "
+                   "DAPO uses 0.28); cispo: the largest ratio kept (default 5)")
+    p.add_argument("--beta", type=float, default=0.0, help="KL to the reference (0, TRL's default, loads no reference)")
+    p.add_argument("--scale-rewards", default=None, choices=["group", "none"],
+                   help="divide advantages by the group's std (default: group; none for dr_grpo, as Dr. GRPO argues)")
+    p.add_argument("--rewards", nargs="+", default=["correct", "format"], choices=REWARDS,
+                   help="correct: 1 if the answer is right (builtin_data.check_answer_strictly); format: 1 for one "
+                        "finished sentence; model: a reward model's score")
+    p.add_argument("--reward-weights", type=float, nargs="+", default=None, help="one per --rewards (default 1, 0.25, 1)")
+    p.add_argument("--reward-model", default=None, help="reward model run directory, for --rewards model")
+    p.add_argument("--eval-batch", type=int, default=128, help="held-out prompts answered greedily at each eval")
+    args = tu.finish_args(p.parse_args(argv), "grpo")
+    tu.check_flags(args, at_least=dict(num_generations=2, prompts_per_step=1, micro_batch=1, num_iterations=1,
+                                       max_new_tokens=1, eval_batch=1, beta=0),
+                   above=dict(temperature=0, epsilon=0, epsilon_high=0))
+    defaults = {"correct": 1.0, "format": 0.25, "model": 1.0}
+    args.reward_weights = args.reward_weights or [defaults[r] for r in args.rewards]
+    if len(args.reward_weights) != len(args.rewards):
+        raise ValueError(f"--reward-weights: {len(args.reward_weights)} weights for {len(args.rewards)} --rewards")
+    if "model" in args.rewards and not args.reward_model:
+        raise ValueError("--rewards model needs --reward-model DIR (a run of train_reward.py)")
+    if args.epsilon_high is None:
+        args.epsilon_high = 5.0 if args.loss_type == "cispo" else args.epsilon
+    args.scale_rewards = args.scale_rewards or ("none" if args.loss_type == "dr_grpo" else "group")
+    tu.default_init_from(args, "sft", "train_sft.py")
+    return args
+
+
+# ----------------------------------------------------------------------------- the GRPO math
+def group_advantages(rewards, group_size, scale=True):
+    """rewards (P*G,), G consecutive answers per prompt -> (advantages (P*G,), each group's std (P,)). An answer's
+    advantage is how much it beat its group's mean: the group is the baseline a critic would otherwise learn."""
+    grouped = rewards.view(-1, group_size)
+    std = grouped.std(dim=1, keepdim=True)
+    advantages = grouped - grouped.mean(dim=1, keepdim=True)
+    if scale:
+        advantages = advantages / (std + 1e-4)
+    return advantages.view(-1), std.view(-1)
+
+
+def grpo_loss(logprobs, old_logprobs, advantages, mask, args, normalizer, ref_logprobs=None):
+    """This micro-batch's share of the batch loss, and clip statistics. logprobs etc. (b, T), advantages (b,), mask
+    (b, T) on answer tokens. Sums over micro-batches add up to the loss over the batch because `normalizer` is the
+    whole batch's: its answers (grpo), answers x max_new_tokens (dr_grpo) or answer tokens (dapo, cispo)."""
+    ratio = torch.exp(logprobs - old_logprobs)  # exactly 1 on the first iteration: old is the same policy, detached
+    A = advantages[:, None]
+    if args.loss_type == "cispo":  # CISPO (MiniMax-M1): clip the importance weight itself, keep every token's gradient
+        per_token = -torch.clamp(ratio, max=args.epsilon_high).detach() * A * logprobs
+    else:  # PPO's clipped surrogate, per token
+        per_token = -torch.min(ratio * A, torch.clamp(ratio, 1 - args.epsilon, 1 + args.epsilon_high) * A)
+    if ref_logprobs is not None:  # k3 estimator of KL(pi || pi_ref), >= 0 (Schulman 2020), as TRL
+        delta = ref_logprobs - logprobs
+        per_token = per_token + args.beta * (torch.exp(delta) - delta - 1)
+    if args.loss_type == "grpo":  # mean over each answer's tokens, then over answers
+        total = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)).sum()
+    else:
+        total = (per_token * mask).sum()
+    clipped = ((ratio < 1 - args.epsilon) & (A < 0)) | ((ratio > 1 + args.epsilon_high) & (A > 0))
+    return total / normalizer, (clipped.float() * mask).sum()
+
+
+def format_reward(text, finished):
+    """1 for one complete sentence: the answer ended (<|im_end|>) and has exactly one '.' / '。', at its end."""
+    text = text.strip()
+    return float(finished and text.endswith((".", "。")) and text.count(".") + text.count("。") == 1)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+
+    # ------------------------------------------------------------------------- 2. setup
+    run = tu.setup(args)
+    tu.prepare_run_dir(args, run)  # refuses a folder that holds a run, unless --resume or --overwrite
+
+    # ------------------------------------------------------------------------- 3. data and tokenizer
+    tokenizer = tu.copy_tokenizer(args, run)
+    if args.reward_model:
+        other = BPETokenizer.load(os.path.join(args.reward_model, "tokenizer.json"))
+        if (other.vocab_bytes, other.special_tokens) != (tokenizer.vocab_bytes, tokenizer.special_tokens):
+            raise ValueError(f"{args.reward_model}: the reward model was trained with another tokenizer than "
+                             f"{args.init_from}; train it from the same pretraining run")
+    train_prompts, val_prompts, stats = tu.load_data(args, "prompt")
+    if args.data == ["builtin"] and not args.val_data:
+        val_prompts = [{"prompt": [{"role": "user", "content": it["prompt"]}], "answer": it["answer"]}
+                       for it in builtin_data.checkable_prompts(split="heldout")]  # questions never trained on
+    val_prompts = (val_prompts or train_prompts)[:args.eval_batch]
+    if "correct" in args.rewards and any(p["answer"] is None for p in train_prompts):
+        raise ValueError("--rewards correct needs prompts with an 'answer' field (the built-in and arithmetic data have "
+                         "them; files in the 'prompt' format may)")
+    # prompts longer than half the context are cut from the left (the latest turn is kept)
+    encode = lambda record: tokenizer.apply_chat_template(record["prompt"], add_generation_prompt=True)[0][-(args.seq_len // 2):]  # noqa: E731
+    train_ids, val_ids = [encode(r) for r in train_prompts], [encode(r) for r in val_prompts]
+    sampler = EpochSampler(len(train_prompts), args.seed)
+    if run.master:
+        tu.write_json(os.path.join(args.out_dir, "dataset_stats.json"),
+                      {**stats, "train_prompts": len(train_ids), "val_prompts": len(val_ids)})
+        print(f"data: {len(train_ids)} train prompts, {len(val_ids)} held-out prompts; rewards: "
+              f"{', '.join(f'{w:g} x {r}' for r, w in zip(args.rewards, args.reward_weights))}")
+
+    # ------------------------------------------------------------------------- 4. models and optimizer
+    # eval mode throughout (no dropout, as TRL): the first iteration's ratio is then exactly 1
+    policy = load_model(args.init_from, run.device)
+    reference = load_model(args.init_from, run.device).requires_grad_(False) if args.beta else None  # beta 0: none
+    reward_model = (load_value_model(args.reward_model, run.device, trained_head=True).requires_grad_(False)
+                    if "model" in args.rewards else None)
+    optimizer = policy.configure_optimizer(args.lr, args.weight_decay, device_type=run.device_type)
+    if run.master:
+        print(f"policy: {policy.num_params() / 1e6:.2f}M parameters from {policy.checkpoint}; {args.loss_type} loss, "
+              f"{args.num_generations} answers per prompt, beta {args.beta:g}")
+        tu.write_run_config(args, policy.config, tokenizer)
+
+    # ------------------------------------------------------------------------- 5. resume
+    ckpt = tu.resume_training(args, run, {"model": policy}, optimizer)
+    step, best_val_loss = (ckpt["step"], ckpt["best_val_loss"]) if ckpt else (0, float("inf"))
+    raw_policy, policy = policy, tu.wrap_model(policy, run, args)
+    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard, resume_step=step if ckpt else None)
+    generator = TextGenerator(raw_policy, tokenizer)
+
+    @torch.no_grad()
+    def score(records, ids, lengths, responses):
+        """(rewards (N,) weighted over --rewards, {reward name: (N,)}, held-out style accuracy (N,) by check_answer)."""
+        texts = [tokenizer.decode(r, skip_special_tokens=True) for r in responses]
+        finished = [tokenizer.eos_id in r for r in responses]
+        per_reward = {}
+        for name in args.rewards:
+            if name == "correct":
+                values = [builtin_data.check_answer_strictly(t, r["answer"]) for t, r in zip(texts, records)]
+            elif name == "format":
+                values = [format_reward(t, f) for t, f in zip(texts, finished)]
+            else:
+                with tu.autocast(run):
+                    values = values_at_last_token(reward_model(ids)[0], lengths).tolist()
+            per_reward[name] = torch.tensor(values, dtype=torch.float32, device=run.device)
+        rewards = sum(w * per_reward[name] for name, w in zip(args.rewards, args.reward_weights))
+        accuracy = torch.tensor([builtin_data.check_answer(t, r["answer"]) if r["answer"] is not None else float("nan")
+                                 for t, r in zip(texts, records)])
+        return rewards, per_reward, accuracy
+
+    @torch.no_grad()
+    def sample(records, prompt_ids, seed, greedy=False):
+        """Answers to prompt_ids with everything the loss needs, computed without gradient."""
+        cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, greedy=greedy, seed=seed)
+        with tu.autocast(run):
+            response_ids = generator.generate_ids(prompt_ids, cfg)
+        ids, lengths, prompt_lengths, responses = rollout_sequences(prompt_ids, response_ids, tokenizer.eos_id, tokenizer.pad_id)
+        ids, lengths, prompt_lengths = ids.to(run.device), lengths.to(run.device), prompt_lengths.to(run.device)
+        x, y, mask = response_targets(ids, lengths, prompt_lengths)  # mask: exactly the generated tokens
+        rewards, per_reward, accuracy = score(records, ids, lengths, responses)
+        return {"x": x, "y": y, "mask": mask, "rewards": rewards, "per_reward": per_reward, "accuracy": accuracy,
+                "responses": responses}
+
+    def evaluate():
+        """Greedy answers to the held-out prompts: reward, accuracy (check_answer, as SFT/DPO/PPO report it) and the
+        strict accuracy the reward uses."""
+        r = sample(val_prompts, val_ids, seed=0, greedy=True)
+        metrics = {"val_reward": r["rewards"].mean().item(), "val_response_length": r["mask"].sum(-1).mean().item()}
+        if not torch.isnan(r["accuracy"]).any():
+            metrics["val_accuracy"] = r["accuracy"].mean().item()
+        if "correct" in r["per_reward"]:
+            metrics["val_strict_accuracy"] = r["per_reward"]["correct"].mean().item()
+        return {k: tu.all_reduce_mean(v, run) for k, v in metrics.items()}, tokenizer.decode(r["responses"][0])
+
+    def save(step, is_best):
+        tu.save_run(args, tu.training_state(run, policy, optimizer, step, args, best_val_loss, stop_rules.state()), is_best)
+
+    def eval_and_save(step):
+        nonlocal best_val_loss
+        metrics, example = evaluate()
+        improved = stop_rules.update(step, -metrics["val_reward"], best_val_loss)  # best = highest held-out reward
+        if improved:
+            best_val_loss = -metrics["val_reward"]
+        if run.master:
+            log.log({"step": step, **metrics, "memory_mb": tu.peak_memory_mb(run)})
+            accuracy = f", accuracy {metrics['val_accuracy']:.3f}" if "val_accuracy" in metrics else ""
+            print(f"\nstep {step}: held-out reward {metrics['val_reward']:.3f}{accuracy}{' (best)' if improved else ''}"
+                  f"\n  {val_prompts[0]['prompt'][-1]['content']!r} -> {example!r}")
+            save(step, improved)
+            if not args.no_plot:
+                tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"),
+                                keys=(("reward", "val_reward"), ("accuracy", "val_accuracy", "val_strict_accuracy"),
+                                      ("reward_std", "frac_reward_zero_std"), ("completions/mean_length",),
+                                      ("entropy", "clip_ratio", "kl"), ("lr",)))
+
+    if args.inspect:
+        return inspect_first_group(args, tokenizer, train_prompts, train_ids, sampler, sample)
+
+    # ------------------------------------------------------------------------- 6. the loop
+    stop_rules = tu.StopRules(args, run, ckpt)
+    eta = tu.ETA(args, run, step)  # after the first steps: how long the whole run will take on this machine
+    if not ckpt:
+        eval_and_save(0)  # the SFT model's held-out reward and accuracy: what GRPO is measured against
+        eta.eval_done()
+    P, G, W = args.prompts_per_step, args.num_generations, run.world_size
+    bad_steps, t_last = tu.BadSteps(args), time.time()
+    bar = tu.progress(total=args.max_steps, initial=step, disable=not run.master)
+    while step < args.max_steps:
+        lr = tu.get_lr(step, args)
+        tu.set_lr(optimizer, lr)
+        # 1. sample G answers to each prompt: every (step, rank) takes its own prompts from one deterministic stream
+        indices = [i for i in sampler.take((step * W + run.rank) * P, P) for _ in range(G)]  # each prompt G times
+        batch = sample([train_prompts[i] for i in indices], [train_ids[i] for i in indices], seed=args.seed * 100003 + step)
+        mask = batch["mask"]
+        # 2. group-relative advantages
+        advantages, group_std = group_advantages(batch["rewards"], G, scale=args.scale_rewards == "group")
+        with torch.no_grad(), tu.autocast(run):  # pi_old is needed only when a batch is used more than once
+            old_logprobs = token_logprobs(raw_policy(batch["x"]).logits, batch["y"]) if args.num_iterations > 1 else None
+            ref_logprobs = token_logprobs(reference(batch["x"]).logits, batch["y"]) if reference is not None else None
+        N = len(indices)
+        normalizer = {"grpo": N, "dr_grpo": N * args.max_new_tokens}.get(args.loss_type, mask.sum().clamp(min=1))
+        # 3. --num-iterations optimizer steps over the batch, in micro-batches (gradients add up to the batch's)
+        sums, grad_norm = {}, 0.0
+        for iteration in range(args.num_iterations):
+            iteration_loss = 0.0
+            for start in range(0, N, args.micro_batch):
+                rows = slice(start, start + args.micro_batch)
+                with tu.autocast(run):
+                    logits = policy(batch["x"][rows]).logits
+                logprobs = token_logprobs(logits, batch["y"][rows])
+                old = old_logprobs[rows] if old_logprobs is not None else logprobs.detach()
+                ref = ref_logprobs[rows] if ref_logprobs is not None else None
+                loss, clipped = grpo_loss(logprobs, old, advantages[rows], mask[rows], args, normalizer, ref)
+                run.scaler.scale(loss).backward()
+                iteration_loss += loss.item()
+                with torch.no_grad():
+                    part = {"loss": loss.item(), "clipped": clipped.item(),
+                            "entropy": (entropy_from_logits(logits) * mask[rows]).sum().item()}
+                    if ref is not None:
+                        delta = ref - logprobs.detach()
+                        part["kl"] = ((torch.exp(delta) - delta - 1) * mask[rows]).sum().item()
+                for k, v in part.items():
+                    sums[k] = sums.get(k, 0.0) + v / args.num_iterations
+            if bad_steps.skip(tu.all_reduce_mean(iteration_loss, run), step, optimizer, log):  # non-finite: no update
+                break
+            grad_norm = tu.optimizer_step(policy, optimizer, run, args)  # unscale, clip, step, zero_grad
+        step += 1
+        bar.update(1)
+        eta.step_done(step)
+
+        if step % args.log_interval == 0 or step == args.max_steps:
+            tokens = mask.sum().item()
+            row = {"step": step, "loss": tu.all_reduce_mean(sums["loss"], run),
+                   "reward": tu.all_reduce_mean(batch["rewards"].mean().item(), run),
+                   "reward_std": tu.all_reduce_mean(group_std.mean().item(), run),
+                   "frac_reward_zero_std": tu.all_reduce_mean((group_std < 1e-6).float().mean().item(), run),
+                   "completions/mean_length": tu.all_reduce_mean(mask.sum(-1).mean().item(), run),
+                   "clip_ratio": tu.all_reduce_mean(sums["clipped"] / tokens, run),
+                   "entropy": tu.all_reduce_mean(sums["entropy"] / tokens, run),
+                   **{f"rewards/{name}/mean": tu.all_reduce_mean(v.mean().item(), run)
+                      for name, v in batch["per_reward"].items()},
+                   "lr": lr, "grad_norm": grad_norm, "completions_per_sec": N * W / (time.time() - t_last),
+                   "memory_mb": tu.peak_memory_mb(run)}
+            if "kl" in sums:
+                row["kl"] = tu.all_reduce_mean(sums["kl"] / tokens, run)
+            if not torch.isnan(batch["accuracy"]).any():
+                row["accuracy"] = tu.all_reduce_mean(batch["accuracy"].mean().item(), run)
+            t_last = time.time()
+            bar.set_postfix(reward=f"{row['reward']:.3f}", std=f"{row['reward_std']:.2f}")
+            log.log(row)
+        stop_now, out_of_time = stop_rules.ctrl_c(), stop_rules.out_of_time()
+        if step % args.eval_interval == 0 or step == args.max_steps or out_of_time:
+            eval_and_save(step)
+            t_last = time.time()
+            if stop_rules.early_stop() or out_of_time:
+                break
+        elif (args.save_interval and step % args.save_interval == 0) or stop_now:
+            if run.master:
+                save(step, False)
+        if stop_now:
+            if run.master:
+                tu.print_saved_for_resume(args, step)
+            break
+    bar.close()
+    stop_rules.close()
+
+    # ------------------------------------------------------------------------- 7. final save and plot
+    if run.master:
+        evals = {r["step"]: r for r in tu.read_metrics(log.path) if "val_reward" in r}
+        first, best = evals[min(evals)], evals.get(stop_rules.best_step, evals[max(evals)])
+        accuracy = f", accuracy {first['val_accuracy']:.3f} -> {best['val_accuracy']:.3f}" if "val_accuracy" in best else ""
+        print(f"done: step {step}; held-out reward {first['val_reward']:.3f} -> {best['val_reward']:.3f}{accuracy}; "
+              f"{stop_rules.summary(best_val_loss, 'held-out reward', sign=-1)}; run directory {args.out_dir}")
+    return best_val_loss
+
+
+def inspect_first_group(args, tokenizer, train_prompts, train_ids, sampler, sample):
+    """--inspect: one prompt's group of answers with their rewards and advantages; no update."""
+    i = sampler.take(0, 1)[0]
+    batch = sample([train_prompts[i]] * args.num_generations, [train_ids[i]] * args.num_generations, seed=args.seed)
+    advantages, std = group_advantages(batch["rewards"], args.num_generations, scale=args.scale_rewards == "group")
+    print(f"prompt: {train_prompts[i]['prompt'][-1]['content']!r} (answer {train_prompts[i]['answer']!r}); group std {std[0]:.3f}")
+    print(f"{'reward':>7} {'advantage':>9}  answer")
+    for j, response in enumerate(batch["responses"]):
+        print(f"{batch['rewards'][j]:>7.3f} {advantages[j]:>9.3f}  {tokenizer.decode(response)!r}")
+    print("one group only; exiting (--inspect)")
+
+
+if __name__ == "__main__":
+    tu.cli(main)
