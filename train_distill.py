@@ -5,7 +5,7 @@ distribution at every position, not only from the one token the data has there.
     python train_distill.py --teacher checkpoints/pretrain_wide          # a tiny student on the built-in text
     python train_distill.py --teacher checkpoints/sft_wide --task sft --init-from checkpoints/pretrain_tiny
     python train_distill.py --teacher T --kd-loss reverse --alpha 0.9 --temperature 2
-    python train_distill.py --teacher T --teacher-topk 32   # the teacher's top-32 once, then no teacher in memory
+    python train_distill.py --teacher T --teacher-topk 64   # the teacher's top-64 once, then no teacher in memory
     python train_distill.py --teacher T --alpha 0           # the same student without a teacher: the baseline
 
     loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(student, data)
@@ -56,20 +56,25 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------- the distillation loss
 def kd_per_position(student_logits, teacher, temperature, kind="forward"):
     """KL between the teacher's and the student's next-token distributions at temperature T, per position (B, T).
-    teacher: logits (B, T, V), or the precomputed (top-k log-probs, top-k ids), each (B, T, k): the teacher is then
-    renormalised over its k tokens and the KL runs over those (the rest of its mass is dropped)."""
+    teacher: logits (B, T, V), or the precomputed (top-k log-probs, top-k ids), each (B, T, k). With top-k both
+    distributions are compared over k + 1 outcomes: the teacher's k tokens, and "any other token" holding the rest of
+    each one's mass. (Renormalising the teacher over its k tokens instead taught the student that the rest has no
+    mass: on Tiny Shakespeare, k = 32, its held-out loss was 4.52 against 3.86 without a teacher.)"""
     student = F.log_softmax(student_logits.float() / temperature, dim=-1)
     if isinstance(teacher, tuple):
         top_logprobs, top_ids = teacher
-        teacher = top_logprobs.float() - torch.logsumexp(top_logprobs.float(), dim=-1, keepdim=True)
-        student = student.gather(-1, top_ids.long())
-        if kind == "reverse":  # the student's distribution over the same k tokens
-            student = student - torch.logsumexp(student, dim=-1, keepdim=True)
+        teacher, student = _with_rest(top_logprobs.float()), _with_rest(student.gather(-1, top_ids.long()))
     else:
         teacher = F.log_softmax(teacher.float() / temperature, dim=-1)
     if kind == "forward":
         return (teacher.exp() * (teacher - student)).sum(-1)   # sum_v p_t (log p_t - log p_s)
     return (student.exp() * (student - teacher)).sum(-1)       # sum_v p_s (log p_s - log p_t)
+
+
+def _with_rest(logprobs):
+    """(..., k) log-probs of k tokens -> (..., k + 1): the same, then log(1 - their total), the rest of the mass."""
+    rest = torch.log1p(-logprobs.exp().sum(-1, keepdim=True).clamp(max=1 - 1e-6))
+    return torch.cat([logprobs, rest], dim=-1)
 
 
 def main(argv=None):

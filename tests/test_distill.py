@@ -27,6 +27,23 @@ def test_kl_is_zero_between_equal_distributions_and_matches_its_formula():
                               train_distill.kd_per_position(student, teacher, 2.0, kind), atol=1e-5)
 
 
+def test_top_k_keeps_the_rest_of_the_mass_as_one_outcome():
+    """With k < V the KL runs over k + 1 outcomes: the teacher's k tokens and "the rest". A student that puts the
+    teacher's top-k mass on the rest must pay for it (renormalising over the k tokens alone made that free)."""
+    torch.manual_seed(0)
+    teacher = torch.randn(2, 3, 11)
+    p = F.softmax(teacher, -1)
+    top = p.log().topk(4)
+    student = teacher.clone().scatter_(-1, top.indices, teacher.gather(-1, top.indices) - 3.0)  # same shape, less mass
+    q = F.softmax(student, -1)
+    coarse = lambda d: torch.cat([d.gather(-1, top.indices), 1 - d.gather(-1, top.indices).sum(-1, keepdim=True)], -1)
+    pc, qc = coarse(p), coarse(q)
+    got = train_distill.kd_per_position(student, (top.values, top.indices), 1.0, "forward")
+    assert torch.allclose(got, (pc * (pc.log() - qc.log())).sum(-1), atol=1e-5)
+    assert got.min() > 0.1  # the old renormalised top-k gave exactly 0 here: the shape over the k tokens is the same
+    assert (got <= train_distill.kd_per_position(student, teacher, 1.0, "forward") + 1e-6).all()  # coarser: smaller
+
+
 def rows(d):
     return [json.loads(line) for line in open(os.path.join(d, "metrics.jsonl"))]
 
