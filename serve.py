@@ -78,7 +78,7 @@ class Sequence:
         self.ids, self.sent = [], ""  # generated token ids; the text already sent
         self.finish_reason = None
         self.cancelled = False  # set by the HTTP thread when the client has gone
-        self.rng = torch.Generator().manual_seed(cfg.seed) if cfg.seed is not None else None
+        self.rng = None          # a seeded torch.Generator on the model's device, made when it joins
         self.next_logits = None  # (1, vocab): what the next token is sampled from
         self.seen = None         # (1, vocab) bools, for the repetition penalty
 
@@ -137,6 +137,8 @@ class Engine:
         own = KVCache(self.config, 1, L, self.device, self.cache_dtype)
         idx = torch.tensor([seq.prompt_ids], device=self.device)
         seq.next_logits = self.generator.forward(idx, cache=own, last_logits_only=True).logits[:, -1].float()
+        if seq.cfg.seed is not None:
+            seq.rng = torch.Generator(device=self.device).manual_seed(seq.cfg.seed)
         if seq.cfg.repetition_penalty != 1.0:
             seq.seen = torch.zeros(1, self.config.vocab_size, dtype=torch.bool, device=self.device)
             seq.seen[0, seq.prompt_ids] = True

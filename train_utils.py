@@ -905,6 +905,7 @@ def cli(main):
     way (OSError: the message names the path) end with a one-line message, not a traceback. A run that fails
     before its first checkpoint leaves no run folder behind."""
     finished = False
+    _CREATED_RUN_DIRS.clear()  # only what this run makes is removed if it fails
     try:
         code = main()
         if dist.is_available() and dist.is_initialized():
