@@ -14,11 +14,15 @@ from train_utils import cli, read_metrics
 STAGES = {
     "pretrain": (("val_loss", False), [("val_loss", "val loss"), ("val_bpb", "bits per byte")]),
     "sft": (("val_loss", False), [("val_loss", "assistant-token val loss"), ("pass_rate", "held-out answer accuracy")]),
+    "sft_lora": (("val_loss", False), [("val_loss", "assistant-token val loss"),
+                                       ("pass_rate", "held-out answer accuracy")]),
     "reward": (("val_loss", False), [("eval_accuracy", "held-out pairwise accuracy"), ("eval_margin", "reward margin")]),
     "dpo": (("val_loss", False), [("eval_rewards/accuracies", "held-out preference accuracy"),
                                   ("eval_rewards/margins", "reward margin"), ("pass_rate", "held-out answer accuracy")]),
     "ppo": (("val_reward", True), [("val_reward", "held-out reward"), ("val_accuracy", "held-out answer accuracy"),
                                    ("val_kl", "KL to the SFT model")]),
+    "grpo": (("val_reward", True), [("val_reward", "held-out reward"), ("val_accuracy", "held-out answer accuracy"),
+                                    ("val_strict_accuracy", "held-out strict accuracy")]),
 }
 
 

@@ -19,13 +19,15 @@ def test_make_pipeline_runs_every_stage_and_prints_the_report(tmp_path):
             "--dtype float32 --no-plot")
     env = {**os.environ, "MINIGPT_DATA_DIR": str(tmp_path / "cache")}
     r = subprocess.run(["make", "pipeline", f"OUT={out}", f"PY={sys.executable}", f"ARGS={fast}",
-                        "PPO_ARGS=--rollout-batch 4 --minibatch-size 2 --ppo-epochs 1 --max-new-tokens 6 --eval-batch 4"],
+                        "PPO_ARGS=--rollout-batch 4 --minibatch-size 2 --ppo-epochs 1 --max-new-tokens 6 --eval-batch 4",
+                        "GRPO_ARGS=--prompts-per-step 2 --num-generations 2 --max-new-tokens 6 --eval-batch 4"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]
-    for stage in ("pretrain", "sft", "dpo", "ppo"):
+    for stage in ("pretrain", "sft", "dpo", "ppo", "grpo"):
         assert isinstance(load_generator(os.path.join(out, f"{stage}_tiny")).generate("Hi", ), str)
     load_value_model(os.path.join(out, "reward_tiny"))
     report = r.stdout[r.stdout.index("stage "):]
     for line in ("pretrain  val loss", "sft       held-out answer accuracy", "reward    held-out pairwise accuracy",
-                 "dpo       held-out preference accuracy", "ppo       held-out reward"):
+                 "dpo       held-out preference accuracy", "ppo       held-out reward",
+                 "grpo      held-out answer accuracy"):
         assert line in report
