@@ -76,3 +76,17 @@ def test_bench_serve_compares_batched_with_sequential_and_passes_its_load_test()
     assert "in both modes: yes" in out, out  # seeded sampling gives the same tokens batched or not
     assert re.search(r"load test: 30 requests from 4 clients in [\d.]+ s: 30 answered, 27 2xx, 3 4xx "
                      r"\(malformed sent: 3\), 0 5xx; .* still serving: True", out), out
+
+
+def test_bench_distill_trains_teacher_and_both_students_and_prints_exact_bits_per_byte(tmp_path):
+    out = bench("bench_distill.py", "--datasets", "builtin", "--seeds", "3", "--steps", "2", "--out", str(tmp_path),
+                "--builtin-tokenizer", str(tmp_path / "none.json"), "--",
+                "--seq-len", "32", "--batch-size", "2", "--eval-iters", "1", "--dtype", "float32", timeout=400)
+    for run in ("teacher_builtin", "builtin_plain_3", "builtin_distill_3"):
+        assert os.path.exists(tmp_path / run / "ckpt_best.pt"), out
+    row = re.search(r"^builtin\s+3\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", out, re.M)
+    assert row, out
+    teacher, plain, distilled, ratio = map(float, row.groups())
+    assert all(0 < b < 12 for b in (teacher, plain, distilled)), out  # 2 steps: near uniform over the vocab, not nonsense
+    assert ratio == pytest.approx(distilled / plain, abs=2e-3), out
+    assert (tmp_path / "builtin_val.txt").read_text().count("\n\n") == 374  # 5% of the 7,500 built-in documents
