@@ -1,4 +1,4 @@
-# The whole chain on the built-in data: make pipeline (about 7 minutes on 2 CPU cores with AVX-512 BF16, tiny preset;
+# The whole chain on the built-in data: make pipeline (about 8 minutes on 2 CPU cores with AVX-512 BF16, tiny preset;
 # about 15 in fp32 on a CPU without it).
 # Every target is one documented command; ARGS adds flags to every stage, e.g. make pipeline ARGS="--max-steps 5".
 CONFIG ?= tiny
