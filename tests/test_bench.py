@@ -90,3 +90,17 @@ def test_bench_distill_trains_teacher_and_both_students_and_prints_exact_bits_pe
     assert all(0 < b < 12 for b in (teacher, plain, distilled)), out  # 2 steps: near uniform over the vocab, not nonsense
     assert ratio == pytest.approx(distilled / plain, abs=2e-3), out
     assert (tmp_path / "builtin_val.txt").read_text().count("\n\n") == 374  # 5% of the 7,500 built-in documents
+
+
+def test_lmeval_parity_prints_equal_scores_for_every_task(tmp_path_factory):
+    pytest.importorskip("lm_eval", reason="optional: pip install -r requirements-extras.txt")
+    from test_eval_benchmarks import make_bench  # a tiny random run and a task file of every format
+    run_and_data = make_bench(tmp_path_factory)
+    out = bench("lmeval_parity.py", "--checkpoint", run_and_data["run"], "--data-dir", run_and_data["data"], timeout=400)
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:] if line.strip()}
+    assert set(rows) == {"hellaswag", "arc_easy", "arc_challenge", "piqa", "winogrande", "boolq", "lambada",
+                         "wikitext2"}, out
+    for task, row in rows.items():
+        assert float(row[3]) < 2e-3, out  # the largest log-likelihood difference on any item
+        if task not in ("lambada", "wikitext2"):
+            assert row[4] == row[5], out  # the same accuracy

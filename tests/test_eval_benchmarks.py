@@ -63,6 +63,10 @@ WIKITEXT = (" = Stone Bridge = \n \n The Stone Bridge is a bridge in the old tow
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
+    return make_bench(tmp_path_factory)
+
+
+def make_bench(tmp_path_factory):
     """A tiny random MiniGPT run directory and a data folder with every task file in its original format."""
     root = tmp_path_factory.mktemp("bench")
     torch.manual_seed(0)
