@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import train_distill
-from conftest import FAST
+from conftest import FAST, torchrun
 
 
 def test_kl_is_zero_between_equal_distributions_and_matches_its_formula():
@@ -98,3 +98,15 @@ def test_a_teacher_with_another_tokenizer_or_none_at_all_is_a_one_line_error(sta
     with pytest.raises(ValueError, match="student.*tokenizer differs from the teacher's"):
         train_distill.main(DISTILL + ["--teacher", stage_dirs["pretrain"], "--init-from", str(other),
                                       "--out-dir", str(tmp_path / "x")])
+
+
+def test_distillation_ddp_two_processes_match_one_process_with_double_accumulation(stage_dirs, tmp_path):
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    common = DISTILL + ["--teacher", stage_dirs["pretrain"], "--max-steps", "3", "--eval-interval", "3",
+                        "--num-threads", "1", "--device", "cpu"]
+    train_distill.main(common + ["--grad-accum", "2", "--out-dir", one])
+    torchrun("train_distill.py", [*common, "--out-dir", two])
+    train = lambda d: {r["step"]: (r["train_loss"], r["kd_loss"]) for r in rows(d) if "train_loss" in r}  # noqa: E731
+    assert train(one).keys() == train(two).keys() and len(train(one)) == 3
+    for step in train(one):
+        assert train(one)[step] == pytest.approx(train(two)[step], abs=1e-4)

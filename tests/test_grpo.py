@@ -8,7 +8,7 @@ import torch
 
 import builtin_data
 import train_grpo
-from conftest import FAST
+from conftest import FAST, torchrun
 
 
 def test_advantages_are_each_answer_against_its_own_group():
@@ -142,3 +142,12 @@ def test_grpo_inspect_shows_one_group_with_rewards_and_advantages(stage_dirs, tm
 def test_bad_grpo_flags_are_one_line_errors(stage_dirs, flags, message):
     with pytest.raises(ValueError, match=message):
         train_grpo.parse_args(["--init-from", stage_dirs["sft"], *flags])
+
+
+def test_grpo_runs_under_torchrun_with_two_processes(stage_dirs, tmp_path):
+    out = str(tmp_path / "ddp")
+    torchrun("train_grpo.py", [*GRPO, "--init-from", stage_dirs["sft"], "--max-steps", "2", "--eval-interval", "2",
+                               "--num-threads", "1", "--device", "cpu", "--out-dir", out])
+    trained = [r for r in rows(out) if "reward" in r]
+    assert [r["step"] for r in trained] == [1, 2] and all(0 <= r["frac_reward_zero_std"] <= 1 for r in trained)
+    assert os.path.isfile(os.path.join(out, "ckpt_latest.pt"))

@@ -10,7 +10,7 @@ import torch
 
 import train_dpo
 import train_sft
-from conftest import FAST
+from conftest import FAST, torchrun
 from export_hf import export, export_peft_adapter, merge_lora_run
 from generate import GenerationConfig, load_generator
 from model import MiniGPT, add_lora, get_config, load_model, lora_disabled, merge_lora
@@ -80,6 +80,22 @@ def test_lora_resume_is_exact(stage_dirs, tmp_path):
     losses = lambda d: {r["step"]: r["train_loss"] for r in map(json.loads, open(os.path.join(d, "metrics.jsonl")))  # noqa: E731
                         if "train_loss" in r}
     assert losses(a) == losses(b) and len(losses(a)) == 4
+
+
+def test_lora_ddp_two_processes_match_one_process_with_double_accumulation(stage_dirs, tmp_path):
+    """DDP with a frozen base: only the adapters are reduced across ranks, and the steps equal one process's."""
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    common = FAST + ["--init-from", stage_dirs["pretrain"], "--max-steps", "3", "--eval-interval", "3", "--lora-rank", "4",
+                     "--num-threads", "1", "--eval-max-new-tokens", "2", "--device", "cpu"]
+    train_sft.main(common + ["--grad-accum", "2", "--out-dir", one])
+    torchrun("train_sft.py", [*common, "--out-dir", two])
+    train = lambda d: {r["step"]: r["train_loss"] for r in map(json.loads, open(os.path.join(d, "metrics.jsonl")))  # noqa: E731
+                       if "train_loss" in r}
+    assert train(one).keys() == train(two).keys() and len(train(one)) == 3
+    for step in train(one):
+        assert train(one)[step] == pytest.approx(train(two)[step], abs=1e-4)
+    ckpt = torch.load(os.path.join(two, "ckpt_latest.pt"), weights_only=True)
+    assert ckpt["lora"]["rank"] == 4 and all(".lora_A." in k or ".lora_B." in k for k in ckpt["model"])  # no "module."
 
 
 def test_dpo_with_lora_uses_the_policy_without_adapters_as_its_reference(stage_dirs, tmp_path):
