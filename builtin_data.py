@@ -157,8 +157,9 @@ def check_answer_strictly(response, answer):
 
 
 def arithmetic_prompts(n=4000, seed=0, digits=(2, 3)):
-    """Sums of 2- and 3-digit numbers asked in English and Chinese, made on the fly (nobody wrote them, and a program
-    checks every answer): [{"prompt", "answer", "lang"}]. `--data arithmetic` in train_grpo.py."""
+    """Sums of two numbers of `digits` digits (each sum picks one), asked in English and Chinese, made on the fly
+    (nobody wrote them, and a program checks every answer): [{"prompt", "answer", "lang"}]. `--data arithmetic` (2-3
+    digits) or `--data arithmetic-1` (1 digit), `arithmetic-1-2`, ... in train_grpo.py."""
     rng, items = random.Random(seed + 5), []
     for i in range(n):
         d = rng.choice(digits)

@@ -364,12 +364,13 @@ def load_datasets(specs, kind, seed=0, val_split=0.05, global_ratio=1.0, max_rec
         skipped = []
         if src.path == "builtin":
             records = builtin_records(kind)
-        elif src.path == "arithmetic":  # sums made on the fly, with answers a program checks
+        elif re.fullmatch(r"arithmetic(-[1-9])*", src.path):  # sums made on the fly, with answers a program checks
             if kind != "prompt":
-                raise DataError(f"--data arithmetic: prompts with answers, for train_grpo.py / train_ppo.py; this stage needs {kind}")
+                raise DataError(f"--data {src.path}: prompts with answers, for train_grpo.py / train_ppo.py; this stage needs {kind}")
             import builtin_data
+            digits = tuple(int(d) for d in src.path.split("-")[1:]) or (2, 3)  # arithmetic-1: one-digit numbers
             records = [{"prompt": [{"role": "user", "content": it["prompt"]}], "answer": it["answer"]}
-                       for it in builtin_data.arithmetic_prompts()]
+                       for it in builtin_data.arithmetic_prompts(digits=digits)]
         else:
             records = read_records(src.path, kind, fmt, skip_bad_lines, skipped)
         rng = random.Random(seed * 1_000_003 + zlib.crc32(src.path.encode()))

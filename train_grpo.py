@@ -5,6 +5,7 @@ mean. The group is the baseline, so there is no critic to train, unlike PPO.
 
     python train_grpo.py                              # from checkpoints/sft_tiny, built-in questions, checked answers
     python train_grpo.py --data arithmetic            # 2-3 digit sums in English and Chinese, made on the fly
+    python train_grpo.py --data arithmetic-1          # one-digit sums: the tiny model gets some right, so it learns
     python train_grpo.py --loss-type dr_grpo --beta 0.04 --num-iterations 2
     python train_grpo.py --rewards correct format model --reward-weights 1 0.25 0.5 --reward-model checkpoints/reward_tiny
 

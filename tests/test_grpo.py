@@ -92,6 +92,16 @@ def test_arithmetic_prompts_are_made_on_the_fly_with_their_sums():
         assert 10 <= x < 1000 and 10 <= y < 1000 and it["answer"] == str(x + y)
 
 
+@pytest.mark.parametrize("spec,low,high", [("arithmetic", 10, 999), ("arithmetic-1", 1, 9), ("arithmetic-1-2", 1, 99)])
+def test_data_arithmetic_names_the_digits_of_its_numbers(spec, low, high):
+    from data import DataError, load_datasets
+    train, val, _ = load_datasets([spec], "prompt")
+    numbers = [int(n) for r in train + val for n in __import__("re").findall(r"\d+", r["prompt"][0]["content"])]
+    assert min(numbers) == low and max(numbers) == high and len(val) == 200  # 5% of 4,000 held out
+    with pytest.raises(DataError, match="prompts with answers"):
+        load_datasets([spec], "chat")
+
+
 def rows(d):
     return [json.loads(line) for line in open(os.path.join(d, "metrics.jsonl"))]
 
