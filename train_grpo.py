@@ -19,7 +19,6 @@ One step:
 
 Sections: 1 flags, 2 setup, 3 data and tokenizer, 4 models and optimizer, 5 resume, 6 the loop, 7 final save.
 """
-import argparse
 import os
 import time
 
