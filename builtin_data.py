@@ -13,6 +13,7 @@ and we measure on 'heldout' questions whose facts were only ever seen as stateme
 text within minutes on 2 CPU cores, and answer accuracy makes the later stages measurable.
 """
 import random
+import re
 import zlib
 
 NAMES = [("Mira", "米拉"), ("Tobin", "托宾"), ("Lumi", "露米"), ("Pip", "皮普"), ("Odo", "奥多"), ("Wren", "雷恩"),
@@ -134,7 +135,6 @@ def checkable_prompts(seed=0, split=None):
 def check_answer(response, answer):
     """1.0 when the response states the expected answer (as a whole number for sums), else 0.0."""
     if answer.isdigit():
-        import re
         return float(answer in re.findall(r"\d+", response))
     return float(answer.lower() in response.lower())
 
@@ -143,7 +143,6 @@ def check_answer_strictly(response, answer):
     """Like check_answer, but an answer hidden in a list does not count: for sums the last number must be the answer,
     for facts no other value of the same kind (another town, colour, ...) may appear. GRPO's reward uses it: a
     policy rewarded by check_answer can learn to list every town."""
-    import re
     if answer.isdigit():
         numbers = re.findall(r"\d+", response)
         return float(bool(numbers) and numbers[-1] == answer)

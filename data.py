@@ -347,8 +347,12 @@ def builtin_records(kind):
         return builtin_data.sft_conversations(split="train")
     if kind == "pair":
         return builtin_data.preference_pairs(split="train")
-    return [{"prompt": [{"role": "user", "content": it["prompt"]}], "answer": it["answer"]}
-            for it in builtin_data.checkable_prompts(split="train")]
+    return prompt_records(builtin_data.checkable_prompts(split="train"))
+
+
+def prompt_records(items):
+    """Questions with answers a program checks ([{"prompt", "answer"}]) as 'prompt'-format records."""
+    return [{"prompt": [{"role": "user", "content": it["prompt"]}], "answer": it["answer"]} for it in items]
 
 
 def load_datasets(specs, kind, seed=0, val_split=0.05, global_ratio=1.0, max_records=None, fmt=None,
@@ -369,8 +373,7 @@ def load_datasets(specs, kind, seed=0, val_split=0.05, global_ratio=1.0, max_rec
                 raise DataError(f"--data {src.path}: prompts with answers, for train_grpo.py / train_ppo.py; this stage needs {kind}")
             import builtin_data
             digits = tuple(int(d) for d in src.path.split("-")[1:]) or (2, 3)  # arithmetic-1: one-digit numbers
-            records = [{"prompt": [{"role": "user", "content": it["prompt"]}], "answer": it["answer"]}
-                       for it in builtin_data.arithmetic_prompts(digits=digits)]
+            records = prompt_records(builtin_data.arithmetic_prompts(digits=digits))
         else:
             records = read_records(src.path, kind, fmt, skip_bad_lines, skipped)
         rng = random.Random(seed * 1_000_003 + zlib.crc32(src.path.encode()))
@@ -685,8 +688,8 @@ def response_targets(ids, lengths, prompt_lengths):
 
 
 def rollout_sequences(prompt_ids, response_ids, eos_id, pad_id):
-    """Prompt + generated tokens cut after the first <|im_end|>, right-padded: (ids, lengths, prompt_lengths).
-    response_targets(ids, lengths, prompt_lengths) then marks exactly the generated tokens."""
+    """Prompt + generated tokens cut after the first <|im_end|>, right-padded: (ids, lengths, prompt_lengths, the
+    cut responses). response_targets(ids, lengths, prompt_lengths) then marks exactly the generated tokens."""
     responses = [r[:r.index(eos_id) + 1] if eos_id in r else r for r in response_ids]
     responses = [r if r else [eos_id] for r in responses]  # an empty response still ends the turn
     ids, lengths = pad_sequences([p + r for p, r in zip(prompt_ids, responses)], pad_id)

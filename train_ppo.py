@@ -23,7 +23,7 @@ import torch
 
 import builtin_data
 import train_utils as tu
-from data import EpochSampler, response_targets, rollout_sequences
+from data import EpochSampler, prompt_records, response_targets, rollout_sequences
 from generate import GenerationConfig, TextGenerator
 from model import (entropy_from_logits, load_model, load_value_model, masked_mean, token_logprobs,
                    values_at_last_token)
@@ -134,8 +134,7 @@ def main(argv=None):
                              f"cannot read the policy's token ids; train it from the same pretraining run")
     train_prompts, val_prompts, stats = tu.load_data(args, "prompt")
     if args.data == ["builtin"] and not args.val_data:
-        val_prompts = [{"prompt": [{"role": "user", "content": it["prompt"]}], "answer": it["answer"]}
-                       for it in builtin_data.checkable_prompts(split="heldout")]
+        val_prompts = prompt_records(builtin_data.checkable_prompts(split="heldout"))
     val_prompts = (val_prompts or train_prompts)[:args.eval_batch]
     if args.reward == "builtin" and any(p["answer"] is None for p in train_prompts):
         raise ValueError("--reward builtin needs prompts with an 'answer' field (the built-in data has them)")
