@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import builtin_data
 import train_utils as tu
 from data import DataError, EpochSampler, SFTDataset, get_batch, sft_batch
-from model import MiniGPT, load_model
+from model import MiniGPT, load_model, masked_mean
 from tokenizer import BPETokenizer
 
 
@@ -212,7 +212,7 @@ def main(argv=None):
         kd = kd_per_position(out.logits, teacher_targets(x, sampler.take(0, args.batch_size)), args.temperature,
                              args.kd_loss) if args.alpha > 0 else torch.zeros_like(mask, dtype=torch.float)
         print(f"batch {tuple(x.shape)}, {int(mask.sum())} positions carry loss: cross-entropy {out.loss.item():.4f}, "
-              f"KL to the teacher {(kd * mask).sum().item() / mask.sum().item():.4f}; exiting (--inspect)")
+              f"KL to the teacher {masked_mean(kd, mask).item():.4f}; exiting (--inspect)")
         return None
 
     # ------------------------------------------------------------------------- 6. the loop
@@ -240,7 +240,7 @@ def main(argv=None):
                         out = student(x, y, mask)  # out.loss: cross-entropy with the data's tokens, where mask is 1
                     if args.alpha > 0:
                         kd = kd_per_position(out.logits, teacher_targets(x, indices), args.temperature, args.kd_loss)
-                        kd = (kd * mask).sum() / mask.sum().clamp(min=1)  # over the same positions as the CE
+                        kd = masked_mean(kd, mask)  # over the same positions as the CE
                     else:
                         kd = torch.zeros((), device=run.device)
                     loss = args.alpha * T2 * kd + (1 - args.alpha) * out.loss + out.aux_loss  # optimised and logged
