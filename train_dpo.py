@@ -46,9 +46,9 @@ def parse_args(argv=None):
     p.add_argument("--eval-max-new-tokens", type=int, default=48)
     tu.add_lora_flags(p)
     args = tu.finish_args(p.parse_args(argv), "dpo")
-    tu.check_flags(args, above=dict(beta=0, lora_alpha=0), below=dict(label_smoothing=0.5, lora_dropout=1),
-                   at_least=dict(label_smoothing=0, rpo_alpha=0, eval_max_new_tokens=1, max_prompt_len=1, lora_rank=0,
-                                 lora_dropout=0))
+    tu.check_flags(args, above=dict(beta=0), at_least=dict(label_smoothing=0, rpo_alpha=0, eval_max_new_tokens=1,
+                                                            max_prompt_len=1), below=dict(label_smoothing=0.5))
+    tu.check_lora_flags(args)
     tu.default_init_from(args, "sft", "train_sft.py")
     return args
 

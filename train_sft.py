@@ -43,9 +43,9 @@ def parse_args(argv=None):
     p.add_argument("--eval-max-new-tokens", type=int, default=48)
     tu.add_lora_flags(p)
     args = tu.finish_args(p.parse_args(argv), "sft")
-    tu.check_flags(args, at_least=dict(system_prompt_prob=0, turn_drop_prob=0, eval_max_new_tokens=1, lora_rank=0,
-                                       lora_dropout=0), at_most=dict(system_prompt_prob=1, turn_drop_prob=1),
-                   above=dict(lora_alpha=0), below=dict(lora_dropout=1))
+    tu.check_flags(args, at_least=dict(system_prompt_prob=0, turn_drop_prob=0, eval_max_new_tokens=1),
+                   at_most=dict(system_prompt_prob=1, turn_drop_prob=1))
+    tu.check_lora_flags(args)
     tu.default_init_from(args, "pretrain", "train_pretrain.py")
     return args
 

@@ -90,6 +90,11 @@ def add_lora_flags(p):
                    help="comma-separated Linears that get adapters: q, k, v, o (attention), gate, up, down (MLP)")
 
 
+def check_lora_flags(args):
+    """The LoRA flags' bounds, for the stages that have them (one-line errors before anything runs)."""
+    check_flags(args, at_least=dict(lora_rank=0, lora_dropout=0), above=dict(lora_alpha=0), below=dict(lora_dropout=1))
+
+
 def apply_lora(model, args, run):
     """With --lora-rank: freeze the model, add adapters, and say how much of it trains."""
     if not args.lora_rank:
