@@ -167,10 +167,10 @@ def merge_lora_run(run_dir, out_dir, which="best"):
     """A standalone run directory with a LoRA run's adapters merged into its base: it needs the base no longer."""
     from model import _read_run
     from train_utils import save_checkpoint, write_json
-    model = load_model(run_dir, which=which)  # base + adapters, merged
     _, ckpt, path = _read_run(run_dir, which)
     if not ckpt.get("lora"):
         raise ValueError(f"{path}: not a LoRA run; it needs no merging")
+    model = load_model(run_dir, which=which)  # base + adapters, merged
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)
     os.makedirs(out_dir, exist_ok=True)
