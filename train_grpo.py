@@ -88,6 +88,13 @@ def group_advantages(rewards, group_size, scale=True):
     return advantages.view(-1), std.view(-1)
 
 
+def k3_kl(logprobs, ref_logprobs):
+    """Per token, the k3 estimator of KL(pi || pi_ref): exp(d) - d - 1 with d = log pi_ref - log pi, >= 0
+    (Schulman 2020), as TRL."""
+    delta = ref_logprobs - logprobs
+    return torch.exp(delta) - delta - 1
+
+
 def grpo_loss(logprobs, old_logprobs, advantages, mask, args, normalizer, ref_logprobs=None):
     """This micro-batch's share of the batch loss, and clip statistics. logprobs etc. (b, T), advantages (b,), mask
     (b, T) on answer tokens. Sums over micro-batches add up to the loss over the batch because `normalizer` is the
@@ -98,9 +105,8 @@ def grpo_loss(logprobs, old_logprobs, advantages, mask, args, normalizer, ref_lo
         per_token = -torch.clamp(ratio, max=args.epsilon_high).detach() * A * logprobs
     else:  # PPO's clipped surrogate, per token
         per_token = -torch.min(ratio * A, torch.clamp(ratio, 1 - args.epsilon, 1 + args.epsilon_high) * A)
-    if ref_logprobs is not None:  # k3 estimator of KL(pi || pi_ref), >= 0 (Schulman 2020), as TRL
-        delta = ref_logprobs - logprobs
-        per_token = per_token + args.beta * (torch.exp(delta) - delta - 1)
+    if ref_logprobs is not None:
+        per_token = per_token + args.beta * k3_kl(logprobs, ref_logprobs)
     if args.loss_type == "grpo":  # mean over each answer's tokens, then over answers
         total = ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)).sum()
     else:
@@ -274,8 +280,7 @@ def main(argv=None):
                     part = {"loss": loss.item(), "clipped": clipped.item(),
                             "entropy": (entropy_from_logits(logits) * mask[rows]).sum().item()}
                     if ref is not None:
-                        delta = ref - logprobs.detach()
-                        part["kl"] = ((torch.exp(delta) - delta - 1) * mask[rows]).sum().item()
+                        part["kl"] = (k3_kl(logprobs, ref) * mask[rows]).sum().item()
                 for k, v in part.items():
                     sums[k] = sums.get(k, 0.0) + v / args.num_iterations
             if bad_steps.skip(tu.all_reduce_mean(iteration_loss, run), step, optimizer, log):  # non-finite: no update
