@@ -57,10 +57,14 @@ def _story(rng, w, lang):
     a, b = rng.sample(sorted(w), 2)
     ca, cb = w[a], w[b]
     if lang == "en":
-        return (f"Once upon a time, there was a {ca['animal'][0]} named {a}. {a} lived in {ca['place'][0]}. "
-                f"Every morning, {a} ate {ca['food'][0]}. One day, {a} met {b}, a {cb['animal'][0]} from "
-                f"{cb['place'][0]}. {b} wore a {cb['color'][0]} scarf, because {b}'s favorite color is "
-                f"{cb['color'][0]}. They shared {ca['food'][0]} and {cb['food'][0]}, and they became friends. The end.")
+        # one sentence a line: a chat answer starts a line, so it must turn the question's " Lumi" (one token) into
+        # "Lumi" (another); stories that go "named Lumi.\nLumi lived" teach that for every name. With spaces instead,
+        # SFT copied the right name on 4 of 18 held-out English questions, and GRPO reached 0.48 instead of 0.82.
+        story = (f"Once upon a time, there was a {ca['animal'][0]} named {a}. {a} lived in {ca['place'][0]}. "
+                 f"Every morning, {a} ate {ca['food'][0]}. One day, {a} met {b}, a {cb['animal'][0]} from "
+                 f"{cb['place'][0]}. {b} wore a {cb['color'][0]} scarf, because {b}'s favorite color is "
+                 f"{cb['color'][0]}. They shared {ca['food'][0]} and {cb['food'][0]}, and they became friends. The end.")
+        return story.replace(". ", ".\n")
     za, zb = ca["zh"], cb["zh"]
     return (f"从前，有一只{ca['animal'][1]}叫{za}。{za}住在{ca['place'][1]}。每天早上，{za}都吃{ca['food'][1]}。"
             f"有一天，{za}遇到了{zb}，一只来自{cb['place'][1]}的{cb['animal'][1]}。{zb}戴着{cb['color'][1]}的围巾，"

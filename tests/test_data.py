@@ -202,6 +202,14 @@ def test_epoch_sampler_is_a_deterministic_permutation_per_epoch():
     assert s.take(5, 3) == first[5:8]
 
 
+def test_builtin_stories_teach_copying_a_name_to_the_start_of_a_line():
+    # a chat answer starts a line: the question's " Lumi" must become the token "Lumi" (see builtin_data._story)
+    texts = builtin_data.pretrain_texts()
+    for name, _ in builtin_data.NAMES:
+        assert any(f"named {name}.\n{name} lived" in t for t in texts), name
+        assert any(f" met {name}, " in t and f"\n{name} wore" in t for t in texts), name
+
+
 def test_builtin_data_is_deterministic_bilingual_and_checkable():
     assert builtin_data.pretrain_texts() == builtin_data.pretrain_texts()
     texts = builtin_data.pretrain_texts()
