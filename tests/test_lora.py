@@ -150,3 +150,12 @@ def test_peft_loads_our_adapters_onto_the_exported_base_with_the_same_logits(sta
         assert torch.allclose(theirs, ours, atol=1e-4)
         with tuned.disable_adapter():
             assert not torch.allclose(tuned(ids).logits, ours, atol=1e-3)  # the adapters are what makes it match
+
+
+@pytest.mark.parametrize("script, full_lr", [(train_sft, 5e-4), (train_dpo, 1e-4)])
+def test_lora_defaults_to_four_times_the_full_model_lr_and_an_explicit_lr_wins(script, full_lr, stage_dirs):
+    init = ["--init-from", stage_dirs["pretrain"] if script is train_sft else stage_dirs["sft"]]
+    assert script.parse_args(init).lr == pytest.approx(full_lr)
+    lora = script.parse_args(init + ["--lora-rank", "8"])
+    assert lora.lr == pytest.approx(4 * full_lr) and lora.min_lr == pytest.approx(0.4 * full_lr)
+    assert script.parse_args(init + ["--lora-rank", "8", "--lr", "1e-3"]).lr == 1e-3
