@@ -21,8 +21,9 @@ from generate import GenerationConfig
 
 @pytest.fixture(scope="module")
 def server(stage_dirs):
-    """serve.py on the shared chain's SFT model, on a free loopback port, for the whole module."""
-    generator = serve.load_for_serving(stage_dirs["sft"])
+    """serve.py on the shared chain's pretrained model (its 6-step SFT model ends most answers at once, which tests
+    nothing of streaming or batching), on a free loopback port, for the whole module."""
+    generator = serve.load_for_serving(stage_dirs["pretrain"])
     httpd, engine = serve.make_server(generator, port=0, model_name="sft_tiny", quiet=True, max_batch=16)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield {"url": f"http://127.0.0.1:{httpd.server_address[1]}", "engine": engine, "generator": generator}
@@ -257,7 +258,7 @@ def test_the_chat_page_streams_a_reply_in_a_real_browser(server):
 def test_an_exported_hugging_face_folder_is_served_like_its_run_directory(stage_dirs, server, tmp_path):
     pytest.importorskip("safetensors", reason="optional: pip install -r requirements-extras.txt")
     from export_hf import export
-    hf_dir = export(stage_dirs["sft"], str(tmp_path / "hf"))
+    hf_dir = export(stage_dirs["pretrain"], str(tmp_path / "hf"))  # the model `server` serves
     httpd, _ = serve.make_server(serve.load_for_serving(hf_dir), port=0, quiet=True)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
