@@ -2,6 +2,7 @@
 loop end to end (TRL's metric names, exact resume, one-line errors)."""
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -96,7 +97,7 @@ def test_arithmetic_prompts_are_made_on_the_fly_with_their_sums():
 def test_data_arithmetic_names_the_digits_of_its_numbers(spec, low, high):
     from data import DataError, load_datasets
     train, val, _ = load_datasets([spec], "prompt")
-    numbers = [int(n) for r in train + val for n in __import__("re").findall(r"\d+", r["prompt"][0]["content"])]
+    numbers = [int(n) for r in train + val for n in re.findall(r"\d+", r["prompt"][0]["content"])]
     assert min(numbers) == low and max(numbers) == high and len(val) == 200  # 5% of 4,000 held out
     with pytest.raises(DataError, match="prompts with answers"):
         load_datasets([spec], "chat")

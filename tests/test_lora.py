@@ -14,6 +14,7 @@ from conftest import FAST, torchrun
 from export_hf import export, export_peft_adapter, merge_lora_run
 from generate import GenerationConfig, load_generator
 from model import MiniGPT, add_lora, get_config, load_model, lora_disabled, merge_lora
+from train_utils import read_metrics
 
 
 @torch.no_grad()
@@ -70,6 +71,11 @@ def test_a_lora_run_directory_is_read_like_any_other_and_merges_into_one(stage_d
                            "--eval-max-new-tokens", "2"])
 
 
+def train_losses(run_dir):
+    """{step: train_loss} from a run's metrics.jsonl."""
+    return {r["step"]: r["train_loss"] for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "train_loss" in r}
+
+
 def test_lora_resume_is_exact(stage_dirs, tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     common = FAST + ["--init-from", stage_dirs["pretrain"], "--eval-interval", "2", "--lr-decay-steps", "4", "--lora-rank",
@@ -77,9 +83,7 @@ def test_lora_resume_is_exact(stage_dirs, tmp_path):
     train_sft.main(common + ["--max-steps", "4", "--out-dir", a])
     train_sft.main(common + ["--max-steps", "2", "--out-dir", b])
     train_sft.main(common + ["--max-steps", "4", "--out-dir", b, "--resume"])
-    losses = lambda d: {r["step"]: r["train_loss"] for r in map(json.loads, open(os.path.join(d, "metrics.jsonl")))  # noqa: E731
-                        if "train_loss" in r}
-    assert losses(a) == losses(b) and len(losses(a)) == 4
+    assert train_losses(a) == train_losses(b) and len(train_losses(a)) == 4
 
 
 def test_lora_ddp_two_processes_match_one_process_with_double_accumulation(stage_dirs, tmp_path):
@@ -89,11 +93,9 @@ def test_lora_ddp_two_processes_match_one_process_with_double_accumulation(stage
                      "--num-threads", "1", "--eval-max-new-tokens", "2", "--device", "cpu"]
     train_sft.main(common + ["--grad-accum", "2", "--out-dir", one])
     torchrun("train_sft.py", [*common, "--out-dir", two])
-    train = lambda d: {r["step"]: r["train_loss"] for r in map(json.loads, open(os.path.join(d, "metrics.jsonl")))  # noqa: E731
-                       if "train_loss" in r}
-    assert train(one).keys() == train(two).keys() and len(train(one)) == 3
-    for step in train(one):
-        assert train(one)[step] == pytest.approx(train(two)[step], abs=1e-4)
+    assert train_losses(one).keys() == train_losses(two).keys() and len(train_losses(one)) == 3
+    for step in train_losses(one):
+        assert train_losses(one)[step] == pytest.approx(train_losses(two)[step], abs=1e-4)
     ckpt = torch.load(os.path.join(two, "ckpt_latest.pt"), weights_only=True)
     assert ckpt["lora"]["rank"] == 4 and all(".lora_A." in k or ".lora_B." in k for k in ckpt["model"])  # no "module."
 
