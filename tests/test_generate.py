@@ -213,7 +213,7 @@ def test_cli_damaged_run_directory_is_a_one_line_error(gen, tmp_path, damage, me
     (["--num-beams", "0"], "error: generation: num_beams must be at least 1, got 0"),
     (["--stop", ""], "error: generation: stop_strings must be non-empty strings"),
     pytest.param(["--device", "cuda"], "error: --device cuda: no CUDA GPU is visible",
-                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")),
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs hardware: a machine without a GPU (a GPU is visible)")),
 ])
 def test_cli_bad_flags_are_a_one_line_error(gen, tmp_path, flags, message):
     run = make_run_dir(str(tmp_path / "run"), gen)
