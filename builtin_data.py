@@ -78,11 +78,28 @@ def _sums(rng, lang, n=8):
         # (with operands to 20 it got about 45% of held-out sums right, capping every later stage's accuracy)
         x, y = rng.randint(0, 9), rng.randint(0, 9)
         lines.append(f"{x} plus {y} is {x + y}." if lang == "en" else f"{x}加{y}等于{x + y}。")
-    return " ".join(lines) if lang == "en" else "".join(lines)
+    return "\n".join(lines)  # one a line, as a chat answer starts one (the fact sheets' reason, below)
 
 
-def pretrain_texts(seed=0, n_stories=1500, n_sums=1200, n_fact_sheets=100):
-    """Documents (strings) for pretraining: fact sheets, stories and arithmetic, in both languages."""
+def _word_problems(rng, w, lang, n=4):
+    """Sums inside a story: the numbers come first in the text and the sum's line copies them, as a chat answer
+    ("3 plus 4 is 7.") copies the question's. Without these nothing in pretraining copies a number: the SFT model
+    answered "What is 1 plus 3?" with "1 plus 4 is 5." and GRPO got 12 of 52 held-out sums right."""
+    lines = []
+    for _ in range(n):
+        name = rng.choice(sorted(w))
+        c, x, y = w[name], rng.randint(0, 9), rng.randint(0, 9)
+        if lang == "en":
+            lines += [f"{name} had {x} {c['food'][0]} and found {y} more.", f"{x} plus {y} is {x + y}.",
+                      f"Now {name} has {x + y} {c['food'][0]}."]
+        else:
+            lines += [f"{c['zh']}有{x}个{c['food'][1]}，又找到了{y}个。", f"{x}加{y}等于{x + y}。",
+                      f"现在{c['zh']}有{x + y}个{c['food'][1]}。"]
+    return "\n".join(lines)
+
+
+def pretrain_texts(seed=0, n_stories=1500, n_sums=1200, n_fact_sheets=100, n_word_problems=1200):
+    """Documents (strings) for pretraining: fact sheets, stories, arithmetic and word problems, in both languages."""
     rng, w = random.Random(seed + 1), world(seed)
     docs = []
     for name, c in w.items():
@@ -90,20 +107,26 @@ def pretrain_texts(seed=0, n_stories=1500, n_sums=1200, n_fact_sheets=100):
             facts = _facts(name, c, lang)
             # the same facts many times in shuffled orders, so each fact is learned on its own. Measured: with 3 sheets
             # and 5,000 stories the tiny model knew 8 of 72 facts after 600 steps (chance); with 100 sheets, 69.
+            # one fact a line: a chat answer ("Mira lives in Oakvale.") starts a line, and " Mira" mid-line is another
+            # token than "Mira" at a line's start. Facts joined by spaces: GRPO answered 51 of 75 held-out facts and
+            # 22 of 52 sums right (the sums were joined the same way).
             for _ in range(n_fact_sheets):
                 rng.shuffle(facts)
-                docs.append((" " if lang == "en" else "").join(facts))
+                docs.append("\n".join(facts))
     for i in range(n_stories):
         docs.append(_story(rng, w, "en" if i % 2 == 0 else "zh"))
     for i in range(n_sums):
         docs.append(_sums(rng, "en" if i % 2 == 0 else "zh"))
+    for i in range(n_word_problems):
+        docs.append(_word_problems(rng, w, "en" if i % 2 == 0 else "zh"))
     rng.shuffle(docs)
     return [_fix_articles(d) for d in docs]
 
 
 def _split(key):
-    """'heldout' for about 1 in 5 questions, by a stable hash of the question (not Python's salted hash)."""
-    return "heldout" if zlib.crc32(key.encode()) % 5 == 0 else "train"
+    """'heldout' for about 2 in 5 questions, by a stable hash of the question (not Python's salted hash). With 1 in 5
+    the held-out set had 71 questions: a standard error of 0.06 on its accuracy, more than most effects measured on it."""
+    return "heldout" if zlib.crc32(key.encode()) % 5 < 2 else "train"
 
 
 def checkable_prompts(seed=0, split=None):
@@ -150,13 +173,17 @@ def check_answer_strictly(response, answer):
     if answer.isdigit():
         numbers = re.findall(r"\d+", response)
         return float(bool(numbers) and numbers[-1] == answer)
-    text = response.lower()
-    found = lambda value: re.search(rf"(?<![a-z]){re.escape(value.lower())}(?![a-z])", text) is not None  # noqa: E731
-    if not found(answer):
-        return 0.0
     kind = next(([v for pair in values for v in pair] for values in ATTRIBUTES.values()
-                 if any(answer in pair for pair in values)), [])
-    return float(not any(found(v) for v in kind if v != answer))
+                 if any(answer in pair for pair in values)), [answer])
+    # which values of the kind the response names, longest first, each taken out once found: Chinese has no word
+    # boundaries, and 猫 (cat) is inside 猫头鹰 (owl), so every right owl answer once scored 0 (GRPO learned to avoid it)
+    text, named = response.lower(), set()
+    for value in sorted(kind, key=len, reverse=True):
+        pattern = rf"(?<![a-z]){re.escape(value.lower())}(?![a-z])"
+        if re.search(pattern, text):
+            named.add(value)
+            text = re.sub(pattern, " ", text)
+    return float(named == {answer})
 
 
 def arithmetic_prompts(n=4000, seed=0, digits=(2, 3)):

@@ -210,6 +210,18 @@ def test_builtin_stories_teach_copying_a_name_to_the_start_of_a_line():
         assert any(f" met {name}, " in t and f"\n{name} wore" in t for t in texts), name
 
 
+def test_builtin_facts_sums_and_word_problems_start_their_lines_as_chat_answers_do():
+    # a chat answer starts a line ("Mira lives in Oakvale.", "3 plus 4 is 7."), so the pretraining text states facts
+    # and sums one a line, and word problems copy a number read earlier to the start of a sum's line
+    texts = builtin_data.pretrain_texts()
+    assert any(t.startswith("Mira ") and "\nMira " in t and " Mira " not in t for t in texts)  # a fact sheet
+    assert any("\n3 plus 4 is 7.\n" in t for t in texts) and any("\n3加4等于7。" in t for t in texts)
+    problem = next(t for t in texts if " and found " in t)
+    first = problem.splitlines()[:2]  # "Bex had 5 fish and found 4 more." then "5 plus 4 is 9."
+    x, y = first[0].split(" had ")[1].split()[0], first[0].split(" found ")[1].split()[0]
+    assert first[1] == f"{x} plus {y} is {int(x) + int(y)}."
+
+
 def test_builtin_data_is_deterministic_bilingual_and_checkable():
     assert builtin_data.pretrain_texts() == builtin_data.pretrain_texts()
     texts = builtin_data.pretrain_texts()

@@ -80,6 +80,10 @@ def test_checked_rewards_do_not_pay_for_an_answer_hidden_in_a_list():
     assert builtin_data.check_answer_strictly("345 plus 12 is 357.", "357") == 1.0
     assert builtin_data.check_answer_strictly("357, 358, 359", "357") == 0.0
     assert builtin_data.check_answer_strictly("米拉住在橡谷。", "橡谷") == 1.0
+    # no word boundaries in Chinese: 猫 (cat) is inside 猫头鹰 (owl); a right owl answer once scored 0
+    assert builtin_data.check_answer_strictly("朱诺是一只猫头鹰。", "猫头鹰") == 1.0
+    assert builtin_data.check_answer_strictly("朱诺是一只猫头鹰。", "猫") == 0.0
+    assert builtin_data.check_answer_strictly("朱诺是一只猫。", "猫头鹰") == 0.0
     assert train_grpo.format_reward("Mira lives in Oakvale.", True) == 1.0
     assert train_grpo.format_reward("Mira lives in Oakvale. Pip too.", True) == 0.0
     assert train_grpo.format_reward("Mira lives in Oakvale.", False) == 0.0  # never finished its turn
