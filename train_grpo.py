@@ -36,9 +36,10 @@ REWARDS = ("correct", "format", "model")
 
 # ----------------------------------------------------------------------------- 1. flags
 def parse_args(argv=None):
-    # lr: TRL's default 1e-6 is for billion-parameter models; a 1M-parameter policy needs far more to move in 100 steps
+    # lr: TRL's default 1e-6 is for billion-parameter models; a 1M-parameter policy needs far more to move in 100 steps.
+    # 1000 steps: on the built-in questions held-out accuracy still rose at 600 (0.78 at 300, 0.86 at 600)
     p = tu.common_parser("GRPO with rewards from programs (or a reward model).", "grpo",
-                         lr=1e-4, max_steps=300, warmup_steps=5, eval_interval=50, weight_decay=0.0, seq_len=256,
+                         lr=1e-4, max_steps=1000, warmup_steps=5, eval_interval=50, weight_decay=0.0, seq_len=256,
                          log_interval=1)
     p.add_argument("--num-generations", type=int, default=8, help="answers sampled per prompt (the group, G)")
     p.add_argument("--prompts-per-step", type=int, default=8, help="prompts per step: a step scores prompts x G answers")
@@ -310,7 +311,7 @@ def main(argv=None):
             t_last = time.time()
             bar.set_postfix(reward=f"{row['reward']:.3f}", std=f"{row['reward_std']:.2f}")
             log.log(row)
-        stop_now, out_of_time = stop_rules.ctrl_c(), stop_rules.out_of_time()
+        stop_now, out_of_time = stop_rules.ctrl_c() or stop_rules.over_memory(), stop_rules.out_of_time()
         if step % args.eval_interval == 0 or step == args.max_steps or out_of_time:
             eval_and_save(step)
             t_last = time.time()
@@ -328,6 +329,8 @@ def main(argv=None):
 
     # ------------------------------------------------------------------------- 7. final save and plot
     if run.master:
+        if not stop_rules.interrupted:  # ended by its own rule (steps, early stop, time budget), not Ctrl+C:
+            tu.write_json(os.path.join(args.out_dir, tu.DONE_FILE), {"step": step})  # `make` reuses a finished run
         evals = {r["step"]: r for r in tu.read_metrics(log.path) if "val_reward" in r}
         first, best = evals[min(evals)], evals.get(stop_rules.best_step, evals[max(evals)])
         accuracy = f", accuracy {first['val_accuracy']:.3f} -> {best['val_accuracy']:.3f}" if "val_accuracy" in best else ""

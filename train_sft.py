@@ -113,20 +113,26 @@ def main(argv=None):
     def eval_and_save(step):
         nonlocal best_val_loss
         val_loss = evaluate()
-        improved = stop_rules.update(step, val_loss, best_val_loss)  # step 0 is the baseline, never the best
+        row, answer = {"step": step, "val_loss": val_loss, "memory_mb": tu.peak_memory_mb(run)}, ""
+        if suite and run.master:  # greedy answers to questions with known answers (rank 0 alone: generation)
+            with tu.autocast(run):
+                row["pass_rate"], examples = answer_accuracy(TextGenerator(raw_model, tokenizer), suite,
+                                                             args.eval_max_new_tokens)
+            model.train()  # the generator switched the model to eval mode
+            (prompt, expected), reply = examples[0]
+            answer = (f", regression pass rate {row['pass_rate']:.3f} +- {tu.standard_error(row['pass_rate'], len(suite)):.3f}"
+                      f"{{best}}\n  {prompt!r} -> {reply!r} (expected {expected!r})")
+        # The best checkpoint is what SFT is for: the most held-out questions answered right (kept negated, lower is
+        # better). Val loss bottoms out early (an assistant-token loss on a small set overfits) while the pass rate
+        # still rises: by val loss, step 150 was kept at 0.310 while step 300 answered 0.394.
+        metric = -tu.from_master(row.get("pass_rate", 0.0), run) if suite else val_loss
+        improved = stop_rules.update(step, metric, best_val_loss)  # step 0 is the baseline, never the best
         if improved:
-            best_val_loss = val_loss
+            best_val_loss = metric
         if run.master:
-            row, answer = {"step": step, "val_loss": val_loss, "memory_mb": tu.peak_memory_mb(run)}, ""
-            if suite:  # greedy answers to questions with known answers
-                with tu.autocast(run):
-                    row["pass_rate"], examples = answer_accuracy(TextGenerator(raw_model, tokenizer), suite,
-                                                                 args.eval_max_new_tokens)
-                model.train()  # the generator switched the model to eval mode
-                (prompt, expected), reply = examples[0]
-                answer = f", regression pass rate {row['pass_rate']:.3f}\n  {prompt!r} -> {reply!r} (expected {expected!r})"
             log.log(row)
-            print(f"\nstep {step}: val loss {val_loss:.4f}{' (best)' if improved else ''}{answer}")
+            best = " (best)" if improved else ""  # after the figure that picks the best checkpoint
+            print(f"\nstep {step}: val loss {val_loss:.4f}{answer.replace('{best}', best, 1) if suite else best}")
             save(step, improved)
             if not args.no_plot:
                 tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"),
@@ -182,7 +188,7 @@ def main(argv=None):
             bar.set_postfix(loss=f"{train_loss:.4f}")
             log.log({"step": step, "train_loss": train_loss, "lr": lr, "grad_norm": grad_norm,
                      "assistant_tokens_per_sec": assistant_tokens_per_sec, "memory_mb": tu.peak_memory_mb(run)})
-        stop_now, out_of_time = stop_rules.ctrl_c(), stop_rules.out_of_time()
+        stop_now, out_of_time = stop_rules.ctrl_c() or stop_rules.over_memory(), stop_rules.out_of_time()
         if step % args.eval_interval == 0 or step == args.max_steps or out_of_time:
             eval_and_save(step)
             t_last, steps_since_log, tokens_since_log = time.time(), 0, 0
@@ -200,9 +206,12 @@ def main(argv=None):
 
     # ------------------------------------------------------------------------- 7. final save and plot
     if run.master:
+        if not stop_rules.interrupted:  # ended by its own rule (steps, early stop, time budget), not Ctrl+C:
+            tu.write_json(os.path.join(args.out_dir, tu.DONE_FILE), {"step": step})  # `make` reuses a finished run
         rates = [r["pass_rate"] for r in tu.read_metrics(log.path) if "pass_rate" in r]
         rate = f"; regression pass rate {rates[0]:.3f} -> {rates[-1]:.3f}" if rates else ""
-        print(f"done: step {step}; {stop_rules.summary(best_val_loss)}{rate}; run directory {args.out_dir}")
+        best = stop_rules.summary(best_val_loss, "held-out pass rate", sign=-1) if suite else stop_rules.summary(best_val_loss)
+        print(f"done: step {step}; {best}{rate}; run directory {args.out_dir}")
     return best_val_loss
 
 

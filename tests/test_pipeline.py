@@ -31,3 +31,21 @@ def test_make_pipeline_runs_every_stage_and_prints_the_report(tmp_path):
                  "dpo       held-out preference accuracy", "ppo       held-out reward",
                  "grpo      held-out answer accuracy"):
         assert line in report
+
+
+def test_the_report_gives_mean_and_spread_over_seed_chains(tmp_path, capsys):
+    """make pipeline SEEDS="1 2 3" writes OUT/seed_<s>/<stage>_tiny; the report gives each figure's mean +- sd."""
+    import json
+    import pipeline_report
+    for seed, (step_150, step_300) in {"1": (0.30, 0.40), "2": (0.35, 0.30), "3": (0.20, 0.50)}.items():
+        run = tmp_path / f"seed_{seed}" / "sft_tiny"
+        run.mkdir(parents=True)
+        rows = [{"step": 0, "val_loss": 5.0, "pass_rate": 0.1}, {"step": 150, "val_loss": 0.5, "pass_rate": step_150},
+                {"step": 300, "val_loss": 0.6, "pass_rate": step_300}]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pipeline_report.main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "3 seeds (1, 2, 3)" in out
+    # SFT's best checkpoint is its best held-out accuracy (0.40, 0.35, 0.50), not its lowest val loss
+    line = next(line for line in out.splitlines() if "held-out answer accuracy" in line)
+    assert "0.417 +- 0.076 [0.350, 0.500]" in line and line.endswith("300, 150, 300")
