@@ -1,45 +1,74 @@
-# The whole chain on the built-in data: make pipeline (about 8 minutes on 2 CPU cores with AVX-512 BF16, tiny preset;
-# about 15 in fp32 on a CPU without it).
+# The whole chain on the built-in data: make pipeline (about 5 minutes on 2 CPU cores with AMX or AVX-512 BF16, tiny
+# preset; about 15 in fp32 on a CPU without them: README's table).
 # Every target is one documented command; ARGS adds flags to every stage, e.g. make pipeline ARGS="--max-steps 5".
+# A stage whose run directory holds a finished run (done.json, written when a run ends by its own rule) is reused,
+# so a second `make pipeline` trains nothing; one that was interrupted (a checkpoint, no done.json) is resumed.
+# `make clean` removes the runs; to retrain one stage, delete its folder.
+# SEEDS="1337 1 2" runs the chain once per seed into $(OUT)/seed_<seed>/ and reports mean +- spread over them.
 CONFIG ?= tiny
 OUT ?= checkpoints
 ARGS ?=
 PPO_ARGS ?=
 GRPO_ARGS ?=
+SEEDS ?=
 PY ?= python
 EVAL_DATA ?= data/eval
 STAGE ?= ppo
 
-.PHONY: pipeline pretrain sft reward dpo ppo grpo lora generate report eval test
+RUN = $(OUT)/$(1)_$(CONFIG)
+DONE = $(OUT)/$(1)_$(CONFIG)/done.json
+# an interrupted run (a checkpoint but no done.json) continues where it stopped
+RESUME = $(if $(wildcard $(@D)/ckpt_latest.pt),--resume)
 
-pipeline: pretrain sft reward dpo ppo grpo generate report
+.PHONY: pipeline chain pretrain sft reward dpo ppo grpo lora generate report eval test clean
 
-pretrain:
-	$(PY) train_pretrain.py --config $(CONFIG) --out-dir $(OUT)/pretrain_$(CONFIG) $(ARGS)
+ifeq ($(strip $(SEEDS)),)
+pipeline: chain
+else
+pipeline:
+	@for seed in $(SEEDS); do \
+		echo "== seed $$seed: $(OUT)/seed_$$seed"; \
+		$(MAKE) --no-print-directory chain SEEDS= OUT=$(OUT)/seed_$$seed ARGS="$(ARGS) --seed $$seed" || exit 1; \
+	done
+	$(PY) pipeline_report.py $(OUT) --config $(CONFIG)
+endif
 
-sft:
-	$(PY) train_sft.py --config $(CONFIG) --init-from $(OUT)/pretrain_$(CONFIG) --out-dir $(OUT)/sft_$(CONFIG) $(ARGS)
+chain: pretrain sft reward dpo ppo grpo generate report
 
-reward:
-	$(PY) train_reward.py --config $(CONFIG) --init-from $(OUT)/sft_$(CONFIG) --out-dir $(OUT)/reward_$(CONFIG) $(ARGS)
+pretrain: $(call DONE,pretrain)
+sft: $(call DONE,sft)
+reward: $(call DONE,reward)
+dpo: $(call DONE,dpo)
+ppo: $(call DONE,ppo)
+grpo: $(call DONE,grpo)
+lora: $(call DONE,sft_lora)
 
-dpo:
-	$(PY) train_dpo.py --config $(CONFIG) --init-from $(OUT)/sft_$(CONFIG) --out-dir $(OUT)/dpo_$(CONFIG) $(ARGS)
+# each stage's prerequisite is order-only (after |): a finished earlier stage is used as it is, never a reason to retrain
+$(call DONE,pretrain):
+	$(PY) train_pretrain.py --config $(CONFIG) --out-dir $(@D) $(RESUME) $(ARGS)
 
-ppo:
-	$(PY) train_ppo.py --config $(CONFIG) --init-from $(OUT)/sft_$(CONFIG) --reward-model $(OUT)/reward_$(CONFIG) \
-		--out-dir $(OUT)/ppo_$(CONFIG) $(ARGS) $(PPO_ARGS)
+$(call DONE,sft): | $(call DONE,pretrain)
+	$(PY) train_sft.py --config $(CONFIG) --init-from $(call RUN,pretrain) --out-dir $(@D) $(RESUME) $(ARGS)
 
-grpo:
-	$(PY) train_grpo.py --config $(CONFIG) --init-from $(OUT)/sft_$(CONFIG) --out-dir $(OUT)/grpo_$(CONFIG) $(ARGS) $(GRPO_ARGS)
+$(call DONE,reward): | $(call DONE,sft)
+	$(PY) train_reward.py --config $(CONFIG) --init-from $(call RUN,sft) --out-dir $(@D) $(RESUME) $(ARGS)
+
+$(call DONE,dpo): | $(call DONE,sft)
+	$(PY) train_dpo.py --config $(CONFIG) --init-from $(call RUN,sft) --out-dir $(@D) $(RESUME) $(ARGS)
+
+$(call DONE,ppo): | $(call DONE,sft) $(call DONE,reward)
+	$(PY) train_ppo.py --config $(CONFIG) --init-from $(call RUN,sft) --reward-model $(call RUN,reward) \
+		--out-dir $(@D) $(RESUME) $(ARGS) $(PPO_ARGS)
+
+$(call DONE,grpo): | $(call DONE,sft)
+	$(PY) train_grpo.py --config $(CONFIG) --init-from $(call RUN,sft) --out-dir $(@D) $(RESUME) $(ARGS) $(GRPO_ARGS)
 
 # SFT with LoRA adapters instead of every weight (not part of the pipeline; the report shows it when it is there)
-lora:
-	$(PY) train_sft.py --config $(CONFIG) --init-from $(OUT)/pretrain_$(CONFIG) --out-dir $(OUT)/sft_lora_$(CONFIG) \
-		--lora-rank 8 $(ARGS)
+$(call DONE,sft_lora): | $(call DONE,pretrain)
+	$(PY) train_sft.py --config $(CONFIG) --init-from $(call RUN,pretrain) --out-dir $(@D) --lora-rank 8 $(RESUME) $(ARGS)
 
-generate:
-	$(PY) generate.py --checkpoint $(OUT)/ppo_$(CONFIG) --template --greedy --max-new-tokens 24 --no-stream \
+generate: ppo
+	$(PY) generate.py --checkpoint $(call RUN,ppo) --template --greedy --max-new-tokens 24 --no-stream \
 		--prompt "Where does Mira live?" "7加5等于多少？"
 
 report:
@@ -47,7 +76,11 @@ report:
 
 # standard benchmarks of one stage's checkpoint (not part of the pipeline: it needs task files in EVAL_DATA)
 eval:
-	$(PY) eval_benchmarks.py --checkpoint $(OUT)/$(STAGE)_$(CONFIG) --data-dir $(EVAL_DATA)
+	$(PY) eval_benchmarks.py --checkpoint $(call RUN,$(STAGE)) --data-dir $(EVAL_DATA)
 
 test:
 	$(PY) -m pytest tests
+
+# the runs `make` made (each stage's folder, and seed_* of SEEDS=), not the token cache or other runs in $(OUT)
+clean:
+	rm -rf $(foreach s,pretrain sft reward dpo ppo grpo sft_lora,$(call RUN,$(s))) $(OUT)/seed_*

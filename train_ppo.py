@@ -318,7 +318,7 @@ def main(argv=None):
             t_last = time.time()
             bar.set_postfix(reward=f"{row['reward']:+.3f}", kl=f"{mean_kl:.3f}")
             log.log(row)
-        stop_now, out_of_time = stop_rules.ctrl_c(), stop_rules.out_of_time()
+        stop_now, out_of_time = stop_rules.ctrl_c() or stop_rules.over_memory(), stop_rules.out_of_time()
         if step % args.eval_interval == 0 or step == args.max_steps or out_of_time:
             eval_and_save(step)
             t_last = time.time()
@@ -336,6 +336,8 @@ def main(argv=None):
 
     # ------------------------------------------------------------------------- 7. final save and plot
     if run.master:
+        if not stop_rules.interrupted:  # ended by its own rule (steps, early stop, time budget), not Ctrl+C:
+            tu.write_json(os.path.join(args.out_dir, tu.DONE_FILE), {"step": step})  # `make` reuses a finished run
         evals = {r["step"]: r for r in tu.read_metrics(log.path) if "val_reward" in r}
         first, best = evals[min(evals)], evals.get(stop_rules.best_step, evals[max(evals)])
         accuracy = f", accuracy {first['val_accuracy']:.3f} -> {best['val_accuracy']:.3f}" if "val_accuracy" in best else ""

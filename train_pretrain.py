@@ -191,7 +191,7 @@ def main(argv=None):
             bar.set_postfix(loss=f"{train_loss:.4f}", tok_s=f"{tokens_per_sec:,.0f}")
             log.log({"step": step, "train_loss": train_loss, "lr": lr, "grad_norm": grad_norm,
                      "tokens_per_sec": tokens_per_sec, "memory_mb": tu.peak_memory_mb(run)})
-        stop_now, out_of_time = stop_rules.ctrl_c(), stop_rules.out_of_time()
+        stop_now, out_of_time = stop_rules.ctrl_c() or stop_rules.over_memory(), stop_rules.out_of_time()
         if step % args.eval_interval == 0 or step == args.max_steps or out_of_time:
             eval_and_save(step)
             t_last, steps_since_log = time.time(), 0  # tokens/s measures training, not evaluation
@@ -213,6 +213,8 @@ def main(argv=None):
 
     # ------------------------------------------------------------------------- 7. final save and plot
     if run.master:
+        if not stop_rules.interrupted:  # ended by its own rule (steps, early stop, time budget), not Ctrl+C:
+            tu.write_json(os.path.join(args.out_dir, tu.DONE_FILE), {"step": step})  # `make` reuses a finished run
         if not args.no_plot and os.path.exists(log.path):
             tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"))
         print(f"done: step {step}; {stop_rules.summary(best_val_loss)}; run directory {args.out_dir}")

@@ -201,7 +201,7 @@ def main(argv=None):
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['accuracy']:.2f}")
             log.log({"step": step, **metrics, "lr": lr, "grad_norm": grad_norm, "pairs_per_sec": pairs_per_sec,
                      "memory_mb": tu.peak_memory_mb(run)})
-        stop_now, out_of_time = stop_rules.ctrl_c(), stop_rules.out_of_time()
+        stop_now, out_of_time = stop_rules.ctrl_c() or stop_rules.over_memory(), stop_rules.out_of_time()
         if step % args.eval_interval == 0 or step == args.max_steps or out_of_time:
             eval_and_save(step)
             t_last, steps_since_log = time.time(), 0
@@ -219,6 +219,8 @@ def main(argv=None):
 
     # ------------------------------------------------------------------------- 7. final save and plot
     if run.master:
+        if not stop_rules.interrupted:  # ended by its own rule (steps, early stop, time budget), not Ctrl+C:
+            tu.write_json(os.path.join(args.out_dir, tu.DONE_FILE), {"step": step})  # `make` reuses a finished run
         evals = {r["step"]: r for r in tu.read_metrics(log.path) if "eval_accuracy" in r}
         best = evals.get(stop_rules.best_step, evals[max(evals)])
         print(f"done: step {step}; held-out pairwise accuracy {evals[min(evals)]['eval_accuracy']:.3f} -> "

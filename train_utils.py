@@ -62,7 +62,7 @@ def common_parser(description, stage, **defaults):
     a("--grad-clip", type=float, default=1.0, help="max gradient norm (0: no clipping)")
     a("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
       help="autocast dtype; auto = bf16 where the hardware has it, else fp32 (fp16 uses a GradScaler on CUDA)")
-    a("--device", default="auto", help="cpu, cuda, cuda:1, or auto")
+    a("--device", default="auto", help="cpu, cuda, cuda:1, mps (Apple GPU), or auto: cuda, else mps, else cpu")
     a("--compile", action="store_true", help="torch.compile the model")
     a("--eval-interval", type=int, default=100)
     a("--eval-iters", type=int, default=20, help="validation batches per eval")
@@ -72,7 +72,11 @@ def common_parser(description, stage, **defaults):
     a("--early-stop-delta", type=float, default=0.0, help="val loss must improve by more than this")
     a("--max-bad-steps", type=int, default=5, help="stop after this many non-finite losses in a row")
     a("--seed", type=int, default=env_default("MINIGPT_TRAIN_SEED", 1337, int))
-    a("--num-threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    a("--num-threads", type=int, default=None, help="torch CPU threads (default: one per physical core)")
+    a("--max-cpu", type=float, default=100, help="use at most this percent of the CPU cores (threads), so a laptop "
+      "stays usable while it trains")
+    a("--max-memory", type=float, default=90, help="save and stop when the system's memory in use passes this percent "
+      "of the total (0: never); checked after every step")
     a("--no-plot", action="store_true")
     a("--tensorboard", action="store_true", help="also write TensorBoard events (needs the tensorboard package)")
     a("--inspect", action="store_true", help="print the first batch, run one step, print gradient norms, exit")
@@ -130,8 +134,9 @@ def finish_args(args, stage):
     check_flags(args, at_least=dict(batch_size=1, grad_accum=1, seq_len=2, max_steps=0, warmup_steps=0, eval_interval=1,
                                     eval_iters=1, log_interval=1, save_interval=0, early_stop_patience=0, max_bad_steps=1,
                                     weight_decay=0, grad_clip=0, early_stop_delta=0, val_split=0, num_threads=1,
-                                    lr_decay_steps=1, max_data_size=1, min_lr=0),
-                above=dict(lr=0, global_sample_ratio=0, time_budget=0), at_most=dict(global_sample_ratio=1),
+                                    lr_decay_steps=1, max_data_size=1, min_lr=0, max_memory=0),
+                above=dict(lr=0, global_sample_ratio=0, time_budget=0, max_cpu=0),
+                at_most=dict(global_sample_ratio=1, max_cpu=100, max_memory=100),
                 below=dict(val_split=1))
     args.stage = stage
     if args.lr is None:  # a LoRA stage's default (add_lora_flags)
@@ -177,11 +182,19 @@ class Run:
     """Device, precision and process-group facts for one run (plain attributes, no behaviour)."""
 
 
+def mps_available():
+    """Whether torch can use an Apple GPU (Metal Performance Shaders) here: a Mac with torch built for it."""
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def resolve_device(name, local_rank=0):
-    """'auto' -> cuda when there is one, else cpu; a bare 'cuda' gets this process's GPU index, which
-    torch.cuda.set_device requires (each torchrun rank takes the GPU of its LOCAL_RANK)."""
+    """'auto' -> cuda when there is one, else mps (an Apple GPU), else cpu; a bare 'cuda' gets this process's GPU
+    index, which torch.cuda.set_device requires (each torchrun rank takes the GPU of its LOCAL_RANK)."""
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
+    if name == "mps" and not mps_available():
+        raise ValueError(f"--device mps: no Apple GPU is available to torch {torch.__version__} (it needs a Mac with "
+                         f"Apple silicon or an AMD GPU, macOS 12.3+); pass --device cpu")
     if name == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"--device cuda: no CUDA GPU is visible to torch {torch.__version__}; pass --device cpu")
@@ -237,7 +250,7 @@ def usable_cpus():
     return logical, min(logical, len(cores))
 
 
-def cpu_threads(requested=None):
+def cpu_threads(requested=None, max_cpu=100):
     """Set torch's CPU threads and say why, in one line: --num-threads, else OMP_NUM_THREADS, else one thread per
     physical core this process may use. torch's own default counts logical CPUs, so on a VM whose 2 vCPUs are the
     two hyper-threads of one core it runs 2 threads that fight over one core's vector units, and every parallel
@@ -248,6 +261,9 @@ def cpu_threads(requested=None):
         threads, why = requested, "--num-threads"
     elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
         threads, why = int(os.environ["OMP_NUM_THREADS"]), "OMP_NUM_THREADS"
+    elif max_cpu < 100:
+        threads = max(1, math.floor(cores * max_cpu / 100))
+        why = f"--max-cpu {max_cpu:g}% of {cores} core{'s' if cores > 1 else ''}"
     else:
         threads = cores
         why = (f"one per physical core: {logical} logical CPUs share {cores}; --num-threads {logical} uses them all"
@@ -263,6 +279,9 @@ def setup(args):
     run.local_rank = int(os.environ.get("LOCAL_RANK", 0)) if run.ddp else 0
     args.device = resolve_device(args.device, run.local_rank)
     run.device = torch.device(args.device)
+    if run.ddp and run.device.type == "mps":  # torch has no process-group backend for Apple GPUs
+        raise ValueError("torchrun with --device mps: DDP does not run on Apple GPUs (no collective backend for MPS); "
+                         "train in one process (python train_*.py), or pass --device cpu to torchrun")
     if run.ddp:
         dist.init_process_group("nccl" if run.device.type == "cuda" else "gloo")
         run.rank, run.world_size = dist.get_rank(), dist.get_world_size()
@@ -274,13 +293,16 @@ def setup(args):
         torch.cuda.set_device(run.device)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    threads = cpu_threads(args.num_threads)  # data loading and the optimizer run on the CPU under CUDA too
+    threads = cpu_threads(args.num_threads, args.max_cpu)  # data loading and the optimizer run on the CPU under CUDA too
     keep_freed_memory(run.device)
     run.dtype = resolve_dtype(args.dtype, run.device_type)
     args.dtype = str(run.dtype).replace("torch.", "")
     if run.master:
         print(f"device {run.device}, {args.dtype}, {threads}"
               + (f", {run.world_size} processes" if run.ddp else ""))
+        if run.device_type == "mps":  # the GPU shares the Mac's memory with everything else on it
+            print("Apple GPU (mps): memory is shared with the system; if it runs short, halve --batch-size and double "
+                  "--grad-accum (the same sequences per step)")
     # AMP: bf16 needs no loss scaling; fp16 on CUDA does (GradScaler)
     run.scaler = torch.amp.GradScaler("cuda", enabled=run.dtype == torch.float16 and run.device_type == "cuda")
     seed_everything(args.seed + run.rank)
@@ -294,13 +316,30 @@ def cpu_has_fast_bf16():
         getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
 
 
+def mps_supports_bf16():
+    """Whether this torch and macOS multiply bf16 on the Apple GPU (macOS 14+ with a recent torch); older ones
+    raise on the first bf16 kernel, so we try one small matmul."""
+    try:
+        x = torch.ones(2, 2, dtype=torch.bfloat16, device="mps")
+        return bool((x @ x).float().sum().item() == 8)
+    except (RuntimeError, TypeError):
+        return False
+
+
 def resolve_dtype(name, device_type):
     if name == "auto":
         if device_type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device_type == "mps":
+            if mps_supports_bf16():
+                return torch.bfloat16
+            print("note: this torch/macOS has no bf16 on the Apple GPU, so training runs in float32", file=sys.stderr)
+            return torch.float32
         return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
-    if name == "float16" and device_type == "cpu":
-        raise SystemExit("error: --dtype float16 is for CUDA; on CPU use bfloat16 or float32")
+    if name == "float16" and device_type in ("cpu", "mps"):  # fp16 needs loss scaling, which we run on CUDA only
+        raise SystemExit(f"error: --dtype float16 is for CUDA; on {device_type} use bfloat16 or float32")
+    if name == "bfloat16" and device_type == "mps" and not mps_supports_bf16():
+        raise SystemExit("error: --dtype bfloat16: this torch/macOS has no bf16 on the Apple GPU; use --dtype float32")
     dtype = getattr(torch, name)
     warn_slow_cpu_bf16(dtype, device_type)
     return dtype
@@ -333,6 +372,18 @@ def all_reduce_mean(value, run):
     return t.item() / run.world_size
 
 
+def from_master(value, run):
+    """Rank 0's float on every rank (identity in a single process): a figure only rank 0 computed (the regression
+    suite's pass rate) decides the best checkpoint on all of them. A collective: every rank must call it."""
+    return all_reduce_mean(value * run.world_size if run.master else 0.0, run) if run.ddp else value
+
+
+def standard_error(rate, n):
+    """The standard error of an accuracy measured on n independent questions: sqrt(p (1 - p) / n). 71 questions at
+    p = 0.5 give 0.059, so two runs 0.1 apart may differ by chance alone."""
+    return math.sqrt(max(rate * (1 - rate), 0.0) / max(1, n))
+
+
 # ----------------------------------------------------------------------------- schedule
 
 def get_lr(step, args):
@@ -348,6 +399,7 @@ def get_lr(step, args):
 # ----------------------------------------------------------------------------- run directory
 
 RUN_FILES = ("ckpt_latest.pt", "ckpt_best.pt", "metrics.jsonl")  # what a run would lose if another replaced it
+DONE_FILE = "done.json"  # written when a run ends by its own rule (not Ctrl+C): the Makefile reuses such a run
 _CREATED_RUN_DIRS = []  # folders this process made; removed again if the run fails before its first checkpoint
 
 
@@ -364,7 +416,7 @@ def prepare_run_dir(args, run):
                          f"one beside it with --out-dir NEW, or replace it with --overwrite")
     previous = _json_or_none(os.path.join(out, "config.json"))
     if held and args.overwrite and run.master:
-        for name in (*RUN_FILES, "config.json", "dataset_stats.json"):
+        for name in (*RUN_FILES, "config.json", "dataset_stats.json", DONE_FILE):
             if os.path.isfile(os.path.join(out, name)):
                 os.remove(os.path.join(out, name))
         for folder in ("plots", "tensorboard"):
@@ -373,6 +425,8 @@ def prepare_run_dir(args, run):
     if run.master and not os.path.isdir(out):
         os.makedirs(out)
         _CREATED_RUN_DIRS.append(out)
+    if run.master and args.resume and os.path.isfile(os.path.join(out, DONE_FILE)):
+        os.remove(os.path.join(out, DONE_FILE))  # a resumed run is finished again only when it ends again
     if run.ddp:
         dist.barrier()  # the folder exists before any rank writes into it
     return previous
@@ -412,6 +466,8 @@ def rng_state():
     state = {"python": random.getstate(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if mps_available():  # dropout on the Apple GPU draws from its own generator
+        state["mps"] = torch.mps.get_rng_state()
     return state
 
 
@@ -420,6 +476,8 @@ def set_rng_state(state):
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "mps" in state and mps_available():
+        torch.mps.set_rng_state(state["mps"])
 
 
 def save_checkpoint(path, state):
@@ -471,7 +529,7 @@ def estimate_pretrain_seconds(config_name, steps=600, batch_size=32, seq_len=256
     batch and number of steps, evals not counted. Used only by the error that says pretraining must come first."""
     from model import MiniGPT, get_config
     cpu_threads()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device("auto")
     run = Run()
     run.device_type, run.dtype = device, resolve_dtype("auto", device)
     model = MiniGPT(get_config(config_name, max_seq_len=seq_len)).to(device)
@@ -653,6 +711,7 @@ class StopRules:
     def __init__(self, args, run, ckpt=None):
         self.args, self.run, self.start = args, run, time.time()
         self.signal = StopSignal()
+        self.memory_stop = False
         ckpt = ckpt or {}
         self.evals_without_improvement = ckpt.get("evals_without_improvement", 0)
         self.baseline = ckpt.get("baseline_val_loss")  # step 0's value: the model training started from
@@ -696,6 +755,23 @@ class StopRules:
 
     def ctrl_c(self):
         return all_reduce_mean(float(self.signal.requested), self.run) > 0
+
+    def over_memory(self):
+        """True (on every rank) when the system's memory in use passed --max-memory percent: the loop then saves and
+        stops as for Ctrl+C, before the machine starts swapping or the OOM killer ends the run without a checkpoint."""
+        used = system_memory_percent() if self.args.max_memory else None
+        over = used is not None and used > self.args.max_memory
+        if all_reduce_mean(float(over), self.run) > 0:
+            if self.run.master and not self.memory_stop:
+                print(f"\nmemory: the system uses {used:.0f}% of its memory, over --max-memory {self.args.max_memory:g}; "
+                      f"saving and stopping (free memory or lower --batch-size, then resume)")
+            self.memory_stop = True
+        return self.memory_stop
+
+    @property
+    def interrupted(self):
+        """Stopped by Ctrl+C or the memory guard, so not finished: `make` resumes such a run rather than reusing it."""
+        return self.signal.requested or self.memory_stop
 
     def out_of_time(self):
         elapsed = all_reduce_mean(time.time() - self.start, self.run)
@@ -831,10 +907,31 @@ def read_metrics(path):
     return rows
 
 
+def system_memory_percent():
+    """The share of the machine's memory in use, in percent (Linux: /proc/meminfo's MemTotal - MemAvailable, what
+    `free` calls used; elsewhere psutil's figure where psutil is installed), or None where neither is there."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = {line.split(":")[0]: int(line.split()[1]) for line in f if line.split()[1:]}
+        return 100.0 * (fields["MemTotal"] - fields["MemAvailable"]) / fields["MemTotal"]
+    except (OSError, KeyError, ValueError, IndexError):
+        pass
+    try:
+        import psutil  # optional: macOS and Windows have no /proc
+        return float(psutil.virtual_memory().percent)
+    except ImportError:
+        return None
+
+
 def peak_memory_mb(run):
+    """CUDA: the peak of torch's allocations; MPS: what the Metal driver holds for this process now (torch.mps keeps
+    no peak); CPU: the process's peak resident memory."""
     if run.device_type == "cuda":
         return torch.cuda.max_memory_allocated(run.device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    if run.device_type == "mps":
+        return torch.mps.driver_allocated_memory() / 2**20
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024 if sys.platform != "darwin" else kib / 2**20  # Linux reports KiB, macOS bytes
 
 
 def plot_metrics(run_dirs, out_path, keys=(("train_loss", "val_loss"), ("lr",))):
