@@ -619,7 +619,7 @@ def parse_args(argv=None):
     p.add_argument("--stride", type=int, default=None, help="wikitext2: tokens each window adds (default: the model's "
                    "context, disjoint windows as in the harness; smaller: more context per token, more compute)")
     p.add_argument("--which", default="best", choices=["best", "latest"], help="ckpt_best.pt or ckpt_latest.pt")
-    p.add_argument("--device", default="auto", help="auto (cuda when there is one), cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (cuda, else mps on a Mac, else cpu), cpu, cuda or mps")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="bfloat16: faster, scores differ slightly")
     p.add_argument("--no-share-context", action="store_true", help="score every choice with its own full pass")
     p.add_argument("--download", action="store_true", help="fetch missing task files from their public releases first "

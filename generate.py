@@ -288,7 +288,7 @@ def main():
     p.add_argument("--length-penalty", type=float, default=1.0)
     p.add_argument("--stop", nargs="*", default=[], help="stop strings")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (cuda when there is one)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda, else mps on a Mac, else cpu)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
                    help="default float32, or bfloat16 with --quantize int8; bfloat16: ~2x faster on CPU")
     p.add_argument("--quantize", default=None, choices=["int8"], help="int8 weights: ~2x faster again than bf16 on CPU")

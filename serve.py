@@ -55,7 +55,7 @@ def parse_args(argv=None):
     p.add_argument("--max-queue", type=int, default=256, help="sequences waiting beyond the batch; more get HTTP 429")
     p.add_argument("--max-body-kb", type=int, default=256, help="largest request body accepted (HTTP 413 above)")
     p.add_argument("--max-n", type=int, default=8, help="largest n (choices per request)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (cuda, else mps on a Mac, else cpu)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
                    help="default float32, or bfloat16 with --quantize int8 (as generate.py)")
     p.add_argument("--quantize", default=None, choices=["int8"], help="int8 weights (faster decoding on CPU)")
