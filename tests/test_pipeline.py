@@ -1,4 +1,5 @@
 """The whole chain through the Makefile with very few steps: every stage's outputs load and the report prints."""
+import json
 import os
 import shutil
 import subprocess
@@ -6,6 +7,7 @@ import sys
 
 import pytest
 
+import pipeline_report
 from generate import load_generator
 from model import load_value_model
 
@@ -13,20 +15,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
-def test_make_pipeline_runs_every_stage_and_prints_the_report(tmp_path):
+def test_make_pipeline_runs_every_stage_for_each_seed_and_prints_the_report(tmp_path):
     out = str(tmp_path / "runs")
     fast = ("--max-steps 3 --eval-interval 3 --batch-size 4 --seq-len 64 --eval-iters 1 --warmup-steps 1 "
             "--dtype float32 --no-plot")
     env = {**os.environ, "MINIGPT_DATA_DIR": str(tmp_path / "cache")}
-    r = subprocess.run(["make", "pipeline", f"OUT={out}", f"PY={sys.executable}", f"ARGS={fast}",
+    r = subprocess.run(["make", "pipeline", "SEEDS=1 2", f"OUT={out}", f"PY={sys.executable}", f"ARGS={fast}",
                         "PPO_ARGS=--rollout-batch 4 --minibatch-size 2 --ppo-epochs 1 --max-new-tokens 6 --eval-batch 4",
                         "GRPO_ARGS=--prompts-per-step 2 --num-generations 2 --max-new-tokens 6 --eval-batch 4"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]
-    for stage in ("pretrain", "sft", "dpo", "ppo", "grpo"):
-        assert isinstance(load_generator(os.path.join(out, f"{stage}_tiny")).generate("Hi", ), str)
-    load_value_model(os.path.join(out, "reward_tiny"))
-    report = r.stdout[r.stdout.index("stage "):]
+    for seed in ("1", "2"):
+        for stage in ("pretrain", "sft", "dpo", "ppo", "grpo"):
+            assert isinstance(load_generator(os.path.join(out, f"seed_{seed}", f"{stage}_tiny")).generate("Hi"), str)
+        load_value_model(os.path.join(out, f"seed_{seed}", "reward_tiny"))
+        with open(os.path.join(out, f"seed_{seed}", "sft_tiny", "config.json")) as f:
+            assert json.load(f)["args"]["seed"] == int(seed)
+    report = r.stdout[r.stdout.index("2 seeds (1, 2)"):]
     for line in ("pretrain  val loss", "sft       held-out answer accuracy", "reward    held-out pairwise accuracy",
                  "dpo       held-out preference accuracy", "ppo       held-out reward",
                  "grpo      held-out answer accuracy"):
@@ -35,8 +40,6 @@ def test_make_pipeline_runs_every_stage_and_prints_the_report(tmp_path):
 
 def test_the_report_gives_mean_and_spread_over_seed_chains(tmp_path, capsys):
     """make pipeline SEEDS="1 2 3" writes OUT/seed_<s>/<stage>_tiny; the report gives each figure's mean +- sd."""
-    import json
-    import pipeline_report
     for seed, (step_150, step_300) in {"1": (0.30, 0.40), "2": (0.35, 0.30), "3": (0.20, 0.50)}.items():
         run = tmp_path / f"seed_{seed}" / "sft_tiny"
         run.mkdir(parents=True)
