@@ -104,3 +104,22 @@ def test_lmeval_parity_prints_equal_scores_for_every_task(tmp_path_factory):
         assert float(row[3]) < 2e-3, out  # the largest log-likelihood difference on any item
         if task not in ("lambada", "wikitext2"):
             assert row[4] == row[5], out  # the same accuracy
+
+
+def test_stage_fingerprint_is_identical_run_to_run_and_names_a_changed_number(tmp_path):
+    """The before/after check of a refactor: every stage's logged numbers, fp32, seed fixed. Two runs of the same tree
+    are identical; a record with one number changed is reported by stage, step and key, with exit 1."""
+    import json
+    record = str(tmp_path / "fingerprint.json")
+    out = bench("stage_fingerprint.py", "--record", record, tmp=tmp_path)
+    assert "recorded" in out and "of 8 stages" in out
+    assert "identical: " in bench("stage_fingerprint.py", "--check", record, tmp=tmp_path)
+    with open(record) as f:
+        data = json.load(f)
+    row = next(r for r in data["stages"]["dpo"] if "loss" in r)
+    row["loss"] += 1e-7
+    with open(record, "w") as f:
+        json.dump(data, f)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "stage_fingerprint.py"), "--check", record],
+                       cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 1 and "dpo row" in r.stdout and f"(step {row['step']}) loss:" in r.stdout, r.stdout
