@@ -37,6 +37,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import builtin_data
+from common import env_default, write_json
+
 
 class DataError(ValueError):
     """Bad input data: the message names file:line, the field and what was expected."""
@@ -340,7 +343,6 @@ def parse_source(spec):
 def builtin_records(kind):
     """The built-in data of one kind (training split). One fixed world for every stage: the training --seed must
     not change it, or SFT would ask about a world pretraining never described."""
-    import builtin_data
     if kind == "text":
         return builtin_data.pretrain_texts()
     if kind == "chat":
@@ -371,7 +373,6 @@ def load_datasets(specs, kind, seed=0, val_split=0.05, global_ratio=1.0, max_rec
         elif re.fullmatch(r"arithmetic(-[1-9])*", src.path):  # sums made on the fly, with answers a program checks
             if kind != "prompt":
                 raise DataError(f"--data {src.path}: prompts with answers, for train_grpo.py / train_ppo.py; this stage needs {kind}")
-            import builtin_data
             digits = tuple(int(d) for d in src.path.split("-")[1:]) or (2, 3)  # arithmetic-1: one-digit numbers
             records = prompt_records(builtin_data.arithmetic_prompts(digits=digits))
         else:
@@ -534,7 +535,6 @@ def regression_suite(path):
     """[(prompt, expected)] from a JSONL of {"prompt", "expected"}, or the built-in held-out questions when path is
     None or 'builtin'. A response passes when it contains the expected answer (builtin_data.check_answer)."""
     if path in (None, "builtin"):
-        import builtin_data
         return [(it["prompt"], it["answer"]) for it in builtin_data.checkable_prompts(split="heldout")]
     suite = []
     for n, record in iter_raw_records(path):
@@ -694,3 +694,49 @@ def rollout_sequences(prompt_ids, response_ids, eos_id, pad_id):
     responses = [r if r else [eos_id] for r in responses]  # an empty response still ends the turn
     ids, lengths = pad_sequences([p + r for p, r in zip(prompt_ids, responses)], pad_id)
     return ids, lengths, torch.tensor([len(p) for p in prompt_ids]), responses
+
+
+# ----------------------------------------------------------------------------- what the training scripts read
+
+def load_data(args, kind):
+    """load_datasets with the shared data flags (--data, --val-data, --format, sampling, split, bad lines)."""
+    return load_datasets(args.data, kind, seed=args.seed, val_split=args.val_split, global_ratio=args.global_sample_ratio,
+                         max_records=args.max_data_size, fmt=args.format, skip_bad_lines=args.skip_bad_lines,
+                         val_specs=args.val_data)
+
+
+def data_key(args):
+    """A short hash of what decides the text records: the --data files (size, mtime), builtin_data.py when used, and
+    the sampling flags. The token cache and pretraining's tokenizer reuse are keyed by it."""
+    builtin_source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "builtin_data.py")  # its edits change the data
+    return cache_key([*args.data, builtin_source if "builtin" in args.data else "", args.seed, args.val_split,
+                      args.global_sample_ratio, args.max_data_size, args.format, args.skip_bad_lines])
+
+
+def packed_text_data(args, run, tokenizer, loaded=None):
+    """(train, val LanguageModelingDataset, val tokens per byte) for next-token training on packed blocks: the text
+    is tokenized once into a file under MINIGPT_DATA_DIR (data_cache/) keyed by the data, the flags and the
+    tokenizer, and memory-mapped after that. `loaded`: the (train, val, stats) records if already read."""
+    cache_dir = env_default("MINIGPT_DATA_DIR", "data_cache", str)
+    key = cache_key([data_key(args), *(args.val_data or []), tokenizer.merges, sorted(tokenizer.special_tokens.items())])
+    if run.master:
+        train_texts, val_texts, stats = loaded or (None, None, None)
+        if not os.path.isfile(os.path.join(cache_dir, key, "meta.json")) and train_texts is None:
+            train_texts, val_texts, stats = load_data(args, "text")
+        cache, meta = build_token_cache(train_texts, val_texts, tokenizer, cache_dir, key, stats)
+        write_json(os.path.join(args.out_dir, "dataset_stats.json"),
+                   {**meta["stats"], "train": meta["train"], "val": meta["val"], "cache": cache})
+    if run.ddp:
+        torch.distributed.barrier()
+    cache, meta = build_token_cache(None, None, tokenizer, cache_dir, key)  # now only reads meta.json
+    train_ds = LanguageModelingDataset(os.path.join(cache, "train.bin"), meta["dtype"], args.seq_len, tokenizer.bos_id)
+    val_ds = LanguageModelingDataset(os.path.join(cache, "val.bin"), meta["dtype"], args.seq_len, tokenizer.bos_id) \
+        if meta["val"]["tokens"] > args.seq_len else train_ds
+    # bits per byte = loss in nats / ln 2 * (tokens that carry loss / bytes of text): comparable across tokenizers
+    split = meta["val"] if val_ds is not train_ds else meta["train"]
+    if val_ds is train_ds and run.master:
+        print("warning: validation split is smaller than one block; evaluating on training data")
+    if run.master:
+        print(f"data: {meta['train']['tokens']:,} train tokens ({len(train_ds):,} blocks of {args.seq_len}), "
+              f"{meta['val']['tokens']:,} val tokens; vocab {tokenizer.vocab_size}")
+    return train_ds, val_ds, (split["tokens"] - split["documents"]) / max(1, split["bytes"])

@@ -17,20 +17,24 @@ Nothing is downloaded unless --download is given: every task reads a file in --d
 llm-foundry's multiple-choice format (query, choices, gold) is evaluated as a custom task named after the file.
 """
 import argparse
+import io
 import json
 import math
 import os
 import re
 import time
+import urllib.request
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from common import cli, keep_freed_memory, resolve_device, warn_slow_cpu_bf16
 from data import DataError, iter_raw_records, pad_sequences, read_text
 from model import KVCache, load_model
 from tokenizer import BPETokenizer
-from train_utils import cli, keep_freed_memory, resolve_device, warn_slow_cpu_bf16
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -304,9 +308,6 @@ DOWNLOADS = {
 
 def download(tasks, data_dir):
     """Fetch the files of `tasks` that data_dir lacks (--download). Each file is written whole or not at all."""
-    import io
-    import urllib.request
-    import zipfile
     os.makedirs(data_dir, exist_ok=True)
     fetched = {}  # a zip serves several tasks (ARC): fetch it once
     for task in tasks:
@@ -538,7 +539,6 @@ def bootstrap_stderr(fn, values, iters=1000, seed=1234):
 
 def evaluate_task(scorer, task, items, batch_size=32, share_context=True, progress=True, stride=None):
     """Score one task's items; returns {"metrics": {name: (value, stderr)}, "n", "chance", "lls", ...}."""
-    from tqdm import tqdm
     start, tokens_before, n_too_long = time.perf_counter(), scorer.tokens, 0
     if task == "wikitext2":
         docs = [scorer.encode(wikitext_detokenize(item.pairs[0][1])) for item in items]

@@ -14,9 +14,9 @@ import os
 
 import torch
 
-from model import MiniGPT, MiniGPTConfig, load_model, load_weights
+from common import cli, save_checkpoint, write_json
+from model import MiniGPT, MiniGPTConfig, _read_run, load_model, load_weights
 from tokenizer import BPETokenizer
-from train_utils import cli
 
 
 def _require_safetensors():
@@ -129,7 +129,6 @@ PEFT_MODULES = {("attn.qkv", "q"): "self_attn.q_proj", ("attn.qkv", "k"): "self_
 
 def lora_checkpoint(run_dir, which="best"):
     """(the adapters {name: tensor}, their settings) of a LoRA run directory, or a one-line error for another run."""
-    from model import _read_run
     _, ckpt, path = _read_run(run_dir, which)
     if not ckpt.get("lora"):
         raise ValueError(f"{path}: not a LoRA run (train one with --lora-rank); export it without --peft")
@@ -165,8 +164,6 @@ def export_peft_adapter(run_dir, out_dir, which="best", base_name=None):
 
 def merge_lora_run(run_dir, out_dir, which="best"):
     """A standalone run directory with a LoRA run's adapters merged into its base: it needs the base no longer."""
-    from model import _read_run
-    from train_utils import save_checkpoint, write_json
     _, ckpt, path = _read_run(run_dir, which)
     if not ckpt.get("lora"):
         raise ValueError(f"{path}: not a LoRA run; it needs no merging")
@@ -188,7 +185,6 @@ def import_hf(hf_dir, out_dir):
     cfg = model.config
     os.makedirs(out_dir, exist_ok=True)
     tokenizer.save(os.path.join(out_dir, "tokenizer.json"))
-    from train_utils import save_checkpoint, write_json
     write_json(os.path.join(out_dir, "config.json"), {"stage": "import_hf", "args": {"source": hf_dir}, "model": cfg.to_dict()})
     save_checkpoint(os.path.join(out_dir, "ckpt_best.pt"), {"model": model.state_dict(), "model_config": cfg.to_dict(), "step": 0})
     return out_dir

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from builtin_data import check_answer
+from common import cli, keep_freed_memory, resolve_device, warn_slow_cpu_bf16
 from model import KVCache, load_model, quantize_int8
 from tokenizer import BPETokenizer
-from train_utils import cli, keep_freed_memory, resolve_device, warn_slow_cpu_bf16
 
 
 @dataclass
@@ -235,7 +236,6 @@ class TextGenerator:
 def answer_accuracy(generator, suite, max_new_tokens=48, batch_size=64):
     """Greedy chat answers to [(prompt, expected)]: (fraction that contain the expected answer, [((prompt, expected),
     answer)]). The regression suite of SFT, DPO and PPO."""
-    from builtin_data import check_answer
     answers = []
     cfg = GenerationConfig(greedy=True, max_new_tokens=max_new_tokens)
     for i in range(0, len(suite), batch_size):

@@ -34,9 +34,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
+from common import cli, cpu_threads, keep_freed_memory, resolve_device
+from export_hf import read_hf_folder
 from generate import GenerationConfig, TextGenerator, load_generator, process_logits
 from model import KVCache, hf_folder_message, quantize_int8
-from train_utils import cli, cpu_threads, keep_freed_memory, resolve_device
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chat.html")
 
@@ -542,7 +543,6 @@ def load_for_serving(checkpoint, which="best", device="cpu", dtype=torch.float32
     """A TextGenerator from a run directory, or from a Hugging Face folder that export_hf.py wrote."""
     if hf_folder_message(checkpoint) is None:
         return load_generator(checkpoint, device, dtype, quantize, which=which)
-    from export_hf import read_hf_folder
     model, tokenizer = read_hf_folder(checkpoint)
     if quantize == "int8":
         quantize_int8(model)

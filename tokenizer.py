@@ -482,5 +482,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from train_utils import cli  # bad input ends in one line naming the file, as in every other script
+    from common import cli  # bad input ends in one line naming the file; imported here: this module stays free of torch
     sys.exit(cli(main))

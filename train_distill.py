@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 import builtin_data
 import train_utils as tu
-from data import DataError, EpochSampler, SFTDataset, get_batch, sft_batch
+from data import DataError, EpochSampler, SFTDataset, get_batch, load_data, packed_text_data, sft_batch
 from model import MiniGPT, load_model, masked_mean
 from tokenizer import BPETokenizer
 
@@ -97,10 +97,10 @@ def main(argv=None):
             raise ValueError(f"{args.init_from}: the student's tokenizer differs from the teacher's ({args.teacher}); "
                              f"distillation compares their distributions token by token")
     if args.task == "pretrain":  # packed blocks of text, as in pretraining
-        train_ds, val_ds, val_tokens_per_byte = tu.packed_text_data(args, run, tokenizer)
+        train_ds, val_ds, val_tokens_per_byte = packed_text_data(args, run, tokenizer)
         batch_of = lambda dataset, indices: get_batch(dataset, indices)  # noqa: E731
     else:  # conversations; loss on assistant tokens only, as in SFT
-        train_convs, val_convs, stats = tu.load_data(args, "chat")
+        train_convs, val_convs, stats = load_data(args, "chat")
         if args.data == ["builtin"] and not args.val_data:
             val_convs = builtin_data.sft_conversations(split="heldout")
         train_ds = SFTDataset(train_convs, tokenizer, args.seq_len, seed=args.seed)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 import builtin_data
 import train_utils as tu
-from data import EpochSampler, PairDataset, pair_batch, regression_suite, response_targets
+from data import EpochSampler, PairDataset, load_data, pair_batch, regression_suite, response_targets
 from generate import TextGenerator, answer_accuracy
 from model import load_model, lora_disabled, token_logprobs
 
@@ -108,7 +108,7 @@ def main(argv=None):
 
     # ------------------------------------------------------------------------- 3. data and tokenizer
     tokenizer = tu.copy_tokenizer(args, run)
-    train_pairs, val_pairs, stats = tu.load_data(args, "pair")
+    train_pairs, val_pairs, stats = load_data(args, "pair")
     builtin = args.data == ["builtin"] and not args.val_data
     if builtin:
         val_pairs = builtin_data.preference_pairs(split="heldout")  # pairs on questions never trained on

@@ -26,7 +26,7 @@ import torch
 
 import builtin_data
 import train_utils as tu
-from data import EpochSampler, prompt_records, response_targets, rollout_sequences
+from data import EpochSampler, load_data, prompt_records, response_targets, rollout_sequences
 from generate import GenerationConfig, TextGenerator
 from model import entropy_from_logits, load_model, load_value_model, token_logprobs, values_at_last_token
 from tokenizer import BPETokenizer
@@ -136,7 +136,7 @@ def main(argv=None):
         if (other.vocab_bytes, other.special_tokens) != (tokenizer.vocab_bytes, tokenizer.special_tokens):
             raise ValueError(f"{args.reward_model}: the reward model was trained with another tokenizer than "
                              f"{args.init_from}; train it from the same pretraining run")
-    train_prompts, val_prompts, stats = tu.load_data(args, "prompt")
+    train_prompts, val_prompts, stats = load_data(args, "prompt")
     if args.data == ["builtin"] and not args.val_data:
         val_prompts = prompt_records(builtin_data.checkable_prompts(split="heldout"))  # questions never trained on
     val_prompts = (val_prompts or train_prompts)[:args.eval_batch]

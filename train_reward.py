@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 import builtin_data
 import train_utils as tu
-from data import EpochSampler, PairDataset, pad_sequences, pair_batch
+from data import EpochSampler, PairDataset, load_data, pad_sequences, pair_batch
 from model import load_value_model, values_at_last_token as rewards_at_last_token
 from tokenizer import BPETokenizer
 
@@ -83,7 +83,7 @@ def main(argv=None):
 
     # ------------------------------------------------------------------------- 3. data and tokenizer
     tokenizer = tu.copy_tokenizer(args, run)
-    train_pairs, val_pairs, stats = tu.load_data(args, "pair")
+    train_pairs, val_pairs, stats = load_data(args, "pair")
     if args.data == ["builtin"] and not args.val_data:
         val_pairs = builtin_data.preference_pairs(split="heldout")  # pairs on questions never trained on
     # the reward model reads whole sequences (no input/target shift), so a pair holds at most seq_len tokens

@@ -22,7 +22,7 @@ import torch
 
 import builtin_data
 import train_utils as tu
-from data import DataError, EpochSampler, SFTDataset, regression_suite, sft_batch
+from data import DataError, EpochSampler, SFTDataset, load_data, regression_suite, sft_batch
 from generate import TextGenerator, answer_accuracy
 from model import load_model
 
@@ -59,7 +59,7 @@ def main(argv=None):
 
     # ------------------------------------------------------------------------- 3. data and tokenizer
     tokenizer = tu.copy_tokenizer(args, run)
-    train_convs, val_convs, stats = tu.load_data(args, "chat")
+    train_convs, val_convs, stats = load_data(args, "chat")
     if args.data == ["builtin"] and not args.val_data:
         val_convs = builtin_data.sft_conversations(split="heldout")  # held-out questions, never trained on
     dataset_args = dict(tokenizer=tokenizer, seq_len=args.seq_len, system_prompt=args.system_prompt,

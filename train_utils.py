@@ -1,11 +1,11 @@
 """
-What every training script needs identically, written once: common flags, device/dtype/AMP/DDP setup, the lr
-schedule, atomic checkpoints and exact resume, the run directory's files, metrics, memory and loss plots.
+What every training script needs identically, written once: common flags, DDP and AMP setup, the lr schedule, atomic
+checkpoints and exact resume, the run directory's files, metrics, memory and loss plots. Device, precision, threads
+and one-line errors are common.py's (inference scripts use them without this module); reading data is data.py's.
 The training loop itself is not here: each train_*.py shows its own, top to bottom.
 """
 import argparse
 import contextlib
-import ctypes
 import json
 import math
 import operator
@@ -19,15 +19,18 @@ import time
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from common import cli as common_cli
+from common import (cpu_threads, duration, env_default, keep_freed_memory, mps_available, read_json,  # noqa: F401
+                    resolve_device, resolve_dtype, save_checkpoint, write_json)
+from model import (MiniGPT, MiniGPTConfig, add_lora, get_config, hf_folder_message, load_checkpoint, load_weights,
+                   lora_state_dict)
+from tokenizer import BPETokenizer
 
 
 # ----------------------------------------------------------------------------- flags
-
-def env_default(name, default, cast):
-    """Environment overrides (documented in the README), e.g. MINIGPT_TRAIN_SEED=3."""
-    value = os.environ.get(name)
-    return cast(value) if value not in (None, "") else default
-
 
 def common_parser(description, stage, **defaults):
     """The flags every stage shares; a script adds its own and sets its defaults (lr, steps, ...)."""
@@ -109,7 +112,6 @@ def apply_lora(model, args, run):
     """With --lora-rank: freeze the model, add adapters, and say how much of it trains."""
     if not args.lora_rank:
         return model
-    from model import add_lora
     add_lora(model, args.lora_rank, args.lora_alpha, args.lora_dropout, args.lora_targets.split(","))
     if run.master:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -155,7 +157,6 @@ BOOL_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, 
 
 def model_config(args, vocab_size):
     """The preset named by --config, with --model-override fields, the tokenizer's vocab and room for --seq-len."""
-    from model import MiniGPTConfig, get_config
     preset = get_config(args.config)
     overrides = {}
     types = {f: type(v) for f, v in preset.to_dict().items()}
@@ -180,97 +181,6 @@ def model_config(args, vocab_size):
 
 class Run:
     """Device, precision and process-group facts for one run (plain attributes, no behaviour)."""
-
-
-def mps_available():
-    """Whether torch can use an Apple GPU (Metal Performance Shaders) here: a Mac with torch built for it."""
-    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-
-
-def resolve_device(name, local_rank=0):
-    """'auto' -> cuda when there is one, else mps (an Apple GPU), else cpu; a bare 'cuda' gets this process's GPU
-    index, which torch.cuda.set_device requires (each torchrun rank takes the GPU of its LOCAL_RANK)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
-    if name == "mps" and not mps_available():
-        raise ValueError(f"--device mps: no Apple GPU is available to torch {torch.__version__} (it needs a Mac with "
-                         f"Apple silicon or an AMD GPU, macOS 12.3+); pass --device cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device cuda: no CUDA GPU is visible to torch {torch.__version__}; pass --device cpu")
-        if local_rank >= torch.cuda.device_count():
-            raise ValueError(f"process {local_rank} needs GPU {local_rank} but this machine has {torch.cuda.device_count()}: "
-                             f"start at most that many with torchrun --nproc_per_node, or pass --device cpu")
-        name = f"cuda:{local_rank}"
-    return name
-
-
-def keep_freed_memory(device="cpu", limit=1 << 30):
-    """Make glibc keep freed blocks of up to `limit` bytes for reuse instead of handing them back to the OS: by
-    default it unmaps or trims them, so the next tensor of that size page-faults every 4 KB page in again
-    (34,000-75,000 faults in a small-model bf16 step on CPU, 1,000-1,900 with this: 2-9% faster a step).
-    What tcmalloc or jemalloc would do, from the standard library. Only for a CPU `device`: CUDA tensors live in
-    torch's own caching allocator, so there it does nothing and returns False."""
-    if torch.device(device).type != "cpu" or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, limit) and libc.mallopt(M_TRIM_THRESHOLD, limit))
-    except (OSError, AttributeError):  # not glibc (musl, ...): the default allocator stays
-        return False
-
-
-def usable_cpus():
-    """(logical CPUs this process may use, physical cores among them). Logical CPUs: the affinity mask, capped by a
-    cgroup CPU quota (a container limited to 2 CPUs on a 64-CPU host sees 64, and torch starts 64 threads). Physical
-    cores: distinct (package, core) pairs in sysfs; two logical CPUs of one core are SMT (hyper-)threads."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-    logical = len(cpus)
-    for path in ("/sys/fs/cgroup/cpu.max", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"):
-        try:
-            with open(path) as f:
-                fields = f.read().split()
-            if path.endswith("cpu.max") and fields[0] != "max":
-                logical = min(logical, max(1, math.ceil(int(fields[0]) / int(fields[1]))))
-            elif path.endswith("quota_us") and int(fields[0]) > 0:
-                with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
-                    logical = min(logical, max(1, math.ceil(int(fields[0]) / int(f.read()))))
-        except (OSError, ValueError, IndexError):
-            continue
-    cores = set()
-    for cpu in cpus:
-        try:
-            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/core_id") as f:
-                core = f.read().strip()
-            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/physical_package_id") as f:
-                cores.add((f.read().strip(), core))
-        except OSError:
-            cores.add(("?", cpu))  # no topology (not Linux): count each CPU as a core
-    return logical, min(logical, len(cores))
-
-
-def cpu_threads(requested=None, max_cpu=100):
-    """Set torch's CPU threads and say why, in one line: --num-threads, else OMP_NUM_THREADS, else one thread per
-    physical core this process may use. torch's own default counts logical CPUs, so on a VM whose 2 vCPUs are the
-    two hyper-threads of one core it runs 2 threads that fight over one core's vector units, and every parallel
-    region waits for the slower one (the pattern of a step time that swings several-fold); PyTorch's CPU tuning
-    guide likewise recommends one thread per physical core."""
-    logical, cores = usable_cpus()
-    if requested:
-        threads, why = requested, "--num-threads"
-    elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        threads, why = int(os.environ["OMP_NUM_THREADS"]), "OMP_NUM_THREADS"
-    elif max_cpu < 100:
-        threads = max(1, math.floor(cores * max_cpu / 100))
-        why = f"--max-cpu {max_cpu:g}% of {cores} core{'s' if cores > 1 else ''}"
-    else:
-        threads = cores
-        why = (f"one per physical core: {logical} logical CPUs share {cores}; --num-threads {logical} uses them all"
-               if cores < logical else "one per core")
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    return f"{threads} CPU thread{'s' if threads > 1 else ''} ({why})"
 
 
 def setup(args):
@@ -307,49 +217,6 @@ def setup(args):
     run.scaler = torch.amp.GradScaler("cuda", enabled=run.dtype == torch.float16 and run.device_type == "cuda")
     seed_everything(args.seed + run.rank)
     return run
-
-
-def cpu_has_fast_bf16():
-    """Whether this CPU multiplies bf16 matrices natively (AVX-512 BF16 or AMX). Without it oneDNN emulates them:
-    measured on an AVX2-only AMD EPYC, 1.3 GFLOP/s in bf16 against 84 in fp32 (on an AVX-512 BF16 Xeon, ~4x fp32)."""
-    return getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
-        getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-
-
-def mps_supports_bf16():
-    """Whether this torch and macOS multiply bf16 on the Apple GPU (macOS 14+ with a recent torch); older ones
-    raise on the first bf16 kernel, so we try one small matmul."""
-    try:
-        x = torch.ones(2, 2, dtype=torch.bfloat16, device="mps")
-        return bool((x @ x).float().sum().item() == 8)
-    except (RuntimeError, TypeError):
-        return False
-
-
-def resolve_dtype(name, device_type):
-    if name == "auto":
-        if device_type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if device_type == "mps":
-            if mps_supports_bf16():
-                return torch.bfloat16
-            print("note: this torch/macOS has no bf16 on the Apple GPU, so training runs in float32", file=sys.stderr)
-            return torch.float32
-        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
-    if name == "float16" and device_type in ("cpu", "mps"):  # fp16 needs loss scaling, which we run on CUDA only
-        raise SystemExit(f"error: --dtype float16 is for CUDA; on {device_type} use bfloat16 or float32")
-    if name == "bfloat16" and device_type == "mps" and not mps_supports_bf16():
-        raise SystemExit("error: --dtype bfloat16: this torch/macOS has no bf16 on the Apple GPU; use --dtype float32")
-    dtype = getattr(torch, name)
-    warn_slow_cpu_bf16(dtype, device_type)
-    return dtype
-
-
-def warn_slow_cpu_bf16(dtype, device):
-    """One line on stderr when bf16 is asked for on a CPU that emulates it."""
-    if dtype == torch.bfloat16 and torch.device(device).type == "cpu" and not cpu_has_fast_bf16():
-        print("warning: this CPU has no AVX-512 BF16 or AMX, so bf16 matrix multiplies run tens of times slower than "
-              "fp32 here; use --dtype float32 (a training script's --dtype auto picks it)", file=sys.stderr)
 
 
 def autocast(run):
@@ -414,7 +281,7 @@ def prepare_run_dir(args, run):
     if held and (not args.resume or forked) and not args.overwrite:
         raise ValueError(f"{out}: already holds a run ({', '.join(held)}); continue it with --resume, start a new "
                          f"one beside it with --out-dir NEW, or replace it with --overwrite")
-    previous = _json_or_none(os.path.join(out, "config.json"))
+    previous = read_json(os.path.join(out, "config.json"))
     if held and args.overwrite and run.master:
         for name in (*RUN_FILES, "config.json", "dataset_stats.json", DONE_FILE):
             if os.path.isfile(os.path.join(out, name)):
@@ -438,21 +305,6 @@ def remove_unfinished_run_dirs():
         if os.path.isdir(out) and not any(os.path.isfile(os.path.join(out, n)) for n in RUN_FILES[:2]):
             shutil.rmtree(out, ignore_errors=True)
     _CREATED_RUN_DIRS.clear()
-
-
-def _json_or_none(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, ensure_ascii=False, default=str)
-    os.replace(tmp, path)
 
 
 def write_run_config(args, model_config, tokenizer, **tokenizer_facts):
@@ -480,16 +332,6 @@ def set_rng_state(state):
         torch.mps.set_rng_state(state["mps"])
 
 
-def save_checkpoint(path, state):
-    """Atomic save: write a temp file, fsync, rename. A kill -9 at any moment leaves the previous file intact."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 CHAIN = {"sft": "pretrain", "reward": "sft", "dpo": "sft", "ppo": "sft"}  # each stage starts from this one's run
 
 
@@ -502,7 +344,6 @@ def default_init_from(args, previous_stage, command):
     when it is missing, the error names every command still to run, in order, and how long pretraining takes here."""
     if args.init_from is None:
         args.init_from = os.path.join("checkpoints", f"{previous_stage}_{args.config}")
-    from model import hf_folder_message
     if message := hf_folder_message(args.init_from):
         raise ValueError(message)
     if has_checkpoint(args.init_from):
@@ -527,7 +368,6 @@ def estimate_pretrain_seconds(config_name, steps=600, batch_size=32, seq_len=256
     """Roughly how long `python train_pretrain.py --config NAME` takes on this machine: two training steps of the
     preset on a few random sequences are timed (the second, once kernels are set up) and scaled to the default
     batch and number of steps, evals not counted. Used only by the error that says pretraining must come first."""
-    from model import MiniGPT, get_config
     cpu_threads()
     device = resolve_device("auto")
     run = Run()
@@ -550,7 +390,6 @@ def estimate_pretrain_seconds(config_name, steps=600, batch_size=32, seq_len=256
 def copy_tokenizer(args, run):
     """The tokenizer of the run we start from, copied into this run directory (every run dir is self-contained)
     by rank 0, then read by every rank."""
-    from tokenizer import BPETokenizer
     path = os.path.join(args.out_dir, "tokenizer.json")
     if run.master:
         BPETokenizer.load(os.path.join(args.init_from, "tokenizer.json")).save(path)
@@ -559,59 +398,11 @@ def copy_tokenizer(args, run):
     return BPETokenizer.load(path)
 
 
-def load_data(args, kind):
-    """load_datasets with the shared data flags (--data, --val-data, --format, sampling, split, bad lines)."""
-    from data import load_datasets
-    return load_datasets(args.data, kind, seed=args.seed, val_split=args.val_split, global_ratio=args.global_sample_ratio,
-                         max_records=args.max_data_size, fmt=args.format, skip_bad_lines=args.skip_bad_lines,
-                         val_specs=args.val_data)
-
-
-def data_key(args):
-    """A short hash of what decides the text records: the --data files (size, mtime), builtin_data.py when used, and
-    the sampling flags. The token cache and pretraining's tokenizer reuse are keyed by it."""
-    from data import cache_key
-    builtin_source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "builtin_data.py")  # its edits change the data
-    return cache_key([*args.data, builtin_source if "builtin" in args.data else "", args.seed, args.val_split,
-                      args.global_sample_ratio, args.max_data_size, args.format, args.skip_bad_lines])
-
-
-def packed_text_data(args, run, tokenizer, loaded=None):
-    """(train, val LanguageModelingDataset, val tokens per byte) for next-token training on packed blocks: the text
-    is tokenized once into a file under MINIGPT_DATA_DIR (data_cache/) keyed by the data, the flags and the
-    tokenizer, and memory-mapped after that. `loaded`: the (train, val, stats) records if already read."""
-    from data import LanguageModelingDataset, build_token_cache, cache_key
-    cache_dir = env_default("MINIGPT_DATA_DIR", "data_cache", str)
-    key = cache_key([data_key(args), *(args.val_data or []), tokenizer.merges, sorted(tokenizer.special_tokens.items())])
-    if run.master:
-        train_texts, val_texts, stats = loaded or (None, None, None)
-        if not os.path.isfile(os.path.join(cache_dir, key, "meta.json")) and train_texts is None:
-            train_texts, val_texts, stats = load_data(args, "text")
-        cache, meta = build_token_cache(train_texts, val_texts, tokenizer, cache_dir, key, stats)
-        write_json(os.path.join(args.out_dir, "dataset_stats.json"),
-                   {**meta["stats"], "train": meta["train"], "val": meta["val"], "cache": cache})
-    if run.ddp:
-        dist.barrier()
-    cache, meta = build_token_cache(None, None, tokenizer, cache_dir, key)  # now only reads meta.json
-    train_ds = LanguageModelingDataset(os.path.join(cache, "train.bin"), meta["dtype"], args.seq_len, tokenizer.bos_id)
-    val_ds = LanguageModelingDataset(os.path.join(cache, "val.bin"), meta["dtype"], args.seq_len, tokenizer.bos_id) \
-        if meta["val"]["tokens"] > args.seq_len else train_ds
-    # bits per byte = loss in nats / ln 2 * (tokens that carry loss / bytes of text): comparable across tokenizers
-    split = meta["val"] if val_ds is not train_ds else meta["train"]
-    if val_ds is train_ds and run.master:
-        print("warning: validation split is smaller than one block; evaluating on training data")
-    if run.master:
-        print(f"data: {meta['train']['tokens']:,} train tokens ({len(train_ds):,} blocks of {args.seq_len}), "
-              f"{meta['val']['tokens']:,} val tokens; vocab {tokenizer.vocab_size}")
-    return train_ds, val_ds, (split["tokens"] - split["documents"]) / max(1, split["bytes"])
-
-
 def wrap_model(model, run, args):
     """torch.compile (--compile) and DistributedDataParallel (under torchrun); returns the model to call."""
     if args.compile:
         model = torch.compile(model)
     if run.ddp:
-        from torch.nn.parallel import DistributedDataParallel
         moe = getattr(getattr(model, "config", None), "n_experts", 0) > 0
         model = DistributedDataParallel(model, device_ids=[run.local_rank] if run.device_type == "cuda" else None,
                                         find_unused_parameters=moe)  # an expert may get no tokens
@@ -667,7 +458,6 @@ def halve_micro_batch(B, G, run, log, step):
 
 def save_run(args, state, is_best):
     """ckpt_latest.pt always, ckpt_best.pt when validation improved; both atomic."""
-    import shutil
     latest = os.path.join(args.out_dir, "ckpt_latest.pt")
     save_checkpoint(latest, state)
     if is_best:  # copy, then rename: ckpt_best.pt is never half written either
@@ -680,7 +470,6 @@ def resume_training(args, run, models, optimizer):
     checkpoint dict (step, best_val_loss, and whatever the stage stored), or None when not resuming."""
     if not args.resume:
         return None
-    from model import load_checkpoint, load_weights
     path = resume_path(args)
     ckpt = load_checkpoint(path)
     stage = ckpt.get("args", {}).get("stage", args.stage)
@@ -819,11 +608,6 @@ class ETA:
               f"{self.eval_seconds:.1f} s: about {duration(total)} in all{budget}")
 
 
-def duration(seconds):
-    """'42 s', '3.5 min', '4.7 hours'."""
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} hours"
-
-
 def _process_start():
     """When this process started (Linux: from /proc, so the imports count too), else now."""
     try:
@@ -850,7 +634,6 @@ def training_state(run, model, optimizer, step, args, best_val_loss, extra=None)
     """The plain dict a checkpoint holds: everything needed to continue bit for bit (the fp16 loss scale too)."""
     raw = model.module if hasattr(model, "module") else model
     raw = getattr(raw, "_orig_mod", raw)  # torch.compile wrapper
-    from model import lora_state_dict
     lora = getattr(raw, "lora", None)  # a LoRA run keeps only its adapters, and names its base model
     return {"model": lora_state_dict(raw) if lora else raw.state_dict(), "lora": lora,
             "optimizer": optimizer.state_dict(), "step": step,
@@ -937,7 +720,7 @@ def peak_memory_mb(run):
 def plot_metrics(run_dirs, out_path, keys=(("train_loss", "val_loss"), ("lr",))):
     """One figure with a panel per group of keys that some run logged; each run directory's metrics.jsonl as lines
     (plot_runs.py too). Returns the groups drawn."""
-    import matplotlib
+    import matplotlib  # here, not at the top: it takes ~0.5 s to import and most runs with --no-plot never draw
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     runs = {run_dir: read_metrics(os.path.join(run_dir, "metrics.jsonl")) for run_dir in run_dirs}
@@ -997,38 +780,10 @@ def resume_command(args):
     return f"python {' '.join(argv)} --resume"
 
 
-def os_message(e):
-    """'out/a_file: a file is in the way of a folder' rather than "[Errno 17] File exists: 'out/a_file'"."""
-    if not e.filename or not e.strerror:
-        return str(e)  # our own FileNotFoundError(f"{path}: ...") messages already say it
-    if isinstance(e, (FileExistsError, NotADirectoryError)):
-        blocker = str(e.filename)  # makedirs('f.txt/plots') names the folder; the file in the way is f.txt
-        while os.path.dirname(blocker) != blocker and not os.path.isfile(blocker):
-            blocker = os.path.dirname(blocker)
-        if os.path.isfile(blocker):
-            return f"{blocker}: a file is in the way of a folder"
-    return f"{e.filename}: {e.strerror[0].lower()}{e.strerror[1:]}"
-
-
 def cli(main):
-    """Run main() and return what it returns; bad input and data, and files that are missing, unreadable or in the
-    way (OSError: the message names the path) end with a one-line message, not a traceback. A run that fails
-    before its first checkpoint leaves no run folder behind."""
-    finished = False
+    """common.cli for a training script: a run that fails before its first checkpoint leaves no run folder behind."""
     _CREATED_RUN_DIRS.clear()  # only what this run makes is removed if it fails
-    try:
-        code = main()
-        if dist.is_available() and dist.is_initialized():
-            dist.barrier()  # rank 0 may still be saving: tearing gloo down under it aborts the other ranks
-        finished = True
-        return code
-    except (ValueError, OSError) as e:
-        sys.exit(f"error: {os_message(e) if isinstance(e, OSError) else e}")
-    finally:
-        if not finished:
-            remove_unfinished_run_dirs()
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+    return common_cli(main, on_failure=remove_unfinished_run_dirs)
 
 
 def grad_norms_by_group(model):
@@ -1044,5 +799,4 @@ def grad_norms_by_group(model):
 
 
 def progress(total, initial=0, disable=False):
-    from tqdm import tqdm
     return tqdm(total=total, initial=initial, disable=disable, dynamic_ncols=True, unit="step", desc="train")

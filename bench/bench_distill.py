@@ -27,7 +27,7 @@ sys.path.insert(0, ROOT)
 import builtin_data  # noqa: E402
 from model import load_model  # noqa: E402
 from tokenizer import BPETokenizer  # noqa: E402
-from train_utils import cli  # noqa: E402
+from common import cli  # noqa: E402
 
 # the teacher: 5x the tiny student's parameters. Dropout 0.2 on the built-in text, where without it the teacher
 # overfit by step 300 (held-out loss 0.437) and was worse than the tiny student itself (0.405): nothing to teach

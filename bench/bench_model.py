@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from export_hf import hf_config, to_hf_state_dict  # noqa: E402
 from generate import GenerationConfig, TextGenerator  # noqa: E402
 from model import MiniGPT, get_config, quantize_int8  # noqa: E402
-from train_utils import cli, cpu_has_fast_bf16, keep_freed_memory, resolve_device  # noqa: E402
+from common import cli, cpu_has_fast_bf16, keep_freed_memory, resolve_device  # noqa: E402
 
 
 class FakeTokenizer:  # generation needs only these ids

@@ -23,7 +23,7 @@ import train_pretrain  # noqa: E402
 from data import LanguageModelingDataset  # noqa: E402
 from model import load_model  # noqa: E402
 from tokenizer import BPETokenizer  # noqa: E402
-from train_utils import cli  # noqa: E402
+from common import cli  # noqa: E402
 
 BEST_FLAGS = ["--config", "tiny", "--model-override", "dim=256", "n_layers=4", "n_heads=8", "n_kv_heads=4",
               "--vocab-size", "2048", "--seq-len", "256", "--batch-size", "32", "--lr", "2e-3", "--min-lr", "1e-4",

@@ -31,7 +31,7 @@ sys.path.insert(0, ROOT)
 from builtin_data import checkable_prompts  # noqa: E402
 from model import MiniGPT, get_config  # noqa: E402
 from tokenizer import BPETokenizer  # noqa: E402
-from train_utils import cli, save_checkpoint, write_json  # noqa: E402
+from common import cli, save_checkpoint, write_json  # noqa: E402
 
 
 def random_run_dir(config, folder):

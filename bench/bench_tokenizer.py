@@ -12,7 +12,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tokenizer import SPECIAL_TOKENS, BPETokenizer  # noqa: E402
-from train_utils import cli  # noqa: E402
+from common import cli  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "pretrain")
 

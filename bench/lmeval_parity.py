@@ -17,7 +17,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import eval_benchmarks as eb  # noqa: E402
-from train_utils import cli  # noqa: E402
+from common import cli  # noqa: E402
 
 TASKS = ["hellaswag", "arc_easy", "arc_challenge", "piqa", "winogrande", "boolq", "lambada", "wikitext2"]
 

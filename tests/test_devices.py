@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+import common
 import eval_benchmarks
 import generate
 import serve
@@ -22,49 +23,49 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def fake_mac(monkeypatch):
     """No CUDA, an Apple GPU that answers; returns a setter for whether it multiplies bf16."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(tu, "mps_available", lambda: True)
+    monkeypatch.setattr(common, "mps_available", lambda: True)
     bf16 = {"supported": True}
-    monkeypatch.setattr(tu, "mps_supports_bf16", lambda: bf16["supported"])
+    monkeypatch.setattr(common, "mps_supports_bf16", lambda: bf16["supported"])
     return bf16
 
 
 def test_auto_picks_cuda_then_mps_then_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(tu, "mps_available", lambda: True)
-    assert tu.resolve_device("auto") == "mps"
-    monkeypatch.setattr(tu, "mps_available", lambda: False)
-    assert tu.resolve_device("auto") == "cpu"
+    monkeypatch.setattr(common, "mps_available", lambda: True)
+    assert common.resolve_device("auto") == "mps"
+    monkeypatch.setattr(common, "mps_available", lambda: False)
+    assert common.resolve_device("auto") == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(tu, "mps_available", lambda: True)
-    assert tu.resolve_device("auto") == "cuda:0"
+    monkeypatch.setattr(common, "mps_available", lambda: True)
+    assert common.resolve_device("auto") == "cuda:0"
 
 
 def test_generate_serve_and_eval_choose_their_device_with_the_same_rule():
-    assert generate.resolve_device is serve.resolve_device is eval_benchmarks.resolve_device is tu.resolve_device
+    assert generate.resolve_device is serve.resolve_device is eval_benchmarks.resolve_device is common.resolve_device
 
 
 def test_mps_asked_for_where_there_is_none_is_a_one_line_error(monkeypatch):
-    monkeypatch.setattr(tu, "mps_available", lambda: False)
+    monkeypatch.setattr(common, "mps_available", lambda: False)
     with pytest.raises(ValueError, match=r"^--device mps: no Apple GPU is available .*; pass --device cpu$"):
-        tu.resolve_device("mps")
+        common.resolve_device("mps")
 
 
 def test_mps_trains_in_bf16_where_it_has_it_else_float32_said_once(fake_mac, capsys):
-    assert tu.resolve_dtype("auto", "mps") == torch.bfloat16
+    assert common.resolve_dtype("auto", "mps") == torch.bfloat16
     assert capsys.readouterr().err == ""
     fake_mac["supported"] = False
-    assert tu.resolve_dtype("auto", "mps") == torch.float32
+    assert common.resolve_dtype("auto", "mps") == torch.float32
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no bf16 on the Apple GPU" in err and "float32" in err
 
 
 def test_mps_refuses_float16_and_unsupported_bf16_in_one_line(fake_mac):
     with pytest.raises(SystemExit, match="--dtype float16 is for CUDA; on mps use bfloat16 or float32"):
-        tu.resolve_dtype("float16", "mps")
+        common.resolve_dtype("float16", "mps")
     fake_mac["supported"] = False
     with pytest.raises(SystemExit, match="no bf16 on the Apple GPU; use --dtype float32"):
-        tu.resolve_dtype("bfloat16", "mps")
+        common.resolve_dtype("bfloat16", "mps")
 
 
 def test_ddp_on_mps_is_a_one_line_error_before_any_process_group(fake_mac, monkeypatch, tmp_path):
@@ -84,12 +85,12 @@ def test_memory_figures_on_mps_come_from_torch_mps(monkeypatch):
 
 
 def test_max_cpu_caps_the_threads(monkeypatch):
-    monkeypatch.setattr(tu, "usable_cpus", lambda: (4, 4))
+    monkeypatch.setattr(common, "usable_cpus", lambda: (4, 4))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     threads = torch.get_num_threads()
     try:
-        assert tu.cpu_threads(max_cpu=50) == "2 CPU threads (--max-cpu 50% of 4 cores)"
-        assert tu.cpu_threads(max_cpu=10) == "1 CPU thread (--max-cpu 10% of 4 cores)"  # never below one
+        assert common.cpu_threads(max_cpu=50) == "2 CPU threads (--max-cpu 50% of 4 cores)"
+        assert common.cpu_threads(max_cpu=10) == "1 CPU thread (--max-cpu 10% of 4 cores)"  # never below one
     finally:
         torch.set_num_threads(threads)
 

@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+import common
 import train_pretrain
 import train_utils as tu
 from conftest import torchrun
@@ -330,32 +331,31 @@ def test_os_errors_end_in_a_line_naming_the_path(tmp_path):
     # the raw form was "[Errno 17] File exists: 'out/a_file'" for a file where --out-dir's folder goes
     (tmp_path / "f.txt").write_text("")
     blocked = NotADirectoryError(20, "Not a directory", str(tmp_path / "f.txt" / "plots"))
-    assert tu.os_message(FileExistsError(17, "File exists", str(tmp_path / "f.txt"))) == \
+    assert common.os_message(FileExistsError(17, "File exists", str(tmp_path / "f.txt"))) == \
         f"{tmp_path / 'f.txt'}: a file is in the way of a folder"
-    assert tu.os_message(blocked) == f"{tmp_path / 'f.txt'}: a file is in the way of a folder"  # the file, not plots/
-    assert tu.os_message(FileExistsError(17, "File exists", str(tmp_path))) == f"{tmp_path}: file exists"  # a folder
-    assert tu.os_message(PermissionError(13, "Permission denied", "r/ckpt_latest.pt")) == "r/ckpt_latest.pt: permission denied"
-    assert tu.os_message(FileNotFoundError("r: no checkpoint")) == "r: no checkpoint"  # ours already name the path
+    assert common.os_message(blocked) == f"{tmp_path / 'f.txt'}: a file is in the way of a folder"  # the file, not plots/
+    assert common.os_message(FileExistsError(17, "File exists", str(tmp_path))) == f"{tmp_path}: file exists"  # a folder
+    assert common.os_message(PermissionError(13, "Permission denied", "r/ckpt_latest.pt")) == "r/ckpt_latest.pt: permission denied"
+    assert common.os_message(FileNotFoundError("r: no checkpoint")) == "r: no checkpoint"  # ours already name the path
 
 
 def test_resolve_device_gives_cuda_an_index():
     # torch.cuda.set_device rejects a bare "cuda" (seen on a GPU machine: every stage failed with --device cuda)
-    import train_utils
     n = torch.cuda.device_count()
-    assert train_utils.resolve_device("cuda:1", local_rank=3) == "cuda:1"
-    assert train_utils.resolve_device("cpu") == "cpu"
-    assert train_utils.resolve_device("auto") == ("cuda:0" if n else "cpu")
+    assert common.resolve_device("cuda:1", local_rank=3) == "cuda:1"
+    assert common.resolve_device("cpu") == "cpu"
+    assert common.resolve_device("auto") == ("cuda:0" if n else "cpu")
     if n:
-        assert train_utils.resolve_device("cuda") == "cuda:0"
+        assert common.resolve_device("cuda") == "cuda:0"
     # more torchrun ranks than GPUs (seen as "invalid device ordinal" deep in CUDA): a one-line error instead
     with pytest.raises(ValueError, match=f"needs GPU {n} but this machine has {n}" if n else "no CUDA GPU is visible"):
-        train_utils.resolve_device("cuda", local_rank=n)
+        common.resolve_device("cuda", local_rank=n)
 
 
 FAULTS_PER_STEP = """
-import resource, statistics, torch, train_utils
+import resource, statistics, torch, common
 from model import MiniGPT, MiniGPTConfig
-assert train_utils.keep_freed_memory()
+assert common.keep_freed_memory()
 torch.manual_seed(0)
 model = MiniGPT(MiniGPTConfig(vocab_size=2048, dim=128, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=128))
 opt = torch.optim.AdamW(model.parameters())
@@ -383,19 +383,17 @@ def test_keep_freed_memory_stops_the_page_faults_of_every_step():
 
 def test_keep_freed_memory_leaves_the_allocator_alone_for_cuda(monkeypatch):
     import ctypes
-    import train_utils
     monkeypatch.setattr(ctypes, "CDLL", lambda name: pytest.fail("mallopt called for a CUDA device"))
-    assert train_utils.keep_freed_memory("cuda:0") is False  # CUDA tensors live in torch's caching allocator
+    assert common.keep_freed_memory("cuda:0") is False  # CUDA tensors live in torch's caching allocator
 
 
 @pytest.mark.parametrize("native", [True, False])
 def test_dtype_auto_uses_bf16_only_where_the_cpu_multiplies_it_natively(monkeypatch, capsys, native):
-    import train_utils
-    monkeypatch.setattr(train_utils, "cpu_has_fast_bf16", lambda: native)
-    assert train_utils.resolve_dtype("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
+    monkeypatch.setattr(common, "cpu_has_fast_bf16", lambda: native)
+    assert common.resolve_dtype("auto", "cpu") == (torch.bfloat16 if native else torch.float32)
     assert capsys.readouterr().err == ""
     # asking for bf16 on a CPU that emulates it (1.3 against 84 GFLOP/s in fp32 on an AVX2 EPYC) says so, in one line
-    assert train_utils.resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    assert common.resolve_dtype("bfloat16", "cpu") == torch.bfloat16
     err = capsys.readouterr().err
     assert ("no AVX-512 BF16" in err and err.count("\n") == 1) if not native else err == ""
 
@@ -407,16 +405,16 @@ def test_dtype_auto_uses_bf16_only_where_the_cpu_multiplies_it_natively(monkeypa
 ])
 def test_cpu_threads_are_one_per_physical_core_unless_told(monkeypatch, logical, cores, omp, expected):
     """Two vCPUs that are hyper-threads of one core get one thread (torch's default counts logical CPUs)."""
-    monkeypatch.setattr(tu, "usable_cpus", lambda: (logical, cores))
+    monkeypatch.setattr(common, "usable_cpus", lambda: (logical, cores))
     if omp is None:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     else:
         monkeypatch.setenv("OMP_NUM_THREADS", omp)
     threads = torch.get_num_threads()
     try:
-        assert tu.cpu_threads() == expected
+        assert common.cpu_threads() == expected
         assert torch.get_num_threads() == int(expected.split()[0])
-        assert tu.cpu_threads(requested=3) == "3 CPU threads (--num-threads)"
+        assert common.cpu_threads(requested=3) == "3 CPU threads (--num-threads)"
     finally:
         torch.set_num_threads(threads)
 
