@@ -99,125 +99,156 @@ def main(argv=None):
         tu.write_run_config(args, config, tokenizer, source=source or "trained by this run", trained_on=trained_on)
 
     # ------------------------------------------------------------------------- 5. resume
-    ckpt = tu.resume_training(args, run, {"model": model}, optimizer)
-    step, best_val_loss = (ckpt["step"], ckpt["best_val_loss"]) if ckpt else (0, float("inf"))
-    raw_model, model = model, tu.wrap_model(model, run, args)
-    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard, resume_step=step if ckpt else None)
-    sample_gen = TextGenerator(raw_model, tokenizer)
-
-    @torch.no_grad()
-    def evaluate():
-        """Mean loss over the first eval_iters validation batches (the same batches every time)."""
-        model.eval()
-        losses = []
-        for j in range(run.rank, args.eval_iters, run.world_size):
-            x, y, mask = (t.to(run.device) for t in get_batch(val_ds, [(j * args.batch_size + i) % len(val_ds)
-                                                                      for i in range(args.batch_size)]))
-            with tu.autocast(run):
-                losses.append(raw_model(x, y, mask).loss.item())
-        model.train()
-        return tu.all_reduce_mean(sum(losses) / max(1, len(losses)), run)
-
-    def save(step, is_best):
-        tu.save_run(args, tu.training_state(run, model, optimizer, step, args, best_val_loss, {
-            **stop_rules.state(), "data_position": step * args.batch_size * args.grad_accum * run.world_size}), is_best)
-
-    def eval_and_save(step):
-        nonlocal best_val_loss
-        val_loss = evaluate()
-        improved = stop_rules.update(step, val_loss, best_val_loss)  # step 0 is the baseline, never the best
-        if improved:
-            best_val_loss = val_loss
-        if run.master:
-            bpb = val_loss / math.log(2) * val_tokens_per_byte
-            log.log({"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)), "val_bpb": bpb,
-                     "memory_mb": tu.peak_memory_mb(run)})
-            sample = sample_gen.generate(args.sample_prompt, GenerationConfig(max_new_tokens=40, temperature=0.8, top_k=50, seed=0))
-            model.train()  # the generator switched the model to eval mode
-            print(f"\nstep {step}: val loss {val_loss:.4f}, ppl {math.exp(min(val_loss, 50)):.2f}, bpb {bpb:.3f}"
-                  f"{' (best)' if improved else ''}\n  sample: {args.sample_prompt + sample!r}")
-            save(step, improved)
-            if not args.no_plot:
-                tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"))
-        return val_loss
-
+    ckpt = tu.resume_training(args, run, {"model": model}, optimizer)  # --resume: weights, optimizer, RNG (else None)
+    raw_model, model = model, tu.wrap_model(model, run, args)  # raw_model: the weights; model: what the loop calls
+    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard,
+                        resume_step=ckpt["step"] if ckpt else None)
+    sample_generator = TextGenerator(raw_model, tokenizer)  # a short sample at each eval shows what the loss means
     if args.inspect:
         return inspect_first_batch(args, run, model, raw_model, optimizer, train_ds, sampler, tokenizer)
 
     # ------------------------------------------------------------------------- 6. the loop
-    stop_rules = tu.StopRules(args, run, ckpt)  # installed here, not earlier: forked tokenizer workers must not inherit it
-    eta = tu.ETA(args, run, step)  # after the first step: how long the whole run will take on this machine
-    if not ckpt:
-        eval_and_save(0)
-        eta.eval_done()
-    model.train()
-    B, G, W = args.batch_size, args.grad_accum, run.world_size
-    bad_steps, t_last, steps_since_log = tu.BadSteps(args), time.time(), 0
+    # The loop's state, declared together. best_val_loss: the lowest validation loss after step 0 (lower is better),
+    # reached at best_step. Step 0's loss is the baseline (the model we start from): compared with, never the best.
+    start_step = step = ckpt["step"] if ckpt else 0
+    best_val_loss = ckpt["best_val_loss"] if ckpt else float("inf")
+    best_step = ckpt.get("best_step") if ckpt else None
+    baseline_val_loss = ckpt.get("baseline_val_loss") if ckpt else None
+    evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
+    micro_batch, grad_accum, world_size = args.batch_size, args.grad_accum, run.world_size
+    ctrl_c = tu.StopSignal().install()  # from here the first Ctrl+C asks the loop to save and stop (not in data workers)
+    bad_steps = tu.BadSteps(args)  # non-finite losses: skip the update; stop after --max-bad-steps in a row
+    eta = tu.ETA(args, run, step)  # after the first steps: how long the whole run will take on this machine
+    started_at, t_last, steps_since_log = time.time(), time.time(), 0
     bar = tu.progress(total=args.max_steps, initial=step, disable=not run.master)
-    while step < args.max_steps:
-        lr = tu.get_lr(step, args)
-        tu.set_lr(optimizer, lr)
-        try:
-            train_loss = 0.0
-            for micro in range(G):
-                # every (step, micro-step, rank) reads its own slice of one deterministic sample stream
-                position = (step * G * W + micro * W + run.rank) * B
-                x, y, mask = (t.to(run.device) for t in get_batch(train_ds, sampler.take(position, B)))
-                # under DDP, gradients are averaged across ranks only on the last micro-step
-                sync = contextlib.nullcontext() if not run.ddp or micro == G - 1 else model.no_sync()
-                with sync:
+    model.train()
+    while True:
+        last_step = step == args.max_steps  # the loop runs once more at max_steps: to evaluate and save, not to train
+        resumed_here = ckpt is not None and step == start_step  # this step was evaluated before it was saved
+
+        # --- after a training step: stop early? Ctrl+C (or SIGTERM), the memory guard, the time budget. One
+        # collective decides it, so every rank stops at the same step (one that stopped alone would hang the others).
+        stop_now = out_of_time = False
+        if step > start_step:
+            memory_used = tu.system_memory_percent() if args.max_memory else None
+            over_memory = memory_used is not None and memory_used > args.max_memory
+            over_time = args.time_budget is not None and time.time() - started_at > args.time_budget
+            ctrl_c_now, memory_over, out_of_time = tu.any_rank([ctrl_c.requested, over_memory, over_time], run)
+            stop_now = ctrl_c_now or memory_over
+            if memory_over and not ctrl_c_now and run.master:
+                print(f"\nmemory: the system uses {memory_used:.0f}% of its memory, over --max-memory "
+                      f"{args.max_memory:g}; saving and stopping (free memory or lower --batch-size, then resume)")
+
+        # --- once in a while: evaluate (each rank its share of the batches), keep the best, save and plot (rank 0)
+        evaluate_now = not resumed_here and (step % args.eval_interval == 0 or last_step or out_of_time)
+        improved = early_stop = False
+        if evaluate_now:
+            model.eval()
+            losses = []
+            with torch.no_grad():  # the same first --eval-iters validation batches every time
+                for j in range(run.rank, args.eval_iters, world_size):
+                    indices = [(j * args.batch_size + i) % len(val_ds) for i in range(args.batch_size)]
+                    x, y, loss_mask = (t.to(run.device) for t in get_batch(val_ds, indices))  # (B, T) each
                     with tu.autocast(run):
-                        out = model(x, y, mask)
-                        loss = out.loss + out.aux_loss  # what is optimised (and logged): next-token loss + MoE balance
-                    run.scaler.scale(loss / G).backward()  # / G: the step's gradient is the mean over micro-steps
-                train_loss += loss.item() / G
-        except torch.cuda.OutOfMemoryError:
-            optimizer.zero_grad(set_to_none=True)
-            B, G = tu.halve_micro_batch(B, G, run, log, step)
-            continue
+                        losses.append(raw_model(x, y, loss_mask).loss.item())
+            model.train()
+            val_loss = tu.all_reduce_mean(sum(losses) / max(1, len(losses)), run)
+            if step == 0:
+                baseline_val_loss = val_loss
+            else:  # improved: a new best by more than --early-stop-delta; patience: evals beating neither best nor start
+                improved = val_loss < best_val_loss - args.early_stop_delta
+                reference = best_val_loss if baseline_val_loss is None else min(best_val_loss, baseline_val_loss)
+                improving = val_loss < reference - args.early_stop_delta
+                evals_without_improvement = 0 if improving else evals_without_improvement + 1
+            if improved:
+                best_val_loss, best_step = val_loss, step
+            if run.master:
+                bpb = val_loss / math.log(2) * val_tokens_per_byte  # nats per token -> bits per byte of text
+                log.log({"step": step, "val_loss": val_loss, "val_ppl": math.exp(min(val_loss, 50)), "val_bpb": bpb,
+                         "memory_mb": tu.peak_memory_mb(run)})
+                sample = sample_generator.generate(args.sample_prompt, GenerationConfig(max_new_tokens=40,
+                                                                                        temperature=0.8, top_k=50, seed=0))
+                model.train()  # the generator switched the model to eval mode
+                print(f"\nstep {step}: val loss {val_loss:.4f}, ppl {math.exp(min(val_loss, 50)):.2f}, bpb {bpb:.3f}"
+                      f"{' (best)' if improved else ''}\n  sample: {args.sample_prompt + sample!r}")
+            if step == 0:
+                eta.eval_done()
+            early_stop = args.early_stop_patience > 0 and evals_without_improvement >= args.early_stop_patience
+
+        # --- save ckpt_latest.pt at each eval, every --save-interval steps and before stopping; ckpt_best.pt when
+        # improved. The checkpoint is a plain dict (torch.load(weights_only=True) reads it), written atomically.
+        save_now = evaluate_now or stop_now or (step > start_step and args.save_interval and step % args.save_interval == 0)
+        if save_now and run.master:
+            checkpoint = {
+                "model": raw_model.state_dict(), "lora": None, "optimizer": optimizer.state_dict(), "step": step,
+                "best_val_loss": best_val_loss, "best_step": best_step, "baseline_val_loss": baseline_val_loss,
+                "evals_without_improvement": evals_without_improvement, "rng": tu.rng_state(),
+                "model_config": raw_model.config.to_dict(), "args": tu.plain_args(args),
+                "scaler": run.scaler.state_dict(),  # the fp16 loss scale (empty unless fp16 on CUDA)
+                "data_position": step * args.batch_size * args.grad_accum * world_size,  # sequences read so far
+            }
+            tu.save_run(args, checkpoint, is_best=improved)
+            if evaluate_now and not args.no_plot:
+                tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"))
+        if evaluate_now:
+            t_last, steps_since_log = time.time(), 0  # tokens/s measures training, not evaluation
+        if early_stop and run.master:
+            print(f"early stop: no val improvement > {args.early_stop_delta} in {args.early_stop_patience} evals")
+        if out_of_time and run.master:
+            print(f"time budget of {args.time_budget:.0f}s reached at step {step}")
+        if stop_now and run.master:
+            tu.print_saved_for_resume(args, step)
+        if last_step or stop_now or early_stop or out_of_time:
+            break
+
+        # --- one training step: grad_accum micro-batches of micro_batch sequences, their gradients averaged
+        lr = tu.get_lr(step, args)  # warmup, then cosine down to --min-lr
+        tu.set_lr(optimizer, lr)
+        while True:  # a CUDA out-of-memory error halves the micro-batch and retries (the same sequences per step)
+            try:
+                train_loss = 0.0
+                for micro in range(grad_accum):
+                    # every (step, micro-step, rank) reads its own slice of one deterministic sample stream
+                    position = (step * grad_accum * world_size + micro * world_size + run.rank) * micro_batch
+                    x, y, loss_mask = (t.to(run.device) for t in get_batch(train_ds, sampler.take(position, micro_batch)))
+                    # under DDP, gradients are averaged across ranks only on the last micro-step
+                    sync = contextlib.nullcontext() if not run.ddp or micro == grad_accum - 1 else model.no_sync()
+                    with sync:
+                        with tu.autocast(run):
+                            out = model(x, y, loss_mask)  # logits (B, T, vocab); loss: mean next-token cross-entropy
+                            loss = out.loss + out.aux_loss  # what is optimised (and logged): + the MoE balance loss
+                        run.scaler.scale(loss / grad_accum).backward()  # / grad_accum: the mean over micro-steps
+                    train_loss += loss.item() / grad_accum
+                break
+            except torch.cuda.OutOfMemoryError:
+                optimizer.zero_grad(set_to_none=True)
+                micro_batch, grad_accum = tu.halve_micro_batch(micro_batch, grad_accum, run, log, step)
         train_loss = tu.all_reduce_mean(train_loss, run)
         if bad_steps.skip(train_loss, step, optimizer, log):  # non-finite: no update
             step += 1
             continue
-        grad_norm = tu.optimizer_step(model, optimizer, run, args)  # unscale, clip, step, zero_grad
+        grad_norm = tu.optimizer_step(model, optimizer, run, args)  # unscale, clip to --grad-clip, step, zero_grad
         step += 1
         steps_since_log += 1
         bar.update(1)
         eta.step_done(step)
-
         if step % args.log_interval == 0 or step == args.max_steps:
-            tokens_per_sec = B * G * W * args.seq_len * steps_since_log / (time.time() - t_last)
+            tokens_per_sec = micro_batch * grad_accum * world_size * args.seq_len * steps_since_log / (time.time() - t_last)
             t_last, steps_since_log = time.time(), 0
             bar.set_postfix(loss=f"{train_loss:.4f}", tok_s=f"{tokens_per_sec:,.0f}")
             log.log({"step": step, "train_loss": train_loss, "lr": lr, "grad_norm": grad_norm,
                      "tokens_per_sec": tokens_per_sec, "memory_mb": tu.peak_memory_mb(run)})
-        stop_now, out_of_time = stop_rules.ctrl_c() or stop_rules.over_memory(), stop_rules.out_of_time()
-        if step % args.eval_interval == 0 or step == args.max_steps or out_of_time:
-            eval_and_save(step)
-            t_last, steps_since_log = time.time(), 0  # tokens/s measures training, not evaluation
-            if stop_rules.early_stop():
-                break
-            if out_of_time:
-                if run.master:
-                    print(f"time budget of {args.time_budget:.0f}s reached at step {step}")
-                break
-        elif (args.save_interval and step % args.save_interval == 0) or stop_now:
-            if run.master:
-                save(step, False)
-        if stop_now:
-            if run.master:
-                tu.print_saved_for_resume(args, step)
-            break
     bar.close()
-    stop_rules.close()
+    ctrl_c.restore()
 
     # ------------------------------------------------------------------------- 7. final save and plot
     if run.master:
-        if not stop_rules.interrupted:  # ended by its own rule (steps, early stop, time budget), not Ctrl+C:
+        if not stop_now:  # ended by its own rule (steps, early stop, time budget), not Ctrl+C or the memory guard:
             tu.write_json(os.path.join(args.out_dir, tu.DONE_FILE), {"step": step})  # `make` reuses a finished run
         if not args.no_plot and os.path.exists(log.path):
             tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"))
-        print(f"done: step {step}; {stop_rules.summary(best_val_loss)}; run directory {args.out_dir}")
+        print(f"done: step {step}; {tu.best_summary(best_step, best_val_loss, baseline_val_loss)}; "
+              f"run directory {args.out_dir}")
     return best_val_loss
 
 

@@ -239,6 +239,17 @@ def all_reduce_mean(value, run):
     return t.item() / run.world_size
 
 
+def any_rank(flags, run):
+    """[flag true on any rank] for a list of bools, in one all_reduce (MAX) under DDP: decisions every rank must share,
+    such as stopping, or a rank that stopped alone would wait forever in the others' next collective.
+    Example: rank 0 [False, True], rank 1 [False, False] -> [False, True] on both."""
+    if not run.ddp:
+        return [bool(f) for f in flags]
+    t = torch.tensor([float(f) for f in flags], device=run.device if run.device_type == "cuda" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
 def from_master(value, run):
     """Rank 0's float on every rank (identity in a single process): a figure only rank 0 computed (the regression
     suite's pass rate) decides the best checkpoint on all of them. A collective: every rank must call it."""
@@ -493,13 +504,28 @@ def resume_training(args, run, models, optimizer):
     return ckpt
 
 
+def best_summary(best_step, best_metric, baseline, name="val loss", sign=1):
+    """One line on the best checkpoint against step 0 (lower metric is better; `sign` -1 prints a metric kept negated,
+    such as PPO's reward). Example: (400, 0.39, 6.79) -> 'best checkpoint: step 400, val loss 0.3900 (step 0: 6.7900)'."""
+    if best_step is None:
+        return "no eval after step 0, so no ckpt_best.pt (generate.py then loads ckpt_latest.pt)"
+    best, base = sign * best_metric, None if baseline is None else sign * baseline
+    line = f"best checkpoint: step {best_step}, {name} {best:.4f}"
+    if base is None:
+        return line
+    if best_metric < baseline:
+        return f"{line} (step 0: {base:.4f})"
+    return (f"{line}; it never improved on step 0's {base:.4f} (the model training started from), so "
+            f"ckpt_best.pt is the best trained step, not better than the start")
+
+
 class StopRules:
     """When the loop ends early: --early-stop-patience evals without improvement, --time-budget, or Ctrl+C.
     Decisions are averaged over DDP ranks so every process stops at the same step."""
 
     def __init__(self, args, run, ckpt=None):
         self.args, self.run, self.start = args, run, time.time()
-        self.signal = StopSignal()
+        self.signal = StopSignal().install()
         self.memory_stop = False
         ckpt = ckpt or {}
         self.evals_without_improvement = ckpt.get("evals_without_improvement", 0)
@@ -530,17 +556,7 @@ class StopRules:
                 "best_step": self.best_step}
 
     def summary(self, best_val_loss, name="val loss", sign=1):
-        """One line on the best checkpoint against step 0. `sign` -1 for a metric kept negated (PPO's reward)."""
-        if self.best_step is None:
-            return "no eval after step 0, so no ckpt_best.pt (generate.py then loads ckpt_latest.pt)"
-        best, base = sign * best_val_loss, None if self.baseline is None else sign * self.baseline
-        line = f"best checkpoint: step {self.best_step}, {name} {best:.4f}"
-        if base is None:
-            return line
-        if best_val_loss < self.baseline:
-            return f"{line} (step 0: {base:.4f})"
-        return (f"{line}; it never improved on step 0's {base:.4f} (the model training started from), so "
-                f"ckpt_best.pt is the best trained step, not better than the start")
+        return best_summary(self.best_step, best_val_loss, self.baseline, name, sign)
 
     def ctrl_c(self):
         return all_reduce_mean(float(self.signal.requested), self.run) > 0
@@ -630,6 +646,11 @@ def resume_path(args):
     return path
 
 
+def plain_args(args):
+    """The flags as plain values, for a checkpoint that torch.load(weights_only=True) can read."""
+    return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))}
+
+
 def training_state(run, model, optimizer, step, args, best_val_loss, extra=None):
     """The plain dict a checkpoint holds: everything needed to continue bit for bit (the fp16 loss scale too)."""
     raw = model.module if hasattr(model, "module") else model
@@ -639,7 +660,7 @@ def training_state(run, model, optimizer, step, args, best_val_loss, extra=None)
             "optimizer": optimizer.state_dict(), "step": step,
             "best_val_loss": best_val_loss, "rng": rng_state(), "model_config": raw.config.to_dict(),
             "scaler": run.scaler.state_dict(),  # empty unless fp16 on CUDA
-            "args": {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))},
+            "args": plain_args(args),
             **(extra or {})}
 
 
@@ -756,8 +777,13 @@ class StopSignal:
     one interrupts at once. The loop checks `.requested` after each optimizer step."""
 
     def __init__(self):
-        self.requested = False
+        self.requested, self.previous = False, {}
+
+    def install(self):
+        """Take over SIGINT and SIGTERM until restore(); returns self. Install it once the data is ready: forked
+        tokenizer workers must not inherit it."""
         self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
 
     def restore(self):
         for sig, handler in self.previous.items():
