@@ -24,7 +24,7 @@ import builtin_data
 import train_utils as tu
 from data import DataError, EpochSampler, SFTDataset, load_data, regression_suite, sft_batch
 from generate import TextGenerator, answer_accuracy
-from model import load_model
+from model import load_model, lora_state_dict
 
 
 # ----------------------------------------------------------------------------- 1. flags
@@ -89,130 +89,166 @@ def main(argv=None):
         tu.write_run_config(args, config, tokenizer)
 
     # ------------------------------------------------------------------------- 5. resume
-    ckpt = tu.resume_training(args, run, {"model": model}, optimizer)
-    step, best_val_loss = (ckpt["step"], ckpt["best_val_loss"]) if ckpt else (0, float("inf"))
-    raw_model, model = model, tu.wrap_model(model, run, args)
-    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard, resume_step=step if ckpt else None)
-
-    @torch.no_grad()
-    def evaluate():
-        """Mean assistant-token loss over the first eval_iters validation batches (the same ones every time)."""
-        model.eval()
-        losses = []
-        for j in range(run.rank, args.eval_iters, run.world_size):
-            indices = [(j * args.batch_size + i) % len(val_ds) for i in range(args.batch_size)]
-            x, y, loss_mask = (t.to(run.device) for t in sft_batch(val_ds, indices, tokenizer.pad_id))
-            with tu.autocast(run):
-                losses.append(raw_model(x, y, loss_mask).loss.item())
-        model.train()
-        return tu.all_reduce_mean(sum(losses) / max(1, len(losses)), run)
-
-    def save(step, is_best):
-        tu.save_run(args, tu.training_state(run, model, optimizer, step, args, best_val_loss, stop_rules.state()), is_best)
-
-    def eval_and_save(step):
-        nonlocal best_val_loss
-        val_loss = evaluate()
-        row, answer = {"step": step, "val_loss": val_loss, "memory_mb": tu.peak_memory_mb(run)}, ""
-        if suite and run.master:  # greedy answers to questions with known answers (rank 0 alone: generation)
-            with tu.autocast(run):
-                row["pass_rate"], examples = answer_accuracy(TextGenerator(raw_model, tokenizer), suite,
-                                                             args.eval_max_new_tokens)
-            model.train()  # the generator switched the model to eval mode
-            (prompt, expected), reply = examples[0]
-            answer = (f", regression pass rate {row['pass_rate']:.3f} +- {tu.standard_error(row['pass_rate'], len(suite)):.3f}"
-                      f"{{best}}\n  {prompt!r} -> {reply!r} (expected {expected!r})")
-        # The best checkpoint is what SFT is for: the most held-out questions answered right (kept negated, lower is
-        # better). Val loss bottoms out early (an assistant-token loss on a small set overfits) while the pass rate
-        # still rises: by val loss, step 150 was kept at 0.310 while step 300 answered 0.394.
-        metric = -tu.from_master(row.get("pass_rate", 0.0), run) if suite else val_loss
-        improved = stop_rules.update(step, metric, best_val_loss)  # step 0 is the baseline, never the best
-        if improved:
-            best_val_loss = metric
-        if run.master:
-            log.log(row)
-            best = " (best)" if improved else ""  # after the figure that picks the best checkpoint
-            print(f"\nstep {step}: val loss {val_loss:.4f}{answer.replace('{best}', best, 1) if suite else best}")
-            save(step, improved)
-            if not args.no_plot:
-                tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"),
-                                keys=(("train_loss", "val_loss"), ("pass_rate",), ("lr",)))
-
+    ckpt = tu.resume_training(args, run, {"model": model}, optimizer)  # --resume: weights, optimizer, RNG (else None)
+    raw_model, model = model, tu.wrap_model(model, run, args)  # raw_model: the weights; model: what the loop calls
+    lora = getattr(raw_model, "lora", None)  # with --lora-rank the checkpoint keeps only the adapters
+    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard,
+                        resume_step=ckpt["step"] if ckpt else None)
     if args.inspect:
         return inspect_first_batch(args, run, model, raw_model, optimizer, train_ds, sampler, tokenizer)
 
     # ------------------------------------------------------------------------- 6. the loop
-    stop_rules = tu.StopRules(args, run, ckpt)
-    eta = tu.ETA(args, run, step)  # after the first step: how long the whole run will take on this machine
-    if not ckpt:
-        eval_and_save(0)  # the starting model's numbers: what fine-tuning is measured against
-        eta.eval_done()
-    model.train()
-    B, G, W = args.batch_size, args.grad_accum, run.world_size
-    bad_steps, t_last, steps_since_log, tokens_since_log = tu.BadSteps(args), time.time(), 0, 0
+    # The loop's state, declared together. best_metric (lower is better) picks ckpt_best.pt: what SFT is for, the
+    # held-out pass rate, negated, when there is a regression suite; else the val loss. The val loss bottoms out early
+    # (an assistant-token loss on a small set overfits) while answers still improve: by val loss, step 150 was kept at
+    # a pass rate of 0.310 while step 300 answered 0.394. Step 0 is the baseline: compared with, never the best.
+    start_step = step = ckpt["step"] if ckpt else 0
+    best_metric = ckpt["best_val_loss"] if ckpt else float("inf")
+    best_step = ckpt.get("best_step") if ckpt else None
+    baseline_metric = ckpt.get("baseline_val_loss") if ckpt else None
+    evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
+    micro_batch, grad_accum, world_size = args.batch_size, args.grad_accum, run.world_size
+    ctrl_c = tu.StopSignal().install()  # from here the first Ctrl+C asks the loop to save and stop
+    bad_steps = tu.BadSteps(args)  # non-finite losses: skip the update; stop after --max-bad-steps in a row
+    eta = tu.ETA(args, run, step)  # after the first steps: how long the whole run will take on this machine
+    started_at, t_last, tokens_since_log = time.time(), time.time(), 0
     bar = tu.progress(total=args.max_steps, initial=step, disable=not run.master)
-    while step < args.max_steps:
-        lr = tu.get_lr(step, args)
-        tu.set_lr(optimizer, lr)
-        try:
-            train_loss = 0.0
-            for micro in range(G):
-                position = (step * G * W + micro * W + run.rank) * B  # one deterministic sample stream, as in pretraining
-                x, y, loss_mask = (t.to(run.device) for t in sft_batch(
-                    train_ds, sampler.take(position, B), tokenizer.pad_id, args.turn_drop_prob, args.seed, position))
-                sync = contextlib.nullcontext() if not run.ddp or micro == G - 1 else model.no_sync()
-                with sync:
+    model.train()
+    while True:
+        last_step = step == args.max_steps  # the loop runs once more at max_steps: to evaluate and save, not to train
+        resumed_here = ckpt is not None and step == start_step  # this step was evaluated before it was saved
+
+        # --- after a training step: stop early? Ctrl+C (or SIGTERM), the memory guard, the time budget. One
+        # collective decides it, so every rank stops at the same step (one that stopped alone would hang the others).
+        stop_now = out_of_time = False
+        if step > start_step:
+            memory_used = tu.system_memory_percent() if args.max_memory else None
+            over_memory = memory_used is not None and memory_used > args.max_memory
+            over_time = args.time_budget is not None and time.time() - started_at > args.time_budget
+            ctrl_c_now, memory_over, out_of_time = tu.any_rank([ctrl_c.requested, over_memory, over_time], run)
+            stop_now = ctrl_c_now or memory_over
+            if memory_over and not ctrl_c_now and run.master:
+                print(f"\nmemory: the system uses {memory_used:.0f}% of its memory, over --max-memory "
+                      f"{args.max_memory:g}; saving and stopping (free memory or lower --batch-size, then resume)")
+
+        # --- once in a while: evaluate (the val loss on every rank's share of batches; the regression suite on rank 0),
+        # keep the best, save and plot (rank 0)
+        evaluate_now = not resumed_here and (step % args.eval_interval == 0 or last_step or out_of_time)
+        improved = early_stop = False
+        if evaluate_now:
+            model.eval()
+            losses = []
+            with torch.no_grad():  # the same first --eval-iters validation batches every time
+                for j in range(run.rank, args.eval_iters, world_size):
+                    indices = [(j * args.batch_size + i) % len(val_ds) for i in range(args.batch_size)]
+                    x, y, loss_mask = (t.to(run.device) for t in sft_batch(val_ds, indices, tokenizer.pad_id))
                     with tu.autocast(run):
-                        out = model(x, y, loss_mask)  # cross-entropy over assistant tokens only
-                        loss = out.loss + out.aux_loss  # what is optimised (and logged)
-                    run.scaler.scale(loss / G).backward()  # / G: the step's gradient is the mean over micro-steps
-                train_loss += loss.item() / G
-                tokens_since_log += int(loss_mask.sum())
-        except torch.cuda.OutOfMemoryError:
-            optimizer.zero_grad(set_to_none=True)
-            B, G = tu.halve_micro_batch(B, G, run, log, step)
-            continue
+                        losses.append(raw_model(x, y, loss_mask).loss.item())  # assistant tokens only
+            model.train()
+            val_loss = tu.all_reduce_mean(sum(losses) / max(1, len(losses)), run)
+            row, answer = {"step": step, "val_loss": val_loss, "memory_mb": tu.peak_memory_mb(run)}, ""
+            if suite and run.master:  # greedy answers to questions with known answers (generation: rank 0 alone)
+                with tu.autocast(run):
+                    row["pass_rate"], examples = answer_accuracy(TextGenerator(raw_model, tokenizer), suite,
+                                                                 args.eval_max_new_tokens)
+                model.train()  # the generator switched the model to eval mode
+                (prompt, expected), reply = examples[0]
+                standard_error = tu.standard_error(row["pass_rate"], len(suite))
+                answer = (f", regression pass rate {row['pass_rate']:.3f} +- {standard_error:.3f}{{best}}"
+                          f"\n  {prompt!r} -> {reply!r} (expected {expected!r})")
+            metric = -tu.from_master(row.get("pass_rate", 0.0), run) if suite else val_loss  # a collective
+            if step == 0:
+                baseline_metric = metric
+            else:  # improved: a new best by more than --early-stop-delta; patience: evals beating neither best nor start
+                improved = metric < best_metric - args.early_stop_delta
+                reference = best_metric if baseline_metric is None else min(best_metric, baseline_metric)
+                improving = metric < reference - args.early_stop_delta
+                evals_without_improvement = 0 if improving else evals_without_improvement + 1
+            if improved:
+                best_metric, best_step = metric, step
+            if run.master:
+                log.log(row)
+                best = " (best)" if improved else ""  # after the figure that picks the best checkpoint
+                print(f"\nstep {step}: val loss {val_loss:.4f}{answer.replace('{best}', best, 1) if suite else best}")
+            if step == 0:
+                eta.eval_done()
+            early_stop = args.early_stop_patience > 0 and evals_without_improvement >= args.early_stop_patience
+
+        # --- save ckpt_latest.pt at each eval, every --save-interval steps and before stopping; ckpt_best.pt when
+        # improved. The checkpoint is a plain dict (torch.load(weights_only=True) reads it), written atomically.
+        save_now = evaluate_now or stop_now or (step > start_step and args.save_interval and step % args.save_interval == 0)
+        if save_now and run.master:
+            checkpoint = {
+                "model": lora_state_dict(raw_model) if lora else raw_model.state_dict(), "lora": lora,
+                "optimizer": optimizer.state_dict(), "step": step,
+                "best_val_loss": best_metric, "best_step": best_step, "baseline_val_loss": baseline_metric,
+                "evals_without_improvement": evals_without_improvement, "rng": tu.rng_state(),
+                "model_config": raw_model.config.to_dict(), "args": tu.plain_args(args),
+                "scaler": run.scaler.state_dict(),  # the fp16 loss scale (empty unless fp16 on CUDA)
+            }
+            tu.save_run(args, checkpoint, is_best=improved)
+            if evaluate_now and not args.no_plot:
+                tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"),
+                                keys=(("train_loss", "val_loss"), ("pass_rate",), ("lr",)))
+        if evaluate_now:
+            t_last, tokens_since_log = time.time(), 0  # tokens/s measures training, not evaluation
+        if early_stop and run.master:
+            print(f"early stop: no val improvement > {args.early_stop_delta} in {args.early_stop_patience} evals")
+        if stop_now and run.master:
+            tu.print_saved_for_resume(args, step)
+        if last_step or stop_now or early_stop or out_of_time:
+            break
+
+        # --- one training step: grad_accum micro-batches of micro_batch conversations, their gradients averaged
+        lr = tu.get_lr(step, args)  # warmup, then cosine down to --min-lr
+        tu.set_lr(optimizer, lr)
+        while True:  # a CUDA out-of-memory error halves the micro-batch and retries (the same samples per step)
+            try:
+                train_loss = 0.0
+                for micro in range(grad_accum):
+                    # one deterministic sample stream, as in pretraining: each (step, micro-step, rank) its own slice
+                    position = (step * grad_accum * world_size + micro * world_size + run.rank) * micro_batch
+                    x, y, loss_mask = (t.to(run.device) for t in sft_batch(
+                        train_ds, sampler.take(position, micro_batch), tokenizer.pad_id, args.turn_drop_prob, args.seed,
+                        position))  # (B, T) each; loss_mask 1 on assistant replies and their <|im_end|>
+                    sync = contextlib.nullcontext() if not run.ddp or micro == grad_accum - 1 else model.no_sync()
+                    with sync:  # under DDP, gradients are averaged across ranks only on the last micro-step
+                        with tu.autocast(run):
+                            out = model(x, y, loss_mask)  # cross-entropy over assistant tokens only
+                            loss = out.loss + out.aux_loss  # what is optimised (and logged)
+                        run.scaler.scale(loss / grad_accum).backward()  # / grad_accum: the mean over micro-steps
+                    train_loss += loss.item() / grad_accum
+                    tokens_since_log += int(loss_mask.sum())
+                break
+            except torch.cuda.OutOfMemoryError:
+                optimizer.zero_grad(set_to_none=True)
+                micro_batch, grad_accum = tu.halve_micro_batch(micro_batch, grad_accum, run, log, step)
         train_loss = tu.all_reduce_mean(train_loss, run)
-        if bad_steps.skip(train_loss, step, optimizer, log):
+        if bad_steps.skip(train_loss, step, optimizer, log):  # non-finite: no update
             step += 1
             continue
-        grad_norm = tu.optimizer_step(model, optimizer, run, args)  # unscale, clip, step, zero_grad
+        grad_norm = tu.optimizer_step(model, optimizer, run, args)  # unscale, clip to --grad-clip, step, zero_grad
         step += 1
-        steps_since_log += 1
         bar.update(1)
         eta.step_done(step)
-
         if step % args.log_interval == 0 or step == args.max_steps:
-            assistant_tokens_per_sec = tokens_since_log * W / (time.time() - t_last)
-            t_last, steps_since_log, tokens_since_log = time.time(), 0, 0
+            assistant_tokens_per_sec = tokens_since_log * world_size / (time.time() - t_last)
+            t_last, tokens_since_log = time.time(), 0
             bar.set_postfix(loss=f"{train_loss:.4f}")
             log.log({"step": step, "train_loss": train_loss, "lr": lr, "grad_norm": grad_norm,
                      "assistant_tokens_per_sec": assistant_tokens_per_sec, "memory_mb": tu.peak_memory_mb(run)})
-        stop_now, out_of_time = stop_rules.ctrl_c() or stop_rules.over_memory(), stop_rules.out_of_time()
-        if step % args.eval_interval == 0 or step == args.max_steps or out_of_time:
-            eval_and_save(step)
-            t_last, steps_since_log, tokens_since_log = time.time(), 0, 0
-            if stop_rules.early_stop() or out_of_time:
-                break
-        elif (args.save_interval and step % args.save_interval == 0) or stop_now:
-            if run.master:
-                save(step, False)
-        if stop_now:
-            if run.master:
-                tu.print_saved_for_resume(args, step)
-            break
     bar.close()
-    stop_rules.close()
+    ctrl_c.restore()
 
     # ------------------------------------------------------------------------- 7. final save and plot
     if run.master:
-        if not stop_rules.interrupted:  # ended by its own rule (steps, early stop, time budget), not Ctrl+C:
+        if not stop_now:  # ended by its own rule (steps, early stop, time budget), not Ctrl+C or the memory guard:
             tu.write_json(os.path.join(args.out_dir, tu.DONE_FILE), {"step": step})  # `make` reuses a finished run
         rates = [r["pass_rate"] for r in tu.read_metrics(log.path) if "pass_rate" in r]
         rate = f"; regression pass rate {rates[0]:.3f} -> {rates[-1]:.3f}" if rates else ""
-        best = stop_rules.summary(best_val_loss, "held-out pass rate", sign=-1) if suite else stop_rules.summary(best_val_loss)
+        best = tu.best_summary(best_step, best_metric, baseline_metric, *(("held-out pass rate", -1) if suite else ()))
         print(f"done: step {step}; {best}{rate}; run directory {args.out_dir}")
-    return best_val_loss
+    return best_metric
 
 
 def inspect_first_batch(args, run, model, raw_model, optimizer, train_ds, sampler, tokenizer):
