@@ -130,14 +130,10 @@ def main(argv=None):
         # collective decides it, so every rank stops at the same step (one that stopped alone would hang the others).
         stop_now = out_of_time = False
         if step > start_step:
-            memory_used = tu.system_memory_percent() if args.max_memory else None
-            over_memory = memory_used is not None and memory_used > args.max_memory
             over_time = args.time_budget is not None and time.time() - started_at > args.time_budget
-            ctrl_c_now, memory_over, out_of_time = tu.any_rank([ctrl_c.requested, over_memory, over_time], run)
+            ctrl_c_now, memory_over, out_of_time = tu.any_rank(
+                [ctrl_c.requested, not ctrl_c.requested and tu.over_memory_limit(args, run), over_time], run)
             stop_now = ctrl_c_now or memory_over
-            if memory_over and not ctrl_c_now and run.master:
-                print(f"\nmemory: the system uses {memory_used:.0f}% of its memory, over --max-memory "
-                      f"{args.max_memory:g}; saving and stopping (free memory or lower --batch-size, then resume)")
 
         # --- once in a while: evaluate (each rank its share of the batches), keep the best, save and plot (rank 0)
         evaluate_now = not resumed_here and (step % args.eval_interval == 0 or last_step or out_of_time)
@@ -153,13 +149,8 @@ def main(argv=None):
                         losses.append(raw_model(x, y, loss_mask).loss.item())
             model.train()
             val_loss = tu.all_reduce_mean(sum(losses) / max(1, len(losses)), run)
-            if step == 0:
-                baseline_val_loss = val_loss
-            else:  # improved: a new best by more than --early-stop-delta; patience: evals beating neither best nor start
-                improved = val_loss < best_val_loss - args.early_stop_delta
-                reference = best_val_loss if baseline_val_loss is None else min(best_val_loss, baseline_val_loss)
-                improving = val_loss < reference - args.early_stop_delta
-                evals_without_improvement = 0 if improving else evals_without_improvement + 1
+            improved, baseline_val_loss, evals_without_improvement = tu.track_best(
+                step, val_loss, best_val_loss, baseline_val_loss, evals_without_improvement, args.early_stop_delta)
             if improved:
                 best_val_loss, best_step = val_loss, step
             if run.master:

@@ -122,14 +122,10 @@ def main(argv=None):
         # collective decides it, so every rank stops at the same step (one that stopped alone would hang the others).
         stop_now = out_of_time = False
         if step > start_step:
-            memory_used = tu.system_memory_percent() if args.max_memory else None
-            over_memory = memory_used is not None and memory_used > args.max_memory
             over_time = args.time_budget is not None and time.time() - started_at > args.time_budget
-            ctrl_c_now, memory_over, out_of_time = tu.any_rank([ctrl_c.requested, over_memory, over_time], run)
+            ctrl_c_now, memory_over, out_of_time = tu.any_rank(
+                [ctrl_c.requested, not ctrl_c.requested and tu.over_memory_limit(args, run), over_time], run)
             stop_now = ctrl_c_now or memory_over
-            if memory_over and not ctrl_c_now and run.master:
-                print(f"\nmemory: the system uses {memory_used:.0f}% of its memory, over --max-memory "
-                      f"{args.max_memory:g}; saving and stopping (free memory or lower --batch-size, then resume)")
 
         # --- once in a while: evaluate (the val loss on every rank's share of batches; the regression suite on rank 0),
         # keep the best, save and plot (rank 0)
@@ -157,13 +153,8 @@ def main(argv=None):
                 answer = (f", regression pass rate {row['pass_rate']:.3f} +- {standard_error:.3f}{{best}}"
                           f"\n  {prompt!r} -> {reply!r} (expected {expected!r})")
             metric = -tu.from_master(row.get("pass_rate", 0.0), run) if suite else val_loss  # a collective
-            if step == 0:
-                baseline_metric = metric
-            else:  # improved: a new best by more than --early-stop-delta; patience: evals beating neither best nor start
-                improved = metric < best_metric - args.early_stop_delta
-                reference = best_metric if baseline_metric is None else min(best_metric, baseline_metric)
-                improving = metric < reference - args.early_stop_delta
-                evals_without_improvement = 0 if improving else evals_without_improvement + 1
+            improved, baseline_metric, evals_without_improvement = tu.track_best(
+                step, metric, best_metric, baseline_metric, evals_without_improvement, args.early_stop_delta)
             if improved:
                 best_metric, best_step = metric, step
             if run.master:

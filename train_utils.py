@@ -504,6 +504,30 @@ def resume_training(args, run, models, optimizer):
     return ckpt
 
 
+def track_best(step, metric, best_metric, baseline, evals_without_improvement, delta):
+    """After an eval (lower metric is better): (improved, baseline, evals_without_improvement). Step 0 is the model
+    training starts from: its metric becomes the baseline, never the best (a DPO run whose step 0 stayed best once
+    handed generate.py the SFT model). Later, improved means beating the best by more than `delta`, and patience
+    counts the evals that beat neither the best so far nor the start.
+    Example: step 0, 6.8 -> (False, 6.8, 0); then step 100, 0.9 with best inf -> (True, 6.8, 0)."""
+    if step == 0:
+        return False, metric, evals_without_improvement
+    reference = best_metric if baseline is None else min(best_metric, baseline)
+    evals_without_improvement = 0 if metric < reference - delta else evals_without_improvement + 1
+    return metric < best_metric - delta, baseline, evals_without_improvement
+
+
+def over_memory_limit(args, run):
+    """Whether the system's memory in use passed --max-memory percent (this rank's reading; rank 0 says so in a line)."""
+    used = system_memory_percent() if args.max_memory else None
+    if used is None or used <= args.max_memory:
+        return False
+    if run.master:
+        print(f"\nmemory: the system uses {used:.0f}% of its memory, over --max-memory {args.max_memory:g}; "
+              f"saving and stopping (free memory or lower --batch-size, then resume)")
+    return True
+
+
 def best_summary(best_step, best_metric, baseline, name="val loss", sign=1):
     """One line on the best checkpoint against step 0 (lower metric is better; `sign` -1 prints a metric kept negated,
     such as PPO's reward). Example: (400, 0.39, 6.79) -> 'best checkpoint: step 400, val loss 0.3900 (step 0: 6.7900)'."""
