@@ -20,7 +20,7 @@ import builtin_data
 import train_utils as tu
 from data import EpochSampler, PairDataset, load_data, pair_batch, regression_suite, response_targets
 from generate import TextGenerator, answer_accuracy
-from model import load_model, lora_disabled, token_logprobs
+from model import load_model, lora_disabled, lora_state_dict, token_logprobs
 
 
 # ----------------------------------------------------------------------------- 1. flags
@@ -163,142 +163,173 @@ def main(argv=None):
         tu.write_run_config(args, policy.config, tokenizer)
 
     # ------------------------------------------------------------------------- 5. resume
-    ckpt = tu.resume_training(args, run, {"model": policy}, optimizer)
-    step, best_val_loss = (ckpt["step"], ckpt["best_val_loss"]) if ckpt else (0, float("inf"))
-    raw_policy, policy = policy, tu.wrap_model(policy, run, args)
-    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard, resume_step=step if ckpt else None)
-
-    @torch.no_grad()
-    def evaluate():
-        """TRL's metrics over the held-out pairs (up to eval_iters batches), prefixed eval_."""
-        policy.eval()
-        sums, count = {}, 0
-        for j in range(run.rank, args.eval_iters, run.world_size):
-            indices = list(range(j * args.batch_size, min((j + 1) * args.batch_size, len(val_ds))))
-            if not indices:
-                break
-            ids, lengths, prompt_lengths = (t.to(run.device) for t in pair_batch(val_ds, indices, tokenizer.pad_id))
-            with tu.autocast(run):
-                logps = sequence_logprobs(raw_policy, ids, lengths, prompt_lengths, average_logprobs).float()
-            ref = ref_logprobs("val", val_ds, indices)
-            B = len(indices)
-            losses, chosen_r, rejected_r = dpo_loss(logps[:B], logps[B:], ref[:B], ref[B:], args.beta,
-                                                    args.loss_type, args.label_smoothing)
-            for k, v in pair_metrics(losses.mean(), chosen_r, rejected_r, logps[:B], logps[B:], "eval_").items():
-                sums[k] = sums.get(k, 0.0) + v * B
-            count += B
-        policy.train()
-        return {k: tu.all_reduce_mean(v / max(1, count), run) for k, v in sums.items()}
-
-    def save(step, is_best):
-        tu.save_run(args, tu.training_state(run, policy, optimizer, step, args, best_val_loss, stop_rules.state()), is_best)
-
-    def eval_and_save(step):
-        nonlocal best_val_loss
-        metrics = evaluate()
-        val_loss = metrics["eval_loss"]
-        improved = stop_rules.update(step, val_loss, best_val_loss)  # step 0 (the SFT model) is the baseline
-        if improved:
-            best_val_loss = val_loss
-        if run.master:
-            row = {"step": step, "val_loss": val_loss, **metrics, "memory_mb": tu.peak_memory_mb(run)}
-            answer = ""
-            if suite:  # greedy answers: does the policy now say what the chosen responses say?
-                with tu.autocast(run):
-                    row["pass_rate"], examples = answer_accuracy(TextGenerator(raw_policy, tokenizer), suite,
-                                                                 args.eval_max_new_tokens)
-                policy.train()
-                answer = f", answer accuracy {row['pass_rate']:.3f}; {examples[0][0][0]!r} -> {examples[0][1]!r}"
-            log.log(row)
-            print(f"\nstep {step}: val loss {val_loss:.4f}, preference accuracy {metrics['eval_rewards/accuracies']:.3f}, "
-                  f"margin {metrics['eval_rewards/margins']:.3f}{answer}{' (best)' if improved else ''}")
-            save(step, improved)
-            if not args.no_plot:
-                tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"),
-                                keys=(("loss", "val_loss"), ("rewards/accuracies", "eval_rewards/accuracies"),
-                                      ("rewards/margins", "eval_rewards/margins", "rewards/chosen", "rewards/rejected"),
-                                      ("pass_rate",)))
-
+    ckpt = tu.resume_training(args, run, {"model": policy}, optimizer)  # --resume: weights, optimizer, RNG (else None)
+    raw_policy, policy = policy, tu.wrap_model(policy, run, args)  # raw_policy: the weights; policy: what the loop calls
+    lora = getattr(raw_policy, "lora", None)  # with --lora-rank the checkpoint keeps only the adapters
+    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard,
+                        resume_step=ckpt["step"] if ckpt else None)
     if args.inspect:
         return inspect_first_batch(args, run, policy, raw_policy, optimizer, train_ds, sampler, tokenizer, ref_logprobs)
 
     # ------------------------------------------------------------------------- 6. the loop
-    stop_rules = tu.StopRules(args, run, ckpt)
-    eta = tu.ETA(args, run, step)  # after the first step: how long the whole run will take on this machine
-    if not ckpt:
-        eval_and_save(0)  # the SFT model's numbers (loss log 2, margin 0): what DPO is measured against
-        eta.eval_done()
-    policy.train()
-    B, G, W = args.batch_size, args.grad_accum, run.world_size
-    bad_steps, t_last, steps_since_log = tu.BadSteps(args), time.time(), 0
+    # The loop's state, declared together. best_val_loss: the lowest held-out DPO loss after step 0 (lower is better),
+    # at best_step. Step 0 (the SFT model: loss log 2, margin 0) is the baseline DPO is measured against, never the best.
+    start_step = step = ckpt["step"] if ckpt else 0
+    best_val_loss = ckpt["best_val_loss"] if ckpt else float("inf")
+    best_step = ckpt.get("best_step") if ckpt else None
+    baseline_val_loss = ckpt.get("baseline_val_loss") if ckpt else None
+    evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
+    micro_batch, grad_accum, world_size = args.batch_size, args.grad_accum, run.world_size
+    ctrl_c = tu.StopSignal().install()  # from here the first Ctrl+C asks the loop to save and stop
+    bad_steps = tu.BadSteps(args)  # non-finite losses: skip the update; stop after --max-bad-steps in a row
+    eta = tu.ETA(args, run, step)  # after the first steps: how long the whole run will take on this machine
+    started_at, t_last, steps_since_log = time.time(), time.time(), 0
     bar = tu.progress(total=args.max_steps, initial=step, disable=not run.master)
-    while step < args.max_steps:
-        lr = tu.get_lr(step, args)
-        tu.set_lr(optimizer, lr)
-        try:
-            metrics = {}
-            for micro in range(G):
-                position = (step * G * W + micro * W + run.rank) * B
-                indices = sampler.take(position, B)
-                ids, lengths, prompt_lengths = (t.to(run.device) for t in pair_batch(train_ds, indices, tokenizer.pad_id))
-                ref = ref_logprobs("train", train_ds, indices)  # (2B,) no gradient
-                sync = contextlib.nullcontext() if not run.ddp or micro == G - 1 else policy.no_sync()
-                with sync:
+    policy.train()
+    while True:
+        last_step = step == args.max_steps  # the loop runs once more at max_steps: to evaluate and save, not to train
+        resumed_here = ckpt is not None and step == start_step  # this step was evaluated before it was saved
+
+        # --- after a training step: stop early? Ctrl+C (or SIGTERM), the memory guard, the time budget. One
+        # collective decides it, so every rank stops at the same step (one that stopped alone would hang the others).
+        stop_now = out_of_time = False
+        if step > start_step:
+            over_time = args.time_budget is not None and time.time() - started_at > args.time_budget
+            ctrl_c_now, memory_over, out_of_time = tu.any_rank(
+                [ctrl_c.requested, not ctrl_c.requested and tu.over_memory_limit(args, run), over_time], run)
+            stop_now = ctrl_c_now or memory_over
+
+        # --- once in a while: TRL's metrics over the held-out pairs (each rank its share, up to --eval-iters batches)
+        # and greedy answers to the regression suite (rank 0); keep the best, save and plot (rank 0)
+        evaluate_now = not resumed_here and (step % args.eval_interval == 0 or last_step or out_of_time)
+        improved = early_stop = False
+        if evaluate_now:
+            policy.eval()
+            sums, count = {}, 0
+            with torch.no_grad():
+                for j in range(run.rank, args.eval_iters, world_size):
+                    indices = list(range(j * args.batch_size, min((j + 1) * args.batch_size, len(val_ds))))
+                    if not indices:
+                        break
+                    ids, lengths, prompt_lengths = (t.to(run.device) for t in pair_batch(val_ds, indices, tokenizer.pad_id))
                     with tu.autocast(run):
-                        logps = sequence_logprobs(policy, ids, lengths, prompt_lengths, average_logprobs)  # (2B,)
-                    losses, chosen_rewards, rejected_rewards = dpo_loss(
-                        logps[:B], logps[B:], ref[:B], ref[B:], args.beta, args.loss_type, args.label_smoothing)
-                    loss = losses.mean()  # what is optimised (and logged as "loss")
-                    if args.rpo_alpha:
-                        nll = chosen_nll(logps[:B], lengths[:B] - prompt_lengths[:B], average_logprobs)
-                        loss = loss + args.rpo_alpha * nll
-                        metrics["nll_loss"] = metrics.get("nll_loss", 0.0) + nll.item() / G
-                    run.scaler.scale(loss / G).backward()  # / G: the step's gradient is the mean over micro-steps
-                for k, v in pair_metrics(loss, chosen_rewards, rejected_rewards, logps[:B], logps[B:]).items():
-                    metrics[k] = metrics.get(k, 0.0) + v / G
-        except torch.cuda.OutOfMemoryError:
-            optimizer.zero_grad(set_to_none=True)
-            B, G = tu.halve_micro_batch(B, G, run, log, step)
-            continue
+                        logps = sequence_logprobs(raw_policy, ids, lengths, prompt_lengths, average_logprobs).float()
+                    ref = ref_logprobs("val", val_ds, indices)  # (2B,): chosen rows, then rejected
+                    n = len(indices)
+                    losses, chosen_r, rejected_r = dpo_loss(logps[:n], logps[n:], ref[:n], ref[n:], args.beta,
+                                                            args.loss_type, args.label_smoothing)
+                    for k, v in pair_metrics(losses.mean(), chosen_r, rejected_r, logps[:n], logps[n:], "eval_").items():
+                        sums[k] = sums.get(k, 0.0) + v * n
+                    count += n
+            policy.train()
+            metrics = {k: tu.all_reduce_mean(v / max(1, count), run) for k, v in sums.items()}
+            val_loss = metrics["eval_loss"]
+            improved, baseline_val_loss, evals_without_improvement = tu.track_best(
+                step, val_loss, best_val_loss, baseline_val_loss, evals_without_improvement, args.early_stop_delta)
+            if improved:
+                best_val_loss, best_step = val_loss, step
+            if run.master:
+                row = {"step": step, "val_loss": val_loss, **metrics, "memory_mb": tu.peak_memory_mb(run)}
+                answer = ""
+                if suite:  # greedy answers: does the policy now say what the chosen responses say?
+                    with tu.autocast(run):
+                        row["pass_rate"], examples = answer_accuracy(TextGenerator(raw_policy, tokenizer), suite,
+                                                                     args.eval_max_new_tokens)
+                    policy.train()  # the generator switched the model to eval mode
+                    answer = f", answer accuracy {row['pass_rate']:.3f}; {examples[0][0][0]!r} -> {examples[0][1]!r}"
+                log.log(row)
+                print(f"\nstep {step}: val loss {val_loss:.4f}, preference accuracy "
+                      f"{metrics['eval_rewards/accuracies']:.3f}, margin {metrics['eval_rewards/margins']:.3f}"
+                      f"{answer}{' (best)' if improved else ''}")
+            if step == 0:
+                eta.eval_done()
+            early_stop = args.early_stop_patience > 0 and evals_without_improvement >= args.early_stop_patience
+
+        # --- save ckpt_latest.pt at each eval, every --save-interval steps and before stopping; ckpt_best.pt when
+        # improved. The checkpoint is a plain dict (torch.load(weights_only=True) reads it), written atomically.
+        save_now = evaluate_now or stop_now or (step > start_step and args.save_interval and step % args.save_interval == 0)
+        if save_now and run.master:
+            checkpoint = {
+                "model": lora_state_dict(raw_policy) if lora else raw_policy.state_dict(), "lora": lora,
+                "optimizer": optimizer.state_dict(), "step": step,
+                "best_val_loss": best_val_loss, "best_step": best_step, "baseline_val_loss": baseline_val_loss,
+                "evals_without_improvement": evals_without_improvement, "rng": tu.rng_state(),
+                "model_config": raw_policy.config.to_dict(), "args": tu.plain_args(args),
+                "scaler": run.scaler.state_dict(),  # the fp16 loss scale (empty unless fp16 on CUDA)
+            }
+            tu.save_run(args, checkpoint, is_best=improved)
+            if evaluate_now and not args.no_plot:
+                tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"),
+                                keys=(("loss", "val_loss"), ("rewards/accuracies", "eval_rewards/accuracies"),
+                                      ("rewards/margins", "eval_rewards/margins", "rewards/chosen", "rewards/rejected"),
+                                      ("pass_rate",)))
+        if evaluate_now:
+            t_last, steps_since_log = time.time(), 0  # pairs/s measures training, not evaluation
+        if early_stop and run.master:
+            print(f"early stop: no val improvement > {args.early_stop_delta} in {args.early_stop_patience} evals")
+        if stop_now and run.master:
+            tu.print_saved_for_resume(args, step)
+        if last_step or stop_now or early_stop or out_of_time:
+            break
+
+        # --- one training step: grad_accum micro-batches of micro_batch pairs, their gradients averaged
+        lr = tu.get_lr(step, args)  # warmup, then cosine down to --min-lr
+        tu.set_lr(optimizer, lr)
+        while True:  # a CUDA out-of-memory error halves the micro-batch and retries (the same pairs per step)
+            try:
+                metrics = {}
+                for micro in range(grad_accum):
+                    position = (step * grad_accum * world_size + micro * world_size + run.rank) * micro_batch
+                    indices = sampler.take(position, micro_batch)
+                    ids, lengths, prompt_lengths = (t.to(run.device) for t in pair_batch(train_ds, indices, tokenizer.pad_id))
+                    ref = ref_logprobs("train", train_ds, indices)  # (2B,) no gradient: chosen rows, then rejected
+                    sync = contextlib.nullcontext() if not run.ddp or micro == grad_accum - 1 else policy.no_sync()
+                    with sync:  # under DDP, gradients are averaged across ranks only on the last micro-step
+                        with tu.autocast(run):
+                            logps = sequence_logprobs(policy, ids, lengths, prompt_lengths, average_logprobs)  # (2B,)
+                        chosen_logps, rejected_logps = logps[:micro_batch], logps[micro_batch:]
+                        losses, chosen_rewards, rejected_rewards = dpo_loss(
+                            chosen_logps, rejected_logps, ref[:micro_batch], ref[micro_batch:], args.beta, args.loss_type,
+                            args.label_smoothing)
+                        loss = losses.mean()  # what is optimised (and logged as "loss")
+                        if args.rpo_alpha:  # RPO: + alpha x the NLL of the chosen responses
+                            nll = chosen_nll(chosen_logps, lengths[:micro_batch] - prompt_lengths[:micro_batch],
+                                             average_logprobs)
+                            loss = loss + args.rpo_alpha * nll
+                            metrics["nll_loss"] = metrics.get("nll_loss", 0.0) + nll.item() / grad_accum
+                        run.scaler.scale(loss / grad_accum).backward()  # / grad_accum: the mean over micro-steps
+                    for k, v in pair_metrics(loss, chosen_rewards, rejected_rewards, chosen_logps, rejected_logps).items():
+                        metrics[k] = metrics.get(k, 0.0) + v / grad_accum
+                break
+            except torch.cuda.OutOfMemoryError:
+                optimizer.zero_grad(set_to_none=True)
+                micro_batch, grad_accum = tu.halve_micro_batch(micro_batch, grad_accum, run, log, step)
         metrics = {k: tu.all_reduce_mean(v, run) for k, v in metrics.items()}
-        if bad_steps.skip(metrics["loss"], step, optimizer, log):
+        if bad_steps.skip(metrics["loss"], step, optimizer, log):  # non-finite: no update
             step += 1
             continue
-        grad_norm = tu.optimizer_step(policy, optimizer, run, args)  # unscale, clip, step, zero_grad
+        grad_norm = tu.optimizer_step(policy, optimizer, run, args)  # unscale, clip to --grad-clip, step, zero_grad
         step += 1
         steps_since_log += 1
         bar.update(1)
         eta.step_done(step)
-
         if step % args.log_interval == 0 or step == args.max_steps:
-            pairs_per_sec = B * G * W * steps_since_log / (time.time() - t_last)
+            pairs_per_sec = micro_batch * grad_accum * world_size * steps_since_log / (time.time() - t_last)
             t_last, steps_since_log = time.time(), 0
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['rewards/accuracies']:.2f}")
             log.log({"step": step, **metrics, "lr": lr, "grad_norm": grad_norm, "pairs_per_sec": pairs_per_sec,
                      "memory_mb": tu.peak_memory_mb(run)})
-        stop_now, out_of_time = stop_rules.ctrl_c() or stop_rules.over_memory(), stop_rules.out_of_time()
-        if step % args.eval_interval == 0 or step == args.max_steps or out_of_time:
-            eval_and_save(step)
-            t_last, steps_since_log = time.time(), 0
-            if stop_rules.early_stop() or out_of_time:
-                break
-        elif (args.save_interval and step % args.save_interval == 0) or stop_now:
-            if run.master:
-                save(step, False)
-        if stop_now:
-            if run.master:
-                tu.print_saved_for_resume(args, step)
-            break
     bar.close()
-    stop_rules.close()
+    ctrl_c.restore()
 
     # ------------------------------------------------------------------------- 7. final save and plot
     if run.master:
-        if not stop_rules.interrupted:  # ended by its own rule (steps, early stop, time budget), not Ctrl+C:
+        if not stop_now:  # ended by its own rule (steps, early stop, time budget), not Ctrl+C or the memory guard:
             tu.write_json(os.path.join(args.out_dir, tu.DONE_FILE), {"step": step})  # `make` reuses a finished run
         evals = [r for r in tu.read_metrics(log.path) if "eval_rewards/accuracies" in r]
         print(f"done: step {step}; held-out preference accuracy {evals[0]['eval_rewards/accuracies']:.3f} -> "
-              f"{evals[-1]['eval_rewards/accuracies']:.3f}; {stop_rules.summary(best_val_loss, 'held-out DPO loss')}; "
+              f"{evals[-1]['eval_rewards/accuracies']:.3f}; "
+              f"{tu.best_summary(best_step, best_val_loss, baseline_val_loss, 'held-out DPO loss')}; "
               f"run directory {args.out_dir}")
     return best_val_loss
 
