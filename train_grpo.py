@@ -205,59 +205,99 @@ def main(argv=None):
         return {"x": x, "y": y, "mask": mask, "rewards": rewards, "per_reward": per_reward, "accuracy": accuracy,
                 "responses": responses}
 
-    def evaluate():
-        """Greedy answers to the held-out prompts: reward, accuracy (check_answer, as SFT/DPO/PPO report it) and the
-        strict accuracy the reward uses."""
-        r = sample(val_prompts, val_ids, seed=0, greedy=True)
-        metrics = {"val_reward": r["rewards"].mean().item(), "val_response_length": r["mask"].sum(-1).mean().item()}
-        if not torch.isnan(r["accuracy"]).any():
-            metrics["val_accuracy"] = r["accuracy"].mean().item()
-        if "correct" in r["per_reward"]:
-            metrics["val_strict_accuracy"] = r["per_reward"]["correct"].mean().item()
-        return {k: tu.all_reduce_mean(v, run) for k, v in metrics.items()}, tokenizer.decode(r["responses"][0])
-
-    def save(step, is_best):
-        tu.save_run(args, tu.training_state(run, policy, optimizer, step, args, best_val_loss, stop_rules.state()), is_best)
-
-    def eval_and_save(step):
-        nonlocal best_val_loss
-        metrics, example = evaluate()
-        improved = stop_rules.update(step, -metrics["val_reward"], best_val_loss)  # best = highest held-out reward
-        if improved:
-            best_val_loss = -metrics["val_reward"]
-        if run.master:
-            log.log({"step": step, **metrics, "memory_mb": tu.peak_memory_mb(run)})
-            accuracy = f", accuracy {metrics['val_accuracy']:.3f}" if "val_accuracy" in metrics else ""
-            print(f"\nstep {step}: held-out reward {metrics['val_reward']:.3f}{accuracy}{' (best)' if improved else ''}"
-                  f"\n  {val_prompts[0]['prompt'][-1]['content']!r} -> {example!r}")
-            save(step, improved)
-            if not args.no_plot:
-                tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"),
-                                keys=(("reward", "val_reward"), ("accuracy", "val_accuracy", "val_strict_accuracy"),
-                                      ("reward_std", "frac_reward_zero_std"), ("completions/mean_length",),
-                                      ("entropy", "clip_ratio", "kl"), ("lr",)))
-
     if args.inspect:
         return inspect_first_group(args, tokenizer, train_prompts, train_ids, sampler, sample)
 
     # ------------------------------------------------------------------------- 6. the loop
-    stop_rules = tu.StopRules(args, run, ckpt)
+    # The loop's state, declared together. best_metric: the negated held-out reward (lower is better, so the best
+    # checkpoint has the highest reward), at best_step. Step 0 (the SFT model) is the baseline, never the best.
+    start_step = step = ckpt["step"] if ckpt else 0
+    best_metric = ckpt["best_val_loss"] if ckpt else float("inf")
+    best_step = ckpt.get("best_step") if ckpt else None
+    baseline_metric = ckpt.get("baseline_val_loss") if ckpt else None
+    evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
+    prompts_per_step, group_size, world_size = args.prompts_per_step, args.num_generations, run.world_size
+    ctrl_c = tu.StopSignal().install()  # from here the first Ctrl+C asks the loop to save and stop
+    bad_steps = tu.BadSteps(args)  # non-finite losses: skip the update; stop after --max-bad-steps in a row
     eta = tu.ETA(args, run, step)  # after the first steps: how long the whole run will take on this machine
-    if not ckpt:
-        eval_and_save(0)  # the SFT model's held-out reward and accuracy: what GRPO is measured against
-        eta.eval_done()
-    P, G, W = args.prompts_per_step, args.num_generations, run.world_size
-    bad_steps, t_last = tu.BadSteps(args), time.time()
+    started_at, t_last = time.time(), time.time()
     bar = tu.progress(total=args.max_steps, initial=step, disable=not run.master)
-    while step < args.max_steps:
-        lr = tu.get_lr(step, args)
+    while True:
+        last_step = step == args.max_steps  # the loop runs once more at max_steps: to evaluate and save, not to train
+        resumed_here = ckpt is not None and step == start_step  # this step was evaluated before it was saved
+
+        # --- after a training step: stop early? Ctrl+C (or SIGTERM), the memory guard, the time budget. One
+        # collective decides it, so every rank stops at the same step (one that stopped alone would hang the others).
+        stop_now = out_of_time = False
+        if step > start_step:
+            over_time = args.time_budget is not None and time.time() - started_at > args.time_budget
+            ctrl_c_now, memory_over, out_of_time = tu.any_rank(
+                [ctrl_c.requested, not ctrl_c.requested and tu.over_memory_limit(args, run), over_time], run)
+            stop_now = ctrl_c_now or memory_over
+
+        # --- once in a while: greedy answers to the held-out prompts (each rank its share): reward, accuracy
+        # (check_answer, as SFT/DPO/PPO report it) and the strict accuracy the reward uses; keep the best, save (rank 0)
+        evaluate_now = not resumed_here and (step % args.eval_interval == 0 or last_step or out_of_time)
+        improved = early_stop = False
+        if evaluate_now:
+            r = sample(val_prompts, val_ids, seed=0, greedy=True)
+            metrics = {"val_reward": r["rewards"].mean().item(), "val_response_length": r["mask"].sum(-1).mean().item()}
+            if not torch.isnan(r["accuracy"]).any():
+                metrics["val_accuracy"] = r["accuracy"].mean().item()
+            if "correct" in r["per_reward"]:
+                metrics["val_strict_accuracy"] = r["per_reward"]["correct"].mean().item()
+            metrics = {k: tu.all_reduce_mean(v, run) for k, v in metrics.items()}
+            example = tokenizer.decode(r["responses"][0])
+            improved, baseline_metric, evals_without_improvement = tu.track_best(
+                step, -metrics["val_reward"], best_metric, baseline_metric, evals_without_improvement,
+                args.early_stop_delta)
+            if improved:
+                best_metric, best_step = -metrics["val_reward"], step
+            if run.master:
+                log.log({"step": step, **metrics, "memory_mb": tu.peak_memory_mb(run)})
+                accuracy = f", accuracy {metrics['val_accuracy']:.3f}" if "val_accuracy" in metrics else ""
+                print(f"\nstep {step}: held-out reward {metrics['val_reward']:.3f}{accuracy}{' (best)' if improved else ''}"
+                      f"\n  {val_prompts[0]['prompt'][-1]['content']!r} -> {example!r}")
+            if step == 0:
+                eta.eval_done()
+            early_stop = args.early_stop_patience > 0 and evals_without_improvement >= args.early_stop_patience
+
+        # --- save ckpt_latest.pt at each eval, every --save-interval steps and before stopping; ckpt_best.pt when
+        # improved. The checkpoint is a plain dict (torch.load(weights_only=True) reads it), written atomically.
+        save_now = evaluate_now or stop_now or (step > start_step and args.save_interval and step % args.save_interval == 0)
+        if save_now and run.master:
+            checkpoint = {
+                "model": raw_policy.state_dict(), "lora": None, "optimizer": optimizer.state_dict(), "step": step,
+                "best_val_loss": best_metric, "best_step": best_step, "baseline_val_loss": baseline_metric,
+                "evals_without_improvement": evals_without_improvement, "rng": tu.rng_state(),
+                "model_config": raw_policy.config.to_dict(), "args": tu.plain_args(args),
+                "scaler": run.scaler.state_dict(),  # the fp16 loss scale (empty unless fp16 on CUDA)
+            }
+            tu.save_run(args, checkpoint, is_best=improved)
+            if evaluate_now and not args.no_plot:
+                tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"),
+                                keys=(("reward", "val_reward"), ("accuracy", "val_accuracy", "val_strict_accuracy"),
+                                      ("reward_std", "frac_reward_zero_std"), ("completions/mean_length",),
+                                      ("entropy", "clip_ratio", "kl"), ("lr",)))
+        if evaluate_now:
+            t_last = time.time()  # completions/s measures training, not evaluation
+        if early_stop and run.master:
+            print(f"early stop: no val improvement > {args.early_stop_delta} in {args.early_stop_patience} evals")
+        if stop_now and run.master:
+            tu.print_saved_for_resume(args, step)
+        if last_step or stop_now or early_stop or out_of_time:
+            break
+
+        # --- one GRPO step
+        lr = tu.get_lr(step, args)  # warmup, then cosine down to --min-lr
         tu.set_lr(optimizer, lr)
-        # 1. sample G answers to each prompt: every (step, rank) takes its own prompts from one deterministic stream
-        indices = [i for i in sampler.take((step * W + run.rank) * P, P) for _ in range(G)]  # each prompt G times
+        # 1. sample group_size answers to each prompt: every (step, rank) takes its own prompts from one stream
+        indices = [i for i in sampler.take((step * world_size + run.rank) * prompts_per_step, prompts_per_step)
+                   for _ in range(group_size)]  # each prompt group_size times, consecutive
         batch = sample([train_prompts[i] for i in indices], [train_ids[i] for i in indices], seed=args.seed * 100003 + step)
-        mask = batch["mask"]
+        mask = batch["mask"]  # (N, T): 1 on the generated tokens
         # 2. group-relative advantages
-        advantages, group_std = group_advantages(batch["rewards"], G, scale=args.scale_rewards == "group")
+        advantages, group_std = group_advantages(batch["rewards"], group_size, scale=args.scale_rewards == "group")  # (N,), (P,)
         with torch.no_grad(), tu.autocast(run):  # pi_old is needed only when a batch is used more than once
             old_logprobs = token_logprobs(raw_policy(batch["x"]).logits, batch["y"]) if args.num_iterations > 1 else None
             ref_logprobs = token_logprobs(reference(batch["x"]).logits, batch["y"]) if reference is not None else None
@@ -290,7 +330,6 @@ def main(argv=None):
         step += 1
         bar.update(1)
         eta.step_done(step)
-
         if step % args.log_interval == 0 or step == args.max_steps:
             tokens = mask.sum().item()
             row = {"step": step, "loss": tu.all_reduce_mean(sums["loss"], run),
@@ -302,7 +341,7 @@ def main(argv=None):
                    "entropy": tu.all_reduce_mean(sums["entropy"] / tokens, run),
                    **{f"rewards/{name}/mean": tu.all_reduce_mean(v.mean().item(), run)
                       for name, v in batch["per_reward"].items()},
-                   "lr": lr, "grad_norm": grad_norm, "completions_per_sec": N * W / (time.time() - t_last),
+                   "lr": lr, "grad_norm": grad_norm, "completions_per_sec": N * world_size / (time.time() - t_last),
                    "memory_mb": tu.peak_memory_mb(run)}
             if "kl" in sums:
                 row["kl"] = tu.all_reduce_mean(sums["kl"] / tokens, run)
@@ -311,32 +350,20 @@ def main(argv=None):
             t_last = time.time()
             bar.set_postfix(reward=f"{row['reward']:.3f}", std=f"{row['reward_std']:.2f}")
             log.log(row)
-        stop_now, out_of_time = stop_rules.ctrl_c() or stop_rules.over_memory(), stop_rules.out_of_time()
-        if step % args.eval_interval == 0 or step == args.max_steps or out_of_time:
-            eval_and_save(step)
-            t_last = time.time()
-            if stop_rules.early_stop() or out_of_time:
-                break
-        elif (args.save_interval and step % args.save_interval == 0) or stop_now:
-            if run.master:
-                save(step, False)
-        if stop_now:
-            if run.master:
-                tu.print_saved_for_resume(args, step)
-            break
     bar.close()
-    stop_rules.close()
+    ctrl_c.restore()
 
     # ------------------------------------------------------------------------- 7. final save and plot
     if run.master:
-        if not stop_rules.interrupted:  # ended by its own rule (steps, early stop, time budget), not Ctrl+C:
+        if not stop_now:  # ended by its own rule (steps, early stop, time budget), not Ctrl+C or the memory guard:
             tu.write_json(os.path.join(args.out_dir, tu.DONE_FILE), {"step": step})  # `make` reuses a finished run
         evals = {r["step"]: r for r in tu.read_metrics(log.path) if "val_reward" in r}
-        first, best = evals[min(evals)], evals.get(stop_rules.best_step, evals[max(evals)])
+        first, best = evals[min(evals)], evals.get(best_step, evals[max(evals)])
         accuracy = f", accuracy {first['val_accuracy']:.3f} -> {best['val_accuracy']:.3f}" if "val_accuracy" in best else ""
         print(f"done: step {step}; held-out reward {first['val_reward']:.3f} -> {best['val_reward']:.3f}{accuracy}; "
-              f"{stop_rules.summary(best_val_loss, 'held-out reward', sign=-1)}; run directory {args.out_dir}")
-    return best_val_loss
+              f"{tu.best_summary(best_step, best_metric, baseline_metric, 'held-out reward', sign=-1)}; "
+              f"run directory {args.out_dir}")
+    return best_metric
 
 
 def inspect_first_group(args, tokenizer, train_prompts, train_ids, sampler, sample):
