@@ -165,12 +165,11 @@ def main(argv=None):
         tu.write_run_config(args, policy.config, tokenizer)
 
     # ------------------------------------------------------------------------- 5. resume
-    ckpt = tu.resume_training(args, run, {"model": policy, "critic": critic}, optimizer)
-    step, best_val_loss = (ckpt["step"], ckpt["best_val_loss"]) if ckpt else (0, float("inf"))
-    kl_coef = ckpt["kl_coef"] if ckpt else args.kl_coef
-    raw_policy, raw_critic = policy, critic
+    ckpt = tu.resume_training(args, run, {"model": policy, "critic": critic}, optimizer)  # --resume (else None)
+    raw_policy, raw_critic = policy, critic  # the weights; policy and critic below: what the loop calls
     policy, critic = tu.wrap_model(policy, run, args), tu.wrap_model(critic, run, args)
-    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard, resume_step=step if ckpt else None)
+    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard,
+                        resume_step=ckpt["step"] if ckpt else None)
     generator = TextGenerator(raw_policy, tokenizer)
 
     @torch.no_grad()
@@ -203,148 +202,181 @@ def main(argv=None):
         return {"x": x, "y": y, "mask": mask, "old_logprobs": old_logprobs, "ref_logprobs": ref_logprobs,
                 "old_values": old_values, "scores": scores, "accuracy": accuracy, "responses": responses}
 
-    def evaluate():
-        """Greedy answers to the held-out prompts: mean reward, accuracy, KL to the reference per response."""
-        r = rollout(val_prompts, val_ids, seed=0, greedy=True)
-        kl = ((r["old_logprobs"] - r["ref_logprobs"]).sum(-1)).mean().item()
-        metrics = {"val_reward": r["scores"].mean().item(), "val_kl": kl,
-                   "val_response_length": r["mask"].sum(-1).mean().item()}
-        if r["accuracy"] is not None:
-            metrics["val_accuracy"] = r["accuracy"]
-        return {k: tu.all_reduce_mean(v, run) for k, v in metrics.items()}, tokenizer.decode(r["responses"][0])
-
-    def save(step, is_best):
-        tu.save_run(args, tu.training_state(run, policy, optimizer, step, args, best_val_loss, {
-            "critic": raw_critic.state_dict(), "kl_coef": kl_coef, **stop_rules.state()}), is_best)
-
-    def eval_and_save(step):
-        nonlocal best_val_loss
-        metrics, example = evaluate()
-        improved = stop_rules.update(step, -metrics["val_reward"], best_val_loss)  # best = highest held-out reward
-        if improved:
-            best_val_loss = -metrics["val_reward"]
-        if run.master:
-            log.log({"step": step, **metrics, "memory_mb": tu.peak_memory_mb(run)})
-            accuracy = f", accuracy {metrics['val_accuracy']:.3f}" if "val_accuracy" in metrics else ""
-            print(f"\nstep {step}: held-out reward {metrics['val_reward']:+.3f}{accuracy}, KL {metrics['val_kl']:.3f}"
-                  f"{' (best)' if improved else ''}\n  {val_prompts[0]['prompt'][-1]['content']!r} -> {example!r}")
-            save(step, improved)
-            if not args.no_plot:
-                tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"),
-                                keys=(("reward", "val_reward"), ("accuracy", "val_accuracy"), ("kl", "val_kl"),
-                                      ("entropy", "approx_kl", "clipfrac"), ("value_loss",), ("response_length",)))
-
     if args.inspect:
         return inspect_first_rollout(args, run, tokenizer, train_prompts, train_ids, sampler, rollout)
 
     # ------------------------------------------------------------------------- 6. the loop
-    stop_rules = tu.StopRules(args, run, ckpt)
-    eta = tu.ETA(args, run, step)  # after the first update: how long the whole run will take on this machine
-    if not ckpt:
-        eval_and_save(0)  # the SFT model's held-out reward and accuracy: what PPO is measured against
-        eta.eval_done()
-    N, M, G, W = args.rollout_batch, args.minibatch_size, args.grad_accum, run.world_size
-    bad_steps, t_last = tu.BadSteps(args), time.time()
+    # The loop's state, declared together. best_metric: the negated held-out reward (lower is better, so the best
+    # checkpoint has the highest reward), at best_step. Step 0 (the SFT model) is the baseline, never the best.
+    # kl_coef: the KL penalty's coefficient, which --adaptive-kl moves toward --target-kl.
+    start_step = step = ckpt["step"] if ckpt else 0
+    best_metric = ckpt["best_val_loss"] if ckpt else float("inf")
+    best_step = ckpt.get("best_step") if ckpt else None
+    baseline_metric = ckpt.get("baseline_val_loss") if ckpt else None
+    evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
+    kl_coef = ckpt["kl_coef"] if ckpt else args.kl_coef
+    rollout_batch, minibatch_size, grad_accum, world_size = (args.rollout_batch, args.minibatch_size, args.grad_accum,
+                                                             run.world_size)
+    ctrl_c = tu.StopSignal().install()  # from here the first Ctrl+C asks the loop to save and stop
+    bad_steps = tu.BadSteps(args)  # non-finite losses: skip the update; stop after --max-bad-steps in a row
+    eta = tu.ETA(args, run, step)  # after the first updates: how long the whole run will take on this machine
+    started_at, t_last = time.time(), time.time()
     bar = tu.progress(total=args.max_steps, initial=step, disable=not run.master)
-    while step < args.max_steps:
-        lr = tu.get_lr(step, args)
+    while True:
+        last_step = step == args.max_steps  # the loop runs once more at max_steps: to evaluate and save, not to train
+        resumed_here = ckpt is not None and step == start_step  # this step was evaluated before it was saved
+
+        # --- after a training step: stop early? Ctrl+C (or SIGTERM), the memory guard, the time budget. One
+        # collective decides it, so every rank stops at the same step (one that stopped alone would hang the others).
+        stop_now = out_of_time = False
+        if step > start_step:
+            over_time = args.time_budget is not None and time.time() - started_at > args.time_budget
+            ctrl_c_now, memory_over, out_of_time = tu.any_rank(
+                [ctrl_c.requested, not ctrl_c.requested and tu.over_memory_limit(args, run), over_time], run)
+            stop_now = ctrl_c_now or memory_over
+
+        # --- once in a while: greedy answers to the held-out prompts (each rank its share): mean reward, accuracy,
+        # KL to the reference per response; keep the best, save and plot (rank 0)
+        evaluate_now = not resumed_here and (step % args.eval_interval == 0 or last_step or out_of_time)
+        improved = early_stop = False
+        if evaluate_now:
+            r = rollout(val_prompts, val_ids, seed=0, greedy=True)
+            kl = ((r["old_logprobs"] - r["ref_logprobs"]).sum(-1)).mean().item()
+            metrics = {"val_reward": r["scores"].mean().item(), "val_kl": kl,
+                       "val_response_length": r["mask"].sum(-1).mean().item()}
+            if r["accuracy"] is not None:
+                metrics["val_accuracy"] = r["accuracy"]
+            metrics = {k: tu.all_reduce_mean(v, run) for k, v in metrics.items()}
+            example = tokenizer.decode(r["responses"][0])
+            improved, baseline_metric, evals_without_improvement = tu.track_best(
+                step, -metrics["val_reward"], best_metric, baseline_metric, evals_without_improvement,
+                args.early_stop_delta)
+            if improved:
+                best_metric, best_step = -metrics["val_reward"], step
+            if run.master:
+                log.log({"step": step, **metrics, "memory_mb": tu.peak_memory_mb(run)})
+                accuracy = f", accuracy {metrics['val_accuracy']:.3f}" if "val_accuracy" in metrics else ""
+                print(f"\nstep {step}: held-out reward {metrics['val_reward']:+.3f}{accuracy}, KL {metrics['val_kl']:.3f}"
+                      f"{' (best)' if improved else ''}\n  {val_prompts[0]['prompt'][-1]['content']!r} -> {example!r}")
+            if step == 0:
+                eta.eval_done()
+            early_stop = args.early_stop_patience > 0 and evals_without_improvement >= args.early_stop_patience
+
+        # --- save ckpt_latest.pt at each eval, every --save-interval steps and before stopping; ckpt_best.pt when
+        # improved. The checkpoint is a plain dict (torch.load(weights_only=True) reads it), written atomically.
+        save_now = evaluate_now or stop_now or (step > start_step and args.save_interval and step % args.save_interval == 0)
+        if save_now and run.master:
+            checkpoint = {
+                "model": raw_policy.state_dict(), "lora": None, "critic": raw_critic.state_dict(), "kl_coef": kl_coef,
+                "optimizer": optimizer.state_dict(), "step": step,
+                "best_val_loss": best_metric, "best_step": best_step, "baseline_val_loss": baseline_metric,
+                "evals_without_improvement": evals_without_improvement, "rng": tu.rng_state(),
+                "model_config": raw_policy.config.to_dict(), "args": tu.plain_args(args),
+                "scaler": run.scaler.state_dict(),  # the fp16 loss scale (empty unless fp16 on CUDA)
+            }
+            tu.save_run(args, checkpoint, is_best=improved)
+            if evaluate_now and not args.no_plot:
+                tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"),
+                                keys=(("reward", "val_reward"), ("accuracy", "val_accuracy"), ("kl", "val_kl"),
+                                      ("entropy", "approx_kl", "clipfrac"), ("value_loss",), ("response_length",)))
+        if evaluate_now:
+            t_last = time.time()  # rollouts/s measures training, not evaluation
+        if early_stop and run.master:
+            print(f"early stop: no val improvement > {args.early_stop_delta} in {args.early_stop_patience} evals")
+        if stop_now and run.master:
+            tu.print_saved_for_resume(args, step)
+        if last_step or stop_now or early_stop or out_of_time:
+            break
+
+        # --- one PPO step
+        lr = tu.get_lr(step, args)  # warmup, then cosine down to --min-lr
         tu.set_lr(optimizer, lr)
         # 1-2. rollout: every (step, rank) takes its own slice of one deterministic prompt stream
-        indices = sampler.take((step * W + run.rank) * N, N)
+        indices = sampler.take((step * world_size + run.rank) * rollout_batch, rollout_batch)
         batch = rollout([train_prompts[i] for i in indices], [train_ids[i] for i in indices], seed=args.seed * 100003 + step)
-        mask = batch["mask"]
+        mask = batch["mask"]  # (N, T): 1 on the generated tokens
         # 3. per-token rewards: the KL penalty everywhere, the score on the last response token
         kl = batch["old_logprobs"] - batch["ref_logprobs"]                     # (N, T), 0 off the response
         rewards = -kl_coef * kl
         last = mask.sum(-1).long() + (mask.argmax(-1)) - 1                     # index of each row's last response token
-        rewards[torch.arange(N), last] += batch["scores"]
+        rewards[torch.arange(rollout_batch), last] += batch["scores"]
         # 4. advantages and returns
         advantages, returns = gae(rewards, batch["old_values"], mask, args.gamma, args.lam)
         advantages = masked_whiten(advantages, mask)
-        # 5. PPO epochs over minibatches
-        sums, updates, early_stopped = {}, 0, False
-        try:
-            for epoch in range(args.ppo_epochs):
-                order = torch.randperm(N, generator=torch.Generator().manual_seed(args.seed + step * 31 + epoch))
-                for start in range(0, N, M):
-                    rows = order[start:start + M]
-                    for micro in range(G):  # --grad-accum splits a minibatch into G micro-batches
-                        sub = rows[micro::G]
-                        with tu.autocast(run):
-                            logits = policy(batch["x"][sub]).logits
-                            values = critic(batch["x"][sub])[0]
-                        logprobs = token_logprobs(logits, batch["y"][sub])
-                        pg_loss, clipfrac, approx_kl = policy_loss(logprobs, batch["old_logprobs"][sub],
-                                                                   advantages[sub], mask[sub], args.cliprange)
-                        vf_loss = value_loss(values, batch["old_values"][sub], returns[sub], mask[sub], args.cliprange_value)
-                        loss = pg_loss + args.vf_coef * vf_loss
-                        run.scaler.scale(loss / G).backward()
-                        with torch.no_grad():
-                            entropy = masked_mean(entropy_from_logits(logits), mask[sub])
-                        for k, v in (("pg_loss", pg_loss), ("value_loss", vf_loss), ("clipfrac", clipfrac),
-                                     ("approx_kl", approx_kl), ("entropy", entropy), ("loss", loss)):
-                            sums[k] = sums.get(k, 0.0) + v.item() / G
-                    if bad_steps.skip(tu.all_reduce_mean(loss.item(), run), step, optimizer, log):
-                        continue
-                    grad_norm = tu.optimizer_step(policy, optimizer, run, args)  # unscale, clip, step, zero_grad
-                    updates += 1
-                    if tu.all_reduce_mean(approx_kl.item(), run) > args.max_approx_kl:
-                        early_stopped = True  # the policy moved too far from the rollout's: stop reusing it
+        # 5. PPO epochs over minibatches; a CUDA out-of-memory error halves the micro-batch and runs them again
+        while True:
+            sums, updates, early_stopped = {}, 0, False
+            try:
+                for epoch in range(args.ppo_epochs):
+                    order = torch.randperm(rollout_batch, generator=torch.Generator().manual_seed(args.seed + step * 31 + epoch))
+                    for start in range(0, rollout_batch, minibatch_size):
+                        rows = order[start:start + minibatch_size]
+                        for micro in range(grad_accum):  # --grad-accum splits a minibatch into grad_accum micro-batches
+                            sub = rows[micro::grad_accum]
+                            with tu.autocast(run):
+                                logits = policy(batch["x"][sub]).logits
+                                values = critic(batch["x"][sub])[0]
+                            logprobs = token_logprobs(logits, batch["y"][sub])
+                            pg_loss, clipfrac, approx_kl = policy_loss(logprobs, batch["old_logprobs"][sub],
+                                                                       advantages[sub], mask[sub], args.cliprange)
+                            vf_loss = value_loss(values, batch["old_values"][sub], returns[sub], mask[sub],
+                                                 args.cliprange_value)
+                            loss = pg_loss + args.vf_coef * vf_loss
+                            run.scaler.scale(loss / grad_accum).backward()
+                            with torch.no_grad():
+                                entropy = masked_mean(entropy_from_logits(logits), mask[sub])
+                            for k, v in (("pg_loss", pg_loss), ("value_loss", vf_loss), ("clipfrac", clipfrac),
+                                         ("approx_kl", approx_kl), ("entropy", entropy), ("loss", loss)):
+                                sums[k] = sums.get(k, 0.0) + v.item() / grad_accum
+                        if bad_steps.skip(tu.all_reduce_mean(loss.item(), run), step, optimizer, log):
+                            continue
+                        grad_norm = tu.optimizer_step(policy, optimizer, run, args)  # unscale, clip, step, zero_grad
+                        updates += 1
+                        if tu.all_reduce_mean(approx_kl.item(), run) > args.max_approx_kl:
+                            early_stopped = True  # the policy moved too far from the rollout's: stop reusing it
+                            break
+                    if early_stopped:
                         break
-                if early_stopped:
-                    break
-        except torch.cuda.OutOfMemoryError:
-            optimizer.zero_grad(set_to_none=True)
-            M, G = tu.halve_micro_batch(M, G, run, log, step)
-            M *= 2  # keep the minibatch; only the micro-batch (M / G) halves
-            continue
+                break
+            except torch.cuda.OutOfMemoryError:
+                optimizer.zero_grad(set_to_none=True)
+                minibatch_size, grad_accum = tu.halve_micro_batch(minibatch_size, grad_accum, run, log, step)
+                minibatch_size *= 2  # keep the minibatch; only the micro-batch (minibatch_size / grad_accum) halves
         # adaptive KL (Ziegler et al. 2019): move kl_coef by up to 20% per horizon toward the target KL
         mean_kl = tu.all_reduce_mean(kl.sum(-1).mean().item(), run)
         if args.adaptive_kl:
             error = max(-0.2, min(0.2, mean_kl / args.target_kl - 1))
-            kl_coef *= 1 + error * N * W / args.kl_horizon
+            kl_coef *= 1 + error * rollout_batch * world_size / args.kl_horizon
         step += 1
         bar.update(1)
         eta.step_done(step)
-
         if step % args.log_interval == 0 or step == args.max_steps:
             row = {"step": step, "reward": tu.all_reduce_mean(batch["scores"].mean().item(), run), "kl": mean_kl,
                    **{k: tu.all_reduce_mean(v / max(1, updates), run) for k, v in sums.items()},
                    "response_length": tu.all_reduce_mean(mask.sum(-1).mean().item(), run), "kl_coef": kl_coef,
-                   "ppo_updates": updates, "early_stopped": early_stopped, "lr": lr, "grad_norm": grad_norm if updates else 0.0,
-                   "rollouts_per_sec": N * W / (time.time() - t_last), "memory_mb": tu.peak_memory_mb(run)}
+                   "ppo_updates": updates, "early_stopped": early_stopped, "lr": lr,
+                   "grad_norm": grad_norm if updates else 0.0,
+                   "rollouts_per_sec": rollout_batch * world_size / (time.time() - t_last),
+                   "memory_mb": tu.peak_memory_mb(run)}
             if batch["accuracy"] is not None:
                 row["accuracy"] = tu.all_reduce_mean(batch["accuracy"], run)
             t_last = time.time()
             bar.set_postfix(reward=f"{row['reward']:+.3f}", kl=f"{mean_kl:.3f}")
             log.log(row)
-        stop_now, out_of_time = stop_rules.ctrl_c() or stop_rules.over_memory(), stop_rules.out_of_time()
-        if step % args.eval_interval == 0 or step == args.max_steps or out_of_time:
-            eval_and_save(step)
-            t_last = time.time()
-            if stop_rules.early_stop() or out_of_time:
-                break
-        elif (args.save_interval and step % args.save_interval == 0) or stop_now:
-            if run.master:
-                save(step, False)
-        if stop_now:
-            if run.master:
-                tu.print_saved_for_resume(args, step)
-            break
     bar.close()
-    stop_rules.close()
+    ctrl_c.restore()
 
     # ------------------------------------------------------------------------- 7. final save and plot
     if run.master:
-        if not stop_rules.interrupted:  # ended by its own rule (steps, early stop, time budget), not Ctrl+C:
+        if not stop_now:  # ended by its own rule (steps, early stop, time budget), not Ctrl+C or the memory guard:
             tu.write_json(os.path.join(args.out_dir, tu.DONE_FILE), {"step": step})  # `make` reuses a finished run
         evals = {r["step"]: r for r in tu.read_metrics(log.path) if "val_reward" in r}
-        first, best = evals[min(evals)], evals.get(stop_rules.best_step, evals[max(evals)])
+        first, best = evals[min(evals)], evals.get(best_step, evals[max(evals)])
         accuracy = f", accuracy {first['val_accuracy']:.3f} -> {best['val_accuracy']:.3f}" if "val_accuracy" in best else ""
         print(f"done: step {step}; held-out reward {first['val_reward']:+.3f} -> {best['val_reward']:+.3f}{accuracy} "
-              f"(KL {best['val_kl']:.3f}); {stop_rules.summary(best_val_loss, 'held-out reward', sign=-1)}; "
+              f"(KL {best['val_kl']:.3f}); {tu.best_summary(best_step, best_metric, baseline_metric, 'held-out reward', -1)}; "
               f"run directory {args.out_dir}")
-    return best_val_loss
+    return best_metric
 
 
 def inspect_first_rollout(args, run, tokenizer, train_prompts, train_ids, sampler, rollout):
