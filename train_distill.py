@@ -165,46 +165,10 @@ def main(argv=None):
         return pad([topk[0][i] for i in indices]), pad([topk[1][i] for i in indices])
 
     # ------------------------------------------------------------------------- 5. resume
-    ckpt = tu.resume_training(args, run, {"model": student}, optimizer)
-    step, best_val_loss = (ckpt["step"], ckpt["best_val_loss"]) if ckpt else (0, float("inf"))
-    raw_student, student = student, tu.wrap_model(student, run, args)
-    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard, resume_step=step if ckpt else None)
-
-    @torch.no_grad()
-    def evaluate():
-        """The student's cross-entropy on the first eval_iters validation batches: what it is judged by, with or
-        without a teacher (the same batches every time)."""
-        student.eval()
-        losses = []
-        for j in range(run.rank, args.eval_iters, run.world_size):
-            indices = [(j * args.batch_size + i) % len(val_ds) for i in range(args.batch_size)]
-            x, y, mask = (t.to(run.device) for t in batch_of(val_ds, indices))
-            with tu.autocast(run):
-                losses.append(raw_student(x, y, mask).loss.item())
-        student.train()
-        return tu.all_reduce_mean(sum(losses) / max(1, len(losses)), run)
-
-    def save(step, is_best):
-        tu.save_run(args, tu.training_state(run, student, optimizer, step, args, best_val_loss, stop_rules.state()), is_best)
-
-    def eval_and_save(step):
-        nonlocal best_val_loss
-        val_loss = evaluate()
-        improved = stop_rules.update(step, val_loss, best_val_loss)  # step 0 is the baseline, never the best
-        if improved:
-            best_val_loss = val_loss
-        if run.master:
-            row = {"step": step, "val_loss": val_loss, "memory_mb": tu.peak_memory_mb(run)}
-            if val_tokens_per_byte is not None:
-                row["val_bpb"] = val_loss / math.log(2) * val_tokens_per_byte
-            log.log(row)
-            bpb = f", bpb {row['val_bpb']:.3f}" if "val_bpb" in row else ""
-            print(f"\nstep {step}: val loss {val_loss:.4f}{bpb}{' (best)' if improved else ''}")
-            save(step, improved)
-            if not args.no_plot:
-                tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"),
-                                keys=(("train_loss", "ce_loss", "val_loss"), ("kd_loss",), ("val_bpb",), ("lr",)))
-
+    ckpt = tu.resume_training(args, run, {"model": student}, optimizer)  # --resume: weights, optimizer, RNG (else None)
+    raw_student, student = student, tu.wrap_model(student, run, args)  # raw_student: the weights; student: what runs
+    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard,
+                        resume_step=ckpt["step"] if ckpt else None)
     if args.inspect:
         x, y, mask = (t.to(run.device) for t in batch_of(train_ds, sampler.take(0, args.batch_size)))
         with tu.autocast(run):
@@ -216,80 +180,143 @@ def main(argv=None):
         return None
 
     # ------------------------------------------------------------------------- 6. the loop
-    stop_rules = tu.StopRules(args, run, ckpt)
+    # The loop's state, declared together. best_val_loss: the student's lowest validation cross-entropy after step 0
+    # (lower is better; what it is judged by, with or without a teacher), at best_step. Step 0 is the baseline.
+    start_step = step = ckpt["step"] if ckpt else 0
+    best_val_loss = ckpt["best_val_loss"] if ckpt else float("inf")
+    best_step = ckpt.get("best_step") if ckpt else None
+    baseline_val_loss = ckpt.get("baseline_val_loss") if ckpt else None
+    evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
+    micro_batch, grad_accum, world_size = args.batch_size, args.grad_accum, run.world_size
+    temperature_squared = args.temperature ** 2  # keeps the KL term's gradient scale as the temperature changes
+    ctrl_c = tu.StopSignal().install()  # from here the first Ctrl+C asks the loop to save and stop
+    bad_steps = tu.BadSteps(args)  # non-finite losses: skip the update; stop after --max-bad-steps in a row
     eta = tu.ETA(args, run, step)  # after the first steps: how long the whole run will take on this machine
-    if not ckpt:
-        eval_and_save(0)
-        eta.eval_done()
-    student.train()
-    B, G, W, T2 = args.batch_size, args.grad_accum, run.world_size, args.temperature ** 2
-    bad_steps, t_last, steps_since_log = tu.BadSteps(args), time.time(), 0
+    started_at, t_last, steps_since_log = time.time(), time.time(), 0
     bar = tu.progress(total=args.max_steps, initial=step, disable=not run.master)
-    while step < args.max_steps:
-        lr = tu.get_lr(step, args)
-        tu.set_lr(optimizer, lr)
-        try:
-            train_loss = ce_loss = kd_loss = 0.0
-            for micro in range(G):
-                position = (step * G * W + micro * W + run.rank) * B  # one deterministic sample stream, as in pretraining
-                indices = sampler.take(position, B)
-                x, y, mask = (t.to(run.device) for t in batch_of(train_ds, indices))
-                sync = contextlib.nullcontext() if not run.ddp or micro == G - 1 else student.no_sync()
-                with sync:
+    student.train()
+    while True:
+        last_step = step == args.max_steps  # the loop runs once more at max_steps: to evaluate and save, not to train
+        resumed_here = ckpt is not None and step == start_step  # this step was evaluated before it was saved
+
+        # --- after a training step: stop early? Ctrl+C (or SIGTERM), the memory guard, the time budget. One
+        # collective decides it, so every rank stops at the same step (one that stopped alone would hang the others).
+        stop_now = out_of_time = False
+        if step > start_step:
+            over_time = args.time_budget is not None and time.time() - started_at > args.time_budget
+            ctrl_c_now, memory_over, out_of_time = tu.any_rank(
+                [ctrl_c.requested, not ctrl_c.requested and tu.over_memory_limit(args, run), over_time], run)
+            stop_now = ctrl_c_now or memory_over
+
+        # --- once in a while: the student's cross-entropy on the first --eval-iters validation batches (each rank its
+        # share; the same batches every time), keep the best, save and plot (rank 0)
+        evaluate_now = not resumed_here and (step % args.eval_interval == 0 or last_step or out_of_time)
+        improved = early_stop = False
+        if evaluate_now:
+            student.eval()
+            losses = []
+            with torch.no_grad():
+                for j in range(run.rank, args.eval_iters, world_size):
+                    indices = [(j * args.batch_size + i) % len(val_ds) for i in range(args.batch_size)]
+                    x, y, loss_mask = (t.to(run.device) for t in batch_of(val_ds, indices))
                     with tu.autocast(run):
-                        out = student(x, y, mask)  # out.loss: cross-entropy with the data's tokens, where mask is 1
-                    if args.alpha > 0:
-                        kd = kd_per_position(out.logits, teacher_targets(x, indices), args.temperature, args.kd_loss)
-                        kd = masked_mean(kd, mask)  # over the same positions as the CE
-                    else:
-                        kd = torch.zeros((), device=run.device)
-                    loss = args.alpha * T2 * kd + (1 - args.alpha) * out.loss + out.aux_loss  # optimised and logged
-                    run.scaler.scale(loss / G).backward()
-                train_loss += loss.item() / G
-                ce_loss += out.loss.item() / G
-                kd_loss += kd.item() / G
-        except torch.cuda.OutOfMemoryError:
-            optimizer.zero_grad(set_to_none=True)
-            B, G = tu.halve_micro_batch(B, G, run, log, step)
-            continue
+                        losses.append(raw_student(x, y, loss_mask).loss.item())
+            student.train()
+            val_loss = tu.all_reduce_mean(sum(losses) / max(1, len(losses)), run)
+            improved, baseline_val_loss, evals_without_improvement = tu.track_best(
+                step, val_loss, best_val_loss, baseline_val_loss, evals_without_improvement, args.early_stop_delta)
+            if improved:
+                best_val_loss, best_step = val_loss, step
+            if run.master:
+                row = {"step": step, "val_loss": val_loss, "memory_mb": tu.peak_memory_mb(run)}
+                if val_tokens_per_byte is not None:
+                    row["val_bpb"] = val_loss / math.log(2) * val_tokens_per_byte  # bits per byte of text
+                log.log(row)
+                bpb = f", bpb {row['val_bpb']:.3f}" if "val_bpb" in row else ""
+                print(f"\nstep {step}: val loss {val_loss:.4f}{bpb}{' (best)' if improved else ''}")
+            if step == 0:
+                eta.eval_done()
+            early_stop = args.early_stop_patience > 0 and evals_without_improvement >= args.early_stop_patience
+
+        # --- save ckpt_latest.pt at each eval, every --save-interval steps and before stopping; ckpt_best.pt when
+        # improved. The checkpoint is a plain dict (torch.load(weights_only=True) reads it), written atomically.
+        save_now = evaluate_now or stop_now or (step > start_step and args.save_interval and step % args.save_interval == 0)
+        if save_now and run.master:
+            checkpoint = {
+                "model": raw_student.state_dict(), "lora": None, "optimizer": optimizer.state_dict(), "step": step,
+                "best_val_loss": best_val_loss, "best_step": best_step, "baseline_val_loss": baseline_val_loss,
+                "evals_without_improvement": evals_without_improvement, "rng": tu.rng_state(),
+                "model_config": raw_student.config.to_dict(), "args": tu.plain_args(args),
+                "scaler": run.scaler.state_dict(),  # the fp16 loss scale (empty unless fp16 on CUDA)
+            }
+            tu.save_run(args, checkpoint, is_best=improved)
+            if evaluate_now and not args.no_plot:
+                tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"),
+                                keys=(("train_loss", "ce_loss", "val_loss"), ("kd_loss",), ("val_bpb",), ("lr",)))
+        if evaluate_now:
+            t_last, steps_since_log = time.time(), 0  # samples/s measures training, not evaluation
+        if early_stop and run.master:
+            print(f"early stop: no val improvement > {args.early_stop_delta} in {args.early_stop_patience} evals")
+        if stop_now and run.master:
+            tu.print_saved_for_resume(args, step)
+        if last_step or stop_now or early_stop or out_of_time:
+            break
+
+        # --- one training step: grad_accum micro-batches, their gradients averaged
+        # loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy(student, data)
+        lr = tu.get_lr(step, args)  # warmup, then cosine down to --min-lr
+        tu.set_lr(optimizer, lr)
+        while True:  # a CUDA out-of-memory error halves the micro-batch and retries (the same samples per step)
+            try:
+                train_loss = ce_loss = kd_loss = 0.0
+                for micro in range(grad_accum):
+                    # one deterministic sample stream, as in pretraining: each (step, micro-step, rank) its own slice
+                    position = (step * grad_accum * world_size + micro * world_size + run.rank) * micro_batch
+                    indices = sampler.take(position, micro_batch)
+                    x, y, loss_mask = (t.to(run.device) for t in batch_of(train_ds, indices))  # (B, T) each
+                    sync = contextlib.nullcontext() if not run.ddp or micro == grad_accum - 1 else student.no_sync()
+                    with sync:  # under DDP, gradients are averaged across ranks only on the last micro-step
+                        with tu.autocast(run):
+                            out = student(x, y, loss_mask)  # out.loss: cross-entropy with the data's tokens
+                        if args.alpha > 0:
+                            kd = kd_per_position(out.logits, teacher_targets(x, indices), args.temperature, args.kd_loss)
+                            kd = masked_mean(kd, loss_mask)  # (B, T) -> one number, over the same positions as the CE
+                        else:
+                            kd = torch.zeros((), device=run.device)
+                        loss = args.alpha * temperature_squared * kd + (1 - args.alpha) * out.loss + out.aux_loss
+                        run.scaler.scale(loss / grad_accum).backward()  # / grad_accum: the mean over micro-steps
+                    train_loss += loss.item() / grad_accum  # what is optimised (and logged)
+                    ce_loss += out.loss.item() / grad_accum
+                    kd_loss += kd.item() / grad_accum
+                break
+            except torch.cuda.OutOfMemoryError:
+                optimizer.zero_grad(set_to_none=True)
+                micro_batch, grad_accum = tu.halve_micro_batch(micro_batch, grad_accum, run, log, step)
         train_loss = tu.all_reduce_mean(train_loss, run)
-        if bad_steps.skip(train_loss, step, optimizer, log):
+        if bad_steps.skip(train_loss, step, optimizer, log):  # non-finite: no update
             step += 1
             continue
-        grad_norm = tu.optimizer_step(student, optimizer, run, args)  # unscale, clip, step, zero_grad
+        grad_norm = tu.optimizer_step(student, optimizer, run, args)  # unscale, clip to --grad-clip, step, zero_grad
         step += 1
         steps_since_log += 1
         bar.update(1)
         eta.step_done(step)
-
         if step % args.log_interval == 0 or step == args.max_steps:
-            samples_per_sec = B * G * W * steps_since_log / (time.time() - t_last)
+            samples_per_sec = micro_batch * grad_accum * world_size * steps_since_log / (time.time() - t_last)
             t_last, steps_since_log = time.time(), 0
             bar.set_postfix(loss=f"{train_loss:.4f}", ce=f"{ce_loss:.4f}")
             log.log({"step": step, "train_loss": train_loss, "ce_loss": tu.all_reduce_mean(ce_loss, run),
                      "kd_loss": tu.all_reduce_mean(kd_loss, run), "lr": lr, "grad_norm": grad_norm,
                      "samples_per_sec": samples_per_sec, "memory_mb": tu.peak_memory_mb(run)})
-        stop_now, out_of_time = stop_rules.ctrl_c() or stop_rules.over_memory(), stop_rules.out_of_time()
-        if step % args.eval_interval == 0 or step == args.max_steps or out_of_time:
-            eval_and_save(step)
-            t_last, steps_since_log = time.time(), 0
-            if stop_rules.early_stop() or out_of_time:
-                break
-        elif (args.save_interval and step % args.save_interval == 0) or stop_now:
-            if run.master:
-                save(step, False)
-        if stop_now:
-            if run.master:
-                tu.print_saved_for_resume(args, step)
-            break
     bar.close()
-    stop_rules.close()
+    ctrl_c.restore()
 
     # ------------------------------------------------------------------------- 7. final save and plot
     if run.master:
-        if not stop_rules.interrupted:  # ended by its own rule (steps, early stop, time budget), not Ctrl+C:
+        if not stop_now:  # ended by its own rule (steps, early stop, time budget), not Ctrl+C or the memory guard:
             tu.write_json(os.path.join(args.out_dir, tu.DONE_FILE), {"step": step})  # `make` reuses a finished run
-        print(f"done: step {step}; {stop_rules.summary(best_val_loss)}; run directory {args.out_dir}")
+        print(f"done: step {step}; {tu.best_summary(best_step, best_val_loss, baseline_val_loss)}; "
+              f"run directory {args.out_dir}")
     return best_val_loss
 
 
