@@ -40,7 +40,7 @@ def report(out_dir, config):
         evals = [r for r in read_metrics(path) if best_key in r]
         if not evals:
             continue
-        trained = [r for r in evals if r["step"] > 0] or evals  # step 0 is the start, never the best (train_utils.StopRules)
+        trained = [r for r in evals if r["step"] > 0] or evals  # step 0 is the start, never the best (train_utils.track_best)
         best = (max if higher else min)(trained, key=lambda r: r[best_key])
         for key, label in metrics:
             if key in evals[0]:

@@ -23,6 +23,7 @@ import os
 import time
 
 import torch
+from tqdm import tqdm
 
 import builtin_data
 import train_utils as tu
@@ -217,11 +218,12 @@ def main(argv=None):
     baseline_metric = ckpt.get("baseline_val_loss") if ckpt else None
     evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
     prompts_per_step, group_size, world_size = args.prompts_per_step, args.num_generations, run.world_size
+    trained = [p for group in optimizer.param_groups for p in group["params"]]  # what the optimizer updates
     ctrl_c = tu.StopSignal().install()  # from here the first Ctrl+C asks the loop to save and stop
     bad_steps = tu.BadSteps(args)  # non-finite losses: skip the update; stop after --max-bad-steps in a row
     eta = tu.ETA(args, run, step)  # after the first steps: how long the whole run will take on this machine
     started_at, t_last = time.time(), time.time()
-    bar = tu.progress(total=args.max_steps, initial=step, disable=not run.master)
+    bar = tqdm(total=args.max_steps, initial=step, disable=not run.master, dynamic_ncols=True, unit="step", desc="train")
     while True:
         last_step = step == args.max_steps  # the loop runs once more at max_steps: to evaluate and save, not to train
         resumed_here = ckpt is not None and step == start_step  # this step was evaluated before it was saved
@@ -290,7 +292,8 @@ def main(argv=None):
 
         # --- one GRPO step
         lr = tu.get_lr(step, args)  # warmup, then cosine down to --min-lr
-        tu.set_lr(optimizer, lr)
+        for group in optimizer.param_groups:  # lr_scale: e.g. PPO's critic learns faster
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         # 1. sample group_size answers to each prompt: every (step, rank) takes its own prompts from one stream
         indices = [i for i in sampler.take((step * world_size + run.rank) * prompts_per_step, prompts_per_step)
                    for _ in range(group_size)]  # each prompt group_size times, consecutive
@@ -326,7 +329,11 @@ def main(argv=None):
                     sums[k] = sums.get(k, 0.0) + v / args.num_iterations
             if bad_steps.skip(tu.all_reduce_mean(iteration_loss, run), step, optimizer, log):  # non-finite: no update
                 break
-            grad_norm = tu.optimizer_step(policy, optimizer, run, args)  # unscale, clip, step, zero_grad
+            run.scaler.unscale_(optimizer)  # fp16: clip the true gradients, not the loss-scaled ones
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trained, args.grad_clip or float("inf")))  # norm before
+            run.scaler.step(optimizer)  # AdamW (a plain optimizer.step() unless fp16 on CUDA)
+            run.scaler.update()
+            optimizer.zero_grad(set_to_none=True)
         step += 1
         bar.update(1)
         eta.step_done(step)

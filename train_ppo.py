@@ -20,6 +20,7 @@ import os
 import time
 
 import torch
+from tqdm import tqdm
 
 import builtin_data
 import train_utils as tu
@@ -155,7 +156,7 @@ def main(argv=None):
     critic = load_value_model(args.critic_from, run.device)                      # values, trained
     reward_model = (load_value_model(args.reward_model, run.device, trained_head=True).requires_grad_(False)  # frozen
                     if args.reward == "model" else None)
-    # one AdamW, two learning rates: the critic's group is scaled to --value-lr (tu.set_lr applies lr_scale)
+    # one AdamW, two learning rates: the critic's group is scaled to --value-lr (the loop multiplies each group's lr by its lr_scale)
     optimizer = torch.optim.AdamW([{"params": [p for p in policy.parameters() if p.requires_grad], "lr_scale": 1.0},
                                    {"params": [p for p in critic.parameters() if p.requires_grad],
                                     "lr_scale": args.value_lr / args.lr}], lr=args.lr, weight_decay=args.weight_decay)
@@ -217,11 +218,12 @@ def main(argv=None):
     kl_coef = ckpt["kl_coef"] if ckpt else args.kl_coef
     rollout_batch, minibatch_size, grad_accum, world_size = (args.rollout_batch, args.minibatch_size, args.grad_accum,
                                                              run.world_size)
+    trained = [p for group in optimizer.param_groups for p in group["params"]]  # what the optimizer updates
     ctrl_c = tu.StopSignal().install()  # from here the first Ctrl+C asks the loop to save and stop
     bad_steps = tu.BadSteps(args)  # non-finite losses: skip the update; stop after --max-bad-steps in a row
     eta = tu.ETA(args, run, step)  # after the first updates: how long the whole run will take on this machine
     started_at, t_last = time.time(), time.time()
-    bar = tu.progress(total=args.max_steps, initial=step, disable=not run.master)
+    bar = tqdm(total=args.max_steps, initial=step, disable=not run.master, dynamic_ncols=True, unit="step", desc="train")
     while True:
         last_step = step == args.max_steps  # the loop runs once more at max_steps: to evaluate and save, not to train
         resumed_here = ckpt is not None and step == start_step  # this step was evaluated before it was saved
@@ -290,7 +292,8 @@ def main(argv=None):
 
         # --- one PPO step
         lr = tu.get_lr(step, args)  # warmup, then cosine down to --min-lr
-        tu.set_lr(optimizer, lr)
+        for group in optimizer.param_groups:  # lr_scale: e.g. PPO's critic learns faster
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         # 1-2. rollout: every (step, rank) takes its own slice of one deterministic prompt stream
         indices = sampler.take((step * world_size + run.rank) * rollout_batch, rollout_batch)
         batch = rollout([train_prompts[i] for i in indices], [train_ids[i] for i in indices], seed=args.seed * 100003 + step)
@@ -330,7 +333,11 @@ def main(argv=None):
                                 sums[k] = sums.get(k, 0.0) + v.item() / grad_accum
                         if bad_steps.skip(tu.all_reduce_mean(loss.item(), run), step, optimizer, log):
                             continue
-                        grad_norm = tu.optimizer_step(policy, optimizer, run, args)  # unscale, clip, step, zero_grad
+                        run.scaler.unscale_(optimizer)  # fp16: clip the true gradients, not the loss-scaled ones
+                        grad_norm = float(torch.nn.utils.clip_grad_norm_(trained, args.grad_clip or float("inf")))  # norm before
+                        run.scaler.step(optimizer)  # AdamW (a plain optimizer.step() unless fp16 on CUDA)
+                        run.scaler.update()
+                        optimizer.zero_grad(set_to_none=True)
                         updates += 1
                         if tu.all_reduce_mean(approx_kl.item(), run) > args.max_approx_kl:
                             early_stopped = True  # the policy moved too far from the rollout's: stop reusing it

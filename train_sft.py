@@ -19,6 +19,7 @@ import os
 import time
 
 import torch
+from tqdm import tqdm
 
 import builtin_data
 import train_utils as tu
@@ -108,11 +109,12 @@ def main(argv=None):
     baseline_metric = ckpt.get("baseline_val_loss") if ckpt else None
     evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
     micro_batch, grad_accum, world_size = args.batch_size, args.grad_accum, run.world_size
+    trained = [p for group in optimizer.param_groups for p in group["params"]]  # what the optimizer updates
     ctrl_c = tu.StopSignal().install()  # from here the first Ctrl+C asks the loop to save and stop
     bad_steps = tu.BadSteps(args)  # non-finite losses: skip the update; stop after --max-bad-steps in a row
     eta = tu.ETA(args, run, step)  # after the first steps: how long the whole run will take on this machine
     started_at, t_last, tokens_since_log = time.time(), time.time(), 0
-    bar = tu.progress(total=args.max_steps, initial=step, disable=not run.master)
+    bar = tqdm(total=args.max_steps, initial=step, disable=not run.master, dynamic_ncols=True, unit="step", desc="train")
     model.train()
     while True:
         last_step = step == args.max_steps  # the loop runs once more at max_steps: to evaluate and save, not to train
@@ -192,7 +194,8 @@ def main(argv=None):
 
         # --- one training step: grad_accum micro-batches of micro_batch conversations, their gradients averaged
         lr = tu.get_lr(step, args)  # warmup, then cosine down to --min-lr
-        tu.set_lr(optimizer, lr)
+        for group in optimizer.param_groups:  # lr_scale: e.g. PPO's critic learns faster
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         while True:  # a CUDA out-of-memory error halves the micro-batch and retries (the same samples per step)
             try:
                 train_loss = 0.0
@@ -218,7 +221,11 @@ def main(argv=None):
         if bad_steps.skip(train_loss, step, optimizer, log):  # non-finite: no update
             step += 1
             continue
-        grad_norm = tu.optimizer_step(model, optimizer, run, args)  # unscale, clip to --grad-clip, step, zero_grad
+        run.scaler.unscale_(optimizer)  # fp16: clip the true gradients, not the loss-scaled ones
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trained, args.grad_clip or float("inf")))  # norm before
+        run.scaler.step(optimizer)  # AdamW (a plain optimizer.step() unless fp16 on CUDA)
+        run.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
         step += 1
         bar.update(1)
         eta.step_done(step)

@@ -20,7 +20,6 @@ import time
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from common import cli as common_cli
 from common import (cpu_threads, duration, env_default, keep_freed_memory, mps_available, read_json,  # noqa: F401
@@ -420,22 +419,6 @@ def wrap_model(model, run, args):
     return model
 
 
-def optimizer_step(model, optimizer, run, args):
-    """Unscale (fp16), clip to --grad-clip, step, zero the gradients; returns the pre-clip gradient norm."""
-    run.scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, args.grad_clip if args.grad_clip > 0 else float("inf"))
-    run.scaler.step(optimizer)
-    run.scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    return float(grad_norm)
-
-
-def set_lr(optimizer, lr):
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)  # lr_scale: e.g. PPO's critic learns faster than the actor
-
-
 class BadSteps:
     """Non-finite losses: skip the update, and stop with a clear message after --max-bad-steps in a row."""
 
@@ -541,81 +524,6 @@ def best_summary(best_step, best_metric, baseline, name="val loss", sign=1):
         return f"{line} (step 0: {base:.4f})"
     return (f"{line}; it never improved on step 0's {base:.4f} (the model training started from), so "
             f"ckpt_best.pt is the best trained step, not better than the start")
-
-
-class StopRules:
-    """When the loop ends early: --early-stop-patience evals without improvement, --time-budget, or Ctrl+C.
-    Decisions are averaged over DDP ranks so every process stops at the same step."""
-
-    def __init__(self, args, run, ckpt=None):
-        self.args, self.run, self.start = args, run, time.time()
-        self.signal = StopSignal().install()
-        self.memory_stop = False
-        ckpt = ckpt or {}
-        self.evals_without_improvement = ckpt.get("evals_without_improvement", 0)
-        self.baseline = ckpt.get("baseline_val_loss")  # step 0's value: the model training started from
-        self.best_step = ckpt.get("best_step")
-
-    def update(self, step, val_loss, best_val_loss):
-        """After an eval: True when val_loss is a new best (by more than --early-stop-delta). Step 0 is the model
-        training starts from (random, or the previous stage's): every later eval is compared with it, but it is never
-        ckpt_best.pt, so the best checkpoint is always a trained one (a DPO run whose step 0 stayed best once handed
-        generate.py the SFT model)."""
-        if step == 0:
-            self.baseline = val_loss
-            return False
-        delta = self.args.early_stop_delta
-        improved = val_loss < best_val_loss - delta
-        # patience counts evals that beat neither the best so far nor the start (the first trained eval is the first
-        # best checkpoint, but it only resets the count if it beats step 0)
-        reference = best_val_loss if self.baseline is None else min(best_val_loss, self.baseline)
-        self.evals_without_improvement = 0 if val_loss < reference - delta else self.evals_without_improvement + 1
-        if improved:
-            self.best_step = step
-        return improved
-
-    def state(self):
-        """What a checkpoint keeps so that a resumed run compares and stops exactly as an unbroken one."""
-        return {"evals_without_improvement": self.evals_without_improvement, "baseline_val_loss": self.baseline,
-                "best_step": self.best_step}
-
-    def summary(self, best_val_loss, name="val loss", sign=1):
-        return best_summary(self.best_step, best_val_loss, self.baseline, name, sign)
-
-    def ctrl_c(self):
-        return all_reduce_mean(float(self.signal.requested), self.run) > 0
-
-    def over_memory(self):
-        """True (on every rank) when the system's memory in use passed --max-memory percent: the loop then saves and
-        stops as for Ctrl+C, before the machine starts swapping or the OOM killer ends the run without a checkpoint."""
-        used = system_memory_percent() if self.args.max_memory else None
-        over = used is not None and used > self.args.max_memory
-        if all_reduce_mean(float(over), self.run) > 0:
-            if self.run.master and not self.memory_stop:
-                print(f"\nmemory: the system uses {used:.0f}% of its memory, over --max-memory {self.args.max_memory:g}; "
-                      f"saving and stopping (free memory or lower --batch-size, then resume)")
-            self.memory_stop = True
-        return self.memory_stop
-
-    @property
-    def interrupted(self):
-        """Stopped by Ctrl+C or the memory guard, so not finished: `make` resumes such a run rather than reusing it."""
-        return self.signal.requested or self.memory_stop
-
-    def out_of_time(self):
-        elapsed = all_reduce_mean(time.time() - self.start, self.run)
-        return self.args.time_budget is not None and elapsed > self.args.time_budget
-
-    def early_stop(self):
-        patience = self.args.early_stop_patience
-        if patience and self.evals_without_improvement >= patience:
-            if self.run.master:
-                print(f"early stop: no val improvement > {self.args.early_stop_delta} in {patience} evals")
-            return True
-        return False
-
-    def close(self):
-        self.signal.restore()
 
 
 class ETA:
@@ -846,7 +754,3 @@ def grad_norms_by_group(model):
         key = ".".join(parts[:2]) if parts[0] == "layers" else parts[0]
         groups[key] = groups.get(key, 0.0) + p.grad.float().pow(2).sum().item()
     return {k: v ** 0.5 for k, v in groups.items()}
-
-
-def progress(total, initial=0, disable=False):
-    return tqdm(total=total, initial=initial, disable=disable, dynamic_ncols=True, unit="step", desc="train")

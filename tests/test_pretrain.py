@@ -420,18 +420,19 @@ def test_cpu_threads_are_one_per_physical_core_unless_told(monkeypatch, logical,
 
 
 def test_step_0_is_the_baseline_and_never_the_best_checkpoint():
-    import argparse
-    rules = tu.StopRules(argparse.Namespace(early_stop_delta=0.0), None)
-    rules.close()
-    assert rules.update(0, 0.69, float("inf")) is False  # the starting model
-    assert rules.update(50, 0.75, float("inf")) is True and rules.best_step == 50
-    assert rules.update(100, 0.80, 0.75) is False
-    assert rules.summary(0.75, "held-out DPO loss") == (
+    improved, baseline, patience = tu.track_best(0, 0.69, float("inf"), None, 0, 0.0)  # the starting model
+    assert (improved, baseline, patience) == (False, 0.69, 0)
+    improved, baseline, patience = tu.track_best(50, 0.75, float("inf"), baseline, patience, 0.0)
+    assert improved and patience == 1  # the first trained eval is the best so far, but it did not beat the start
+    assert tu.track_best(100, 0.80, 0.75, baseline, patience, 0.0) == (False, 0.69, 2)
+    assert tu.best_summary(50, 0.75, baseline, "held-out DPO loss") == (
         "best checkpoint: step 50, held-out DPO loss 0.7500; it never improved on step 0's 0.6900 (the model training "
         "started from), so ckpt_best.pt is the best trained step, not better than the start")
-    assert rules.update(150, 0.60, 0.75) is True
-    assert rules.summary(0.60) == "best checkpoint: step 150, val loss 0.6000 (step 0: 0.6900)"
-    assert rules.summary(-5.2, "held-out reward", sign=-1) == "best checkpoint: step 150, held-out reward 5.2000 (step 0: -0.6900)"
+    assert tu.track_best(150, 0.60, 0.75, baseline, 2, 0.0) == (True, 0.69, 0)
+    assert tu.best_summary(150, 0.60, baseline) == "best checkpoint: step 150, val loss 0.6000 (step 0: 0.6900)"
+    assert tu.best_summary(150, -5.2, -0.69, "held-out reward", sign=-1) == \
+        "best checkpoint: step 150, held-out reward 5.2000 (step 0: 0.6900)"
+    assert tu.best_summary(None, float("inf"), 0.69).startswith("no eval after step 0")
 
 
 def test_a_plot_has_no_panel_for_a_metric_no_run_logged(tmp_path):
