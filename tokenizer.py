@@ -90,7 +90,8 @@ def _cjk_token_ok(data, max_chars):
 
 
 def merge(ids, pair, new_id):
-    """Replace every non-overlapping occurrence of `pair` in `ids`, left to right, with new_id."""
+    """Replace every non-overlapping occurrence of `pair` in `ids`, left to right, with new_id.
+    Example: merge([1, 2, 3, 1, 2], (1, 2), 4) -> [4, 3, 4]"""
     out, i, n = [], 0, len(ids)
     while i < n:
         if i < n - 1 and ids[i] == pair[0] and ids[i + 1] == pair[1]:
@@ -107,6 +108,7 @@ def merge_with_deltas(ids, pair, new_id):
 
     Only neighbours of a merged position change: for x a b y -> x X y we lose (x, a) and (b, y) and gain (x, X)
     and (X, y). Using the already-merged left neighbour makes runs like a b a b -> X X come out right.
+    Example: merge_with_deltas([5, 1, 2, 3], (1, 2), 4) -> ([5, 4, 3], [((5, 1), -1), ((5, 4), 1), ((2, 3), -1), ((4, 3), 1)])
     """
     a, b = pair
     out, deltas, i, n = [], [], 0, len(ids)

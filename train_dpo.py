@@ -58,7 +58,9 @@ def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta, los
     """Per-pair losses and the implicit rewards, from summed response log-probs (B,) each.
 
     The implicit reward of a response is beta * (log pi(y|x) - log pi_ref(y|x)); h is the chosen-minus-rejected
-    difference of the log-ratios."""
+    difference of the log-ratios.
+    Example: policy chosen -1, rejected -3, reference -2 and -2, beta 0.1 -> rewards +0.1 and -0.1,
+    loss -log sigmoid(0.2) = 0.598"""
     h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
     if loss_type == "sigmoid":
         # DPO (Rafailov et al. 2023, eq. 7): -log sigmoid(beta h); conservative DPO (Mitchell 2023) mixes in the

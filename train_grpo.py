@@ -81,7 +81,8 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------- the GRPO math
 def group_advantages(rewards, group_size, scale=True):
     """rewards (P*G,), G consecutive answers per prompt -> (advantages (P*G,), each group's std (P,)). An answer's
-    advantage is how much it beat its group's mean: the group is the baseline a critic would otherwise learn."""
+    advantage is how much it beat its group's mean: the group is the baseline a critic would otherwise learn.
+    Example: rewards [1, 0, 0, 0], group_size 2, scale=False -> advantages [0.5, -0.5, 0, 0], stds [0.707, 0]"""
     grouped = rewards.view(-1, group_size)
     std = grouped.std(dim=1, keepdim=True)
     advantages = grouped - grouped.mean(dim=1, keepdim=True)

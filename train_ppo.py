@@ -89,7 +89,8 @@ def masked_whiten(x, mask, eps=1e-8):
 def gae(rewards, values, mask, gamma, lam):
     """Generalised advantage estimation (Schulman et al. 2016), (B, T) each; mask marks the response tokens,
     which are contiguous in each row. delta_t = r_t + gamma V_{t+1} - V_t, A_t = delta_t + gamma lam A_{t+1};
-    past the last response token V and A are 0. Returns (advantages, returns = advantages + values)."""
+    past the last response token V and A are 0. Returns (advantages, returns = advantages + values).
+    Example: rewards [[0, 0, 1]], values 0, gamma = lam = 1 -> advantages [[1, 1, 1]] (the final reward reaches back)"""
     B, T = rewards.shape
     advantages = torch.zeros_like(rewards)
     next_advantage = torch.zeros(B, device=rewards.device)

@@ -55,3 +55,26 @@ def test_imports_are_at_the_top_of_each_module():
     inside = [f"{m}.py:{line} imports {name}" for m in sorted(MODULES)
               for name, line, nested in imports(os.path.join(ROOT, f"{m}.py")) if nested and name not in LAZY]
     assert not inside, inside
+
+
+def test_the_worked_examples_in_the_key_docstrings_hold():
+    """The minbpe-style examples a student reads in the docstrings are true."""
+    import torch
+
+    import train_dpo
+    import train_grpo
+    import train_ppo
+    import train_utils as tu
+    from tokenizer import merge, merge_with_deltas
+    assert merge([1, 2, 3, 1, 2], (1, 2), 4) == [4, 3, 4]
+    assert merge_with_deltas([5, 1, 2, 3], (1, 2), 4) == ([5, 4, 3], [((5, 1), -1), ((5, 4), 1), ((2, 3), -1), ((4, 3), 1)])
+    advantages, stds = train_grpo.group_advantages(torch.tensor([1., 0., 0., 0.]), 2, scale=False)
+    assert advantages.tolist() == [0.5, -0.5, 0.0, 0.0] and round(stds[0].item(), 3) == 0.707
+    advantages, _ = train_ppo.gae(torch.tensor([[0., 0., 1.]]), torch.zeros(1, 3), torch.ones(1, 3), 1.0, 1.0)
+    assert advantages.tolist() == [[1.0, 1.0, 1.0]]
+    loss, chosen, rejected = train_dpo.dpo_loss(torch.tensor([-1.]), torch.tensor([-3.]), torch.tensor([-2.]),
+                                                torch.tensor([-2.]), 0.1)
+    assert round(loss.item(), 3) == 0.598 and round(chosen.item(), 3) == 0.1 and round(rejected.item(), 3) == -0.1
+    assert tu.track_best(0, 6.8, float("inf"), None, 0, 0.0) == (False, 6.8, 0)
+    assert tu.track_best(100, 0.9, float("inf"), 6.8, 0, 0.0) == (True, 6.8, 0)
+    assert tu.best_summary(400, 0.39, 6.79) == "best checkpoint: step 400, val loss 0.3900 (step 0: 6.7900)"
