@@ -24,8 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from common import cli as common_cli
 from common import (cpu_threads, duration, env_default, keep_freed_memory, mps_available, read_json,  # noqa: F401
                     resolve_device, resolve_dtype, save_checkpoint, write_json)
-from model import (MiniGPT, MiniGPTConfig, add_lora, get_config, hf_folder_message, load_checkpoint, load_weights,
-                   lora_state_dict)
+from model import MiniGPT, MiniGPTConfig, add_lora, get_config, hf_folder_message, load_checkpoint, load_weights
 from tokenizer import BPETokenizer
 
 
@@ -581,19 +580,6 @@ def resume_path(args):
 def plain_args(args):
     """The flags as plain values, for a checkpoint that torch.load(weights_only=True) can read."""
     return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, list, type(None)))}
-
-
-def training_state(run, model, optimizer, step, args, best_val_loss, extra=None):
-    """The plain dict a checkpoint holds: everything needed to continue bit for bit (the fp16 loss scale too)."""
-    raw = model.module if hasattr(model, "module") else model
-    raw = getattr(raw, "_orig_mod", raw)  # torch.compile wrapper
-    lora = getattr(raw, "lora", None)  # a LoRA run keeps only its adapters, and names its base model
-    return {"model": lora_state_dict(raw) if lora else raw.state_dict(), "lora": lora,
-            "optimizer": optimizer.state_dict(), "step": step,
-            "best_val_loss": best_val_loss, "rng": rng_state(), "model_config": raw.config.to_dict(),
-            "scaler": run.scaler.state_dict(),  # empty unless fp16 on CUDA
-            "args": plain_args(args),
-            **(extra or {})}
 
 
 class MetricsLog:
