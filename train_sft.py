@@ -144,16 +144,12 @@ def main(argv=None):
                         losses.append(raw_model(x, y, loss_mask).loss.item())  # assistant tokens only
             model.train()
             val_loss = tu.all_reduce_mean(sum(losses) / max(1, len(losses)), run)
-            row, answer = {"step": step, "val_loss": val_loss, "memory_mb": tu.peak_memory_mb(run)}, ""
+            row = {"step": step, "val_loss": val_loss, "memory_mb": tu.peak_memory_mb(run)}
             if suite and run.master:  # greedy answers to questions with known answers (generation: rank 0 alone)
                 with tu.autocast(run):
                     row["pass_rate"], examples = answer_accuracy(TextGenerator(raw_model, tokenizer), suite,
                                                                  args.eval_max_new_tokens)
                 model.train()  # the generator switched the model to eval mode
-                (prompt, expected), reply = examples[0]
-                standard_error = tu.standard_error(row["pass_rate"], len(suite))
-                answer = (f", regression pass rate {row['pass_rate']:.3f} +- {standard_error:.3f}{{best}}"
-                          f"\n  {prompt!r} -> {reply!r} (expected {expected!r})")
             metric = -tu.from_master(row.get("pass_rate", 0.0), run) if suite else val_loss  # a collective
             improved, baseline_metric, evals_without_improvement = tu.track_best(
                 step, metric, best_metric, baseline_metric, evals_without_improvement, args.early_stop_delta)
@@ -162,7 +158,13 @@ def main(argv=None):
             if run.master:
                 log.log(row)
                 best = " (best)" if improved else ""  # after the figure that picks the best checkpoint
-                print(f"\nstep {step}: val loss {val_loss:.4f}{answer.replace('{best}', best, 1) if suite else best}")
+                if suite:
+                    (prompt, expected), reply = examples[0]
+                    standard_error = tu.standard_error(row["pass_rate"], len(suite))
+                    print(f"\nstep {step}: val loss {val_loss:.4f}, regression pass rate {row['pass_rate']:.3f} +- "
+                          f"{standard_error:.3f}{best}\n  {prompt!r} -> {reply!r} (expected {expected!r})")
+                else:
+                    print(f"\nstep {step}: val loss {val_loss:.4f}{best}")
             if step == 0:
                 eta.eval_done()
             early_stop = args.early_stop_patience > 0 and evals_without_improvement >= args.early_stop_patience
