@@ -184,10 +184,7 @@ def main(argv=None):
     # The loop's state, declared together. best_val_loss: the student's lowest validation cross-entropy after step 0
     # (lower is better; what it is judged by, with or without a teacher), at best_step. Step 0 is the baseline.
     start_step = step = ckpt["step"] if ckpt else 0
-    best_val_loss = ckpt["best_val_loss"] if ckpt else float("inf")
-    best_step = ckpt.get("best_step") if ckpt else None
-    baseline_val_loss = ckpt.get("baseline_val_loss") if ckpt else None
-    evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
+    best_val_loss, best_step, baseline_val_loss, evals_without_improvement = tu.best_so_far(ckpt)
     micro_batch, grad_accum, world_size = args.batch_size, args.grad_accum, run.world_size
     temperature_squared = args.temperature ** 2  # keeps the KL term's gradient scale as the temperature changes
     trained = [p for group in optimizer.param_groups for p in group["params"]]  # what the optimizer updates

@@ -178,10 +178,7 @@ def main(argv=None):
     # The loop's state, declared together. best_val_loss: the lowest held-out DPO loss after step 0 (lower is better),
     # at best_step. Step 0 (the SFT model: loss log 2, margin 0) is the baseline DPO is measured against, never the best.
     start_step = step = ckpt["step"] if ckpt else 0
-    best_val_loss = ckpt["best_val_loss"] if ckpt else float("inf")
-    best_step = ckpt.get("best_step") if ckpt else None
-    baseline_val_loss = ckpt.get("baseline_val_loss") if ckpt else None
-    evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
+    best_val_loss, best_step, baseline_val_loss, evals_without_improvement = tu.best_so_far(ckpt)
     micro_batch, grad_accum, world_size = args.batch_size, args.grad_accum, run.world_size
     trained = [p for group in optimizer.param_groups for p in group["params"]]  # what the optimizer updates
     ctrl_c = tu.StopSignal().install()  # from here the first Ctrl+C asks the loop to save and stop

@@ -168,10 +168,10 @@ def main(argv=None):
         tu.write_run_config(args, policy.config, tokenizer)
 
     # ------------------------------------------------------------------------- 5. resume
-    ckpt = tu.resume_training(args, run, {"model": policy}, optimizer)
-    step, best_val_loss = (ckpt["step"], ckpt["best_val_loss"]) if ckpt else (0, float("inf"))
-    raw_policy, policy = policy, tu.wrap_model(policy, run, args)
-    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard, resume_step=step if ckpt else None)
+    ckpt = tu.resume_training(args, run, {"model": policy}, optimizer)  # --resume: weights, optimizer, RNG (else None)
+    raw_policy, policy = policy, tu.wrap_model(policy, run, args)  # raw_policy: the weights; policy: what the loop calls
+    log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard,
+                        resume_step=ckpt["step"] if ckpt else None)
     generator = TextGenerator(raw_policy, tokenizer)
 
     @torch.no_grad()
@@ -214,10 +214,7 @@ def main(argv=None):
     # The loop's state, declared together. best_metric: the negated held-out reward (lower is better, so the best
     # checkpoint has the highest reward), at best_step. Step 0 (the SFT model) is the baseline, never the best.
     start_step = step = ckpt["step"] if ckpt else 0
-    best_metric = ckpt["best_val_loss"] if ckpt else float("inf")
-    best_step = ckpt.get("best_step") if ckpt else None
-    baseline_metric = ckpt.get("baseline_val_loss") if ckpt else None
-    evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
+    best_metric, best_step, baseline_metric, evals_without_improvement = tu.best_so_far(ckpt)
     prompts_per_step, group_size, world_size = args.prompts_per_step, args.num_generations, run.world_size
     trained = [p for group in optimizer.param_groups for p in group["params"]]  # what the optimizer updates
     ctrl_c = tu.StopSignal().install()  # from here the first Ctrl+C asks the loop to save and stop

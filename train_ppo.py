@@ -212,10 +212,7 @@ def main(argv=None):
     # checkpoint has the highest reward), at best_step. Step 0 (the SFT model) is the baseline, never the best.
     # kl_coef: the KL penalty's coefficient, which --adaptive-kl moves toward --target-kl.
     start_step = step = ckpt["step"] if ckpt else 0
-    best_metric = ckpt["best_val_loss"] if ckpt else float("inf")
-    best_step = ckpt.get("best_step") if ckpt else None
-    baseline_metric = ckpt.get("baseline_val_loss") if ckpt else None
-    evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
+    best_metric, best_step, baseline_metric, evals_without_improvement = tu.best_so_far(ckpt)
     kl_coef = ckpt["kl_coef"] if ckpt else args.kl_coef
     rollout_batch, minibatch_size, grad_accum, world_size = (args.rollout_batch, args.minibatch_size, args.grad_accum,
                                                              run.world_size)

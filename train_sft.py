@@ -104,10 +104,7 @@ def main(argv=None):
     # (an assistant-token loss on a small set overfits) while answers still improve: by val loss, step 150 was kept at
     # a pass rate of 0.310 while step 300 answered 0.394. Step 0 is the baseline: compared with, never the best.
     start_step = step = ckpt["step"] if ckpt else 0
-    best_metric = ckpt["best_val_loss"] if ckpt else float("inf")
-    best_step = ckpt.get("best_step") if ckpt else None
-    baseline_metric = ckpt.get("baseline_val_loss") if ckpt else None
-    evals_without_improvement = ckpt.get("evals_without_improvement", 0) if ckpt else 0
+    best_metric, best_step, baseline_metric, evals_without_improvement = tu.best_so_far(ckpt)
     micro_batch, grad_accum, world_size = args.batch_size, args.grad_accum, run.world_size
     trained = [p for group in optimizer.param_groups for p in group["params"]]  # what the optimizer updates
     ctrl_c = tu.StopSignal().install()  # from here the first Ctrl+C asks the loop to save and stop

@@ -482,8 +482,18 @@ def resume_training(args, run, models, optimizer):
         run.scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"])
     if run.master:
-        print(f"resumed from {path} at step {ckpt['step']} (best val loss {ckpt['best_val_loss']:.4f})")
+        best = f"best checkpoint: step {ckpt['best_step']}" if ckpt.get("best_step") is not None else "no best yet"
+        print(f"resumed from {path} at step {ckpt['step']} ({best})")  # the best metric may be negated: not printed
     return ckpt
+
+
+def best_so_far(ckpt):
+    """(best_metric, best_step, baseline, evals_without_improvement) that track_best carries from eval to eval: from
+    the checkpoint a run resumes from, or a fresh run's (inf, None, None, 0)."""
+    if not ckpt:
+        return float("inf"), None, None, 0
+    return (ckpt["best_val_loss"], ckpt.get("best_step"), ckpt.get("baseline_val_loss"),
+            ckpt.get("evals_without_improvement", 0))
 
 
 def track_best(step, metric, best_metric, baseline, evals_without_improvement, delta):
