@@ -1,0 +1,131 @@
+"""What every exercise test needs: load the implementation under test, compare it with the project's own code
+(values and gradients) with a message a student can act on, and run a real stage script with it plugged in."""
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FOLDERS = {"mine": "my_work", "solution": "solutions", "stub": "stubs"}
+IMPL = "mine"  # set from --impl by conftest.py
+
+# Flags that make any stage run in seconds: a tiny model, tiny batches, fp32 (so a right answer matches the
+# project's to rounding), no plots.
+FAST = ["--config", "tiny", "--batch-size", "4", "--seq-len", "64", "--eval-iters", "2", "--log-interval", "1",
+        "--dtype", "float32", "--warmup-steps", "2", "--no-plot"]
+
+
+class NotStarted(Exception):
+    """The student has no file for this exercise yet."""
+
+
+_loaded = {}
+
+
+def load(name):
+    """The module exercises/<my_work|solutions|stubs>/<name>.py, as --impl says."""
+    path = os.path.join(HERE, FOLDERS[IMPL], f"{name}.py")
+    if not os.path.exists(path):
+        raise NotStarted(f"no exercises/{FOLDERS[IMPL]}/{name}.py yet: start the exercise with "
+                         f"`python exercises/start.py {name}` (it copies the stub there for you to fill in)")
+    if path not in _loaded:
+        spec = importlib.util.spec_from_file_location(f"exercise_{IMPL}_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _loaded[path] = module
+    return _loaded[path]
+
+
+def expect_close(actual, expected, what, atol=1e-5, rtol=1e-4):
+    """Fail with one line saying what differs, where, and by how much (a tensor, number or nested list each)."""
+    actual_t = torch.as_tensor(actual, dtype=torch.float64) if not torch.is_tensor(actual) else actual.detach().double()
+    expected_t = torch.as_tensor(expected, dtype=torch.float64) if not torch.is_tensor(expected) else expected.detach().double()
+    if actual_t.shape != expected_t.shape:
+        pytest.fail(f"{what}: shape {tuple(actual_t.shape)}, expected {tuple(expected_t.shape)}", pytrace=False)
+    bad = ~torch.isclose(actual_t, expected_t, atol=atol, rtol=rtol, equal_nan=False)
+    if bad.any():
+        where = tuple(int(i) for i in bad.nonzero()[0])
+        pytest.fail(f"{what}: {int(bad.sum())} of {bad.numel()} values differ; first at index {where}: "
+                    f"yours {actual_t[where].item():.6g}, expected {expected_t[where].item():.6g}", pytrace=False)
+
+
+def expect_equal(actual, expected, what):
+    if actual != expected:
+        pytest.fail(f"{what}: got {_short(actual)}, expected {_short(expected)}", pytrace=False)
+
+
+def _short(value, n=160):
+    text = repr(value)
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def gradients(fn, *inputs):
+    """fn(*inputs) and the gradient of a fixed random weighting of its output w.r.t. every input that needs one."""
+    out = fn(*inputs)
+    out = out[0] if isinstance(out, tuple) else out
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(0), dtype=out.dtype)
+    grads = torch.autograd.grad((out * weights).sum(), [x for x in inputs if torch.is_tensor(x) and x.requires_grad])
+    return out, grads
+
+
+def leaves(*tensors):
+    return [t.detach().clone().requires_grad_(True) for t in tensors]
+
+
+def make_chain(root):
+    import train_pretrain
+    import train_reward
+    import train_sft
+    dirs = {stage: str(root / stage) for stage in ("pretrain", "sft", "reward")}
+    train_pretrain.main(FAST + ["--max-steps", "30", "--eval-interval", "30", "--vocab-size", "512",
+                                "--out-dir", dirs["pretrain"]])
+    train_sft.main(FAST + ["--max-steps", "6", "--eval-interval", "6", "--init-from", dirs["pretrain"],
+                           "--out-dir", dirs["sft"], "--eval-max-new-tokens", "8"])
+    train_reward.main(FAST + ["--max-steps", "4", "--eval-interval", "4", "--init-from", dirs["sft"],
+                              "--out-dir", dirs["reward"]])
+    return dirs
+
+
+def run_stage(script, argv, show=("train_loss",)):
+    """Run a stage script's main() in this process (so the function patched in is the one it calls) and return its
+    logged rows; prints the curves of `show` so `pytest -s` lets the student watch their code train."""
+    script.main(argv)
+    out_dir = argv[argv.index("--out-dir") + 1]
+    rows = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"), encoding="utf-8")]
+    for key in show:
+        values = [(r["step"], r[key]) for r in rows if key in r]
+        print(f"{script.__name__} {key}: " + ", ".join(f"{step}: {v:.4g}" for step, v in values))
+    return rows
+
+
+def pretrain_learns(out_dir, steps=20):
+    """Pretrain the tiny model for `steps` steps with whatever is patched in; fails unless the val loss fell."""
+    import train_pretrain
+    rows = run_stage(train_pretrain, FAST + ["--max-steps", str(steps), "--eval-interval", str(steps), "--vocab-size",
+                                             "512", "--out-dir", str(out_dir)], show=("train_loss", "val_loss"))
+    val = curve(rows, "val_loss")
+    if not val[-1] < val[0] - 0.5:
+        pytest.fail(f"with your code in the model the val loss went {val[0]:.3f} -> {val[-1]:.3f} in {steps} steps; "
+                    f"with the project's it falls by more than 1", pytrace=False)
+    return rows
+
+
+def same_run_as_the_projects(monkeypatch, out_root, script, argv, patches, keys=("train_loss",), rtol=1e-3):
+    """Run a stage script twice with the same flags and seed: with the project's code, then with `patches`
+    [(object, attribute, your function), ...] in place. A right answer logs the same numbers (to rounding)."""
+    theirs = run_stage(script, argv + ["--out-dir", str(out_root / "project")], show=keys)
+    for obj, name, value in patches:
+        monkeypatch.setattr(obj, name, value)
+    print("-- the same run with your code:")
+    mine = run_stage(script, argv + ["--out-dir", str(out_root / "yours")], show=keys)
+    for key in keys:
+        assert curve(theirs, key), f"{script.__name__} logged no {key!r}: the test asks for the wrong key"
+        expect_close(curve(mine, key), curve(theirs, key), f"{script.__name__}'s logged {key} at each step with your "
+                     f"code (vs the project's)", atol=1e-4, rtol=rtol)
+    return mine
+
+
+def curve(rows, key):
+    return [r[key] for r in rows if key in r]
