@@ -10,6 +10,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 FOLDERS = {"mine": "my_work", "solution": "solutions", "stub": "stubs"}
 IMPL = "mine"  # set from --impl by conftest.py
+RUNS = os.path.join(HERE, "runs")  # where a student's runs are kept, with their plots (git ignores it)
+_current = {"name": None}  # the exercise being tested: its runs go to runs/<name>/
 
 # Flags that make any stage run in seconds: a tiny model, tiny batches, fp32 (so a right answer matches the
 # project's to rounding), no plots.
@@ -26,6 +28,7 @@ _loaded = {}
 
 def load(name):
     """The module exercises/<my_work|solutions|stubs>/<name>.py, as --impl says."""
+    _current["name"] = name
     path = os.path.join(HERE, FOLDERS[IMPL], f"{name}.py")
     if not os.path.exists(path):
         raise NotStarted(f"no exercises/{FOLDERS[IMPL]}/{name}.py yet: start the exercise with "
@@ -90,7 +93,13 @@ def make_chain(root):
 
 def run_stage(script, argv, show=("train_loss",)):
     """Run a stage script's main() in this process (so the function patched in is the one it calls) and return its
-    logged rows; prints the curves of `show` so `pytest -s` lets the student watch their code train."""
+    logged rows; prints the curves of `show` so `pytest -s` lets the student watch their code train.
+    Testing your own code (--impl mine), the run is kept with its plots in exercises/runs/<exercise>/<folder>/."""
+    argv = list(argv)
+    if IMPL == "mine":
+        i = argv.index("--out-dir") + 1
+        argv[i] = os.path.join(RUNS, _current["name"], os.path.basename(argv[i].rstrip("/")))
+        argv = [a for a in argv if a != "--no-plot"] + ["--overwrite"]
     script.main(argv)
     out_dir = argv[argv.index("--out-dir") + 1]
     rows = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"), encoding="utf-8")]

@@ -88,3 +88,9 @@ def test_start_copies_the_stub_into_the_students_own_file_and_never_overwrites_i
     listing = subprocess.run([sys.executable, script], capture_output=True, text=True).stdout
     assert "dpo_loss     started" in listing and "rmsnorm      not started" in listing
     assert "exercises/my_work/" in open(os.path.join(ROOT, ".gitignore")).read().split()
+
+
+def test_the_teachers_page_lists_every_exercise_in_order_with_its_time():
+    page = open(os.path.join(EXERCISES, "README.md"), encoding="utf-8").read()
+    rows = re.findall(r"^\| (\d+) \| `(\w+)` \|.*\| (\d+) min \|", page, flags=re.M)
+    assert [(int(i), name) for i, name, _ in rows] == list(enumerate(start.ORDER, 1)), rows
