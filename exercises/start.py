@@ -4,6 +4,7 @@ never conflicts with your work). Without a name, list the exercises and which on
     python exercises/start.py            # the list
     python exercises/start.py rmsnorm    # then edit exercises/my_work/rmsnorm.py and run: pytest exercises -k rmsnorm
 """
+import argparse
 import os
 import shutil
 import sys
@@ -14,12 +15,15 @@ ORDER = ["bpe", "rmsnorm", "swiglu", "rope", "attention", "lr_schedule", "grad_a
 
 
 def main(argv):
-    if not argv:
+    p = argparse.ArgumentParser(description="Start an exercise: copy its stub to exercises/my_work/NAME.py; "
+                                            "without NAME, list the exercises and which ones you have started.")
+    p.add_argument("name", nargs="?", help=f"one of: {', '.join(ORDER)}")
+    name = p.parse_args(argv).name
+    if name is None:
         for i, name in enumerate(ORDER, 1):
             started = os.path.exists(os.path.join(HERE, "my_work", f"{name}.py"))
             print(f"{i:>2}. {name:<12} {'started: exercises/my_work/' + name + '.py' if started else 'not started'}")
         return 0
-    name = argv[0]
     if name not in ORDER:
         print(f"start.py: no exercise {name!r}; choose one of: {', '.join(ORDER)}", file=sys.stderr)
         return 2
