@@ -25,6 +25,8 @@ def pytest_configure(config):
     harness.IMPL = config.getoption("--impl")
     if config.option.tbstyle == "auto":
         config.option.tbstyle = "short"  # a student needs the line of their code that failed, not torch's internals
+    if config.option.showcapture == "all":
+        config.option.showcapture = "stdout"  # a failed run's stderr is progress bars; its stdout has the curves
 
 
 @pytest.hookimpl(hookwrapper=True)
