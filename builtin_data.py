@@ -12,6 +12,7 @@ Every fact is stated in the pretraining text; SFT teaches the question-answer fo
 and we measure on 'heldout' questions whose facts were only ever seen as statements. A tiny model learns the
 text within minutes on 2 CPU cores, and answer accuracy makes the later stages measurable.
 """
+import json
 import random
 import re
 import zlib
@@ -288,6 +289,118 @@ def preference_pairs(seed=0, split="train"):
                       "kind": kind})
     rng.shuffle(pairs)
     return pairs
+
+
+# ----------------------------------------------------------------------------- multi-digit arithmetic, shown worked
+# A tiny model cannot add two 3-digit numbers in one jump (GRPO on them never samples a right answer), but it can
+# follow the school method one column at a time. These items carry that method as reasoning text (column by column,
+# ones first, carries and borrows said), a calculator call that gets the answer instead, and the plain answer, so the
+# three ways can be trained on the same questions. 1 in 5 operand pairs is held out of every split's training.
+ARITHMETIC_OPS = {"add": ("plus", "加", "+"), "sub": ("minus", "减", "-"), "mul": ("times", "乘", "*")}
+
+
+def _column_digits(n, width):
+    return [(n // 10 ** i) % 10 for i in range(width)]  # ones first
+
+
+def worked_steps(op, a, b, lang="en"):
+    """The school method for a op b as lines, ones column first. add: any sizes; sub: a >= b (borrows said; a 0
+    that lends becomes -1 and borrows in turn, so every line is true arithmetic); mul: b has one digit (carries said).
+    Example: worked_steps("add", 478, 356) -> ['8 + 6 = 14, write 4, carry 1.', '7 + 5 + 1 = 13, write 3, carry 1.',
+    '4 + 3 + 1 = 8, write 8.', 'So 478 + 356 = 834.']"""
+    zh = lang == "zh"
+    word, zh_word, sign = ARITHMETIC_OPS[op]
+    lines, carry = [], 0
+    if op == "add":
+        width = len(str(max(a, b)))
+        for i, (x, y) in enumerate(zip(_column_digits(a, width), _column_digits(b, width))):
+            total = x + y + carry
+            terms = [x, y] + ([carry] if carry else [])
+            last = i == width - 1
+            written = total if last else total % 10  # the last column writes its whole sum
+            carry = 0 if last else total // 10
+            lhs = ("加" if zh else " + ").join(map(str, terms))
+            if zh:
+                lines.append(f"{lhs}等于{total}，写{written}" + (f"，进{carry}。" if carry else "。"))
+            else:
+                lines.append(f"{lhs} = {total}, write {written}" + (f", carry {carry}." if carry else "."))
+    elif op == "sub":
+        if a < b:
+            raise ValueError(f"worked_steps: {a} - {b} would be negative")
+        width, borrow = len(str(a)), 0
+        for x, y in zip(_column_digits(a, width), _column_digits(b, width)):
+            top = x - borrow
+            note = ((f"{x}被借走1，剩{top}；" if zh else f"{x} - 1 = {top} (lent 1); ") if borrow else "")
+            borrow = int(top < y)
+            if borrow:
+                note += f"{top}不够减{y}，借1：" if zh else f"{top} < {y}, borrow 1: "
+            diff = top + 10 * borrow - y
+            lhs = top + 10 * borrow
+            lines.append(f"{note}{lhs}减{y}等于{diff}，写{diff}。" if zh else f"{note}{lhs} - {y} = {diff}, write {diff}.")
+    elif op == "mul":
+        if not 0 <= b <= 9:
+            raise ValueError(f"worked_steps: the multiplier {b} must have one digit")
+        width = len(str(a))
+        for i, x in enumerate(_column_digits(a, width)):
+            total = x * b + carry
+            last = i == width - 1
+            product = (f"{x}乘{b}" if zh else f"{x} * {b}") + ((f"加{carry}" if zh else f" + {carry}") if carry else "")
+            written = total if last else total % 10
+            carry = 0 if last else total // 10
+            lines.append(f"{product}等于{total}，写{written}" + (f"，进{carry}。" if carry else "。") if zh else
+                         f"{product} = {total}, write {written}" + (f", carry {carry}." if carry else "."))
+    result = {"add": a + b, "sub": a - b, "mul": a * b}[op]
+    lines.append(f"所以{a}{zh_word}{b}等于{result}。" if zh else f"So {a} {sign} {b} = {result}.")
+    return lines
+
+
+def _held_out(op, a, b):
+    return zlib.crc32(f"{op} {a} {b}".encode()) % 5 == 0  # the same pair is held out whatever the seed
+
+
+def arithmetic_items(split="train", n=2000, seed=0, ops=("add", "sub"), digits=3):
+    """Questions whose answers a program checks, with the worked steps, the calculator expression and the answer
+    sentence: [{"prompt", "answer", "lang", "op", "a", "b", "reasoning", "expression", "response"}]. add and sub
+    use two `digits`-digit numbers (sub: the larger first), mul a 2-digit by a 1-digit number. split 'train' never
+    holds a 'heldout' operand pair (1 in 5 pairs, fixed by a hash of the pair)."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    rng, items = random.Random(f"arithmetic {seed} {split}"), []
+    low, high = 10 ** (digits - 1), 10 ** digits - 1
+    while len(items) < n:
+        op = ops[len(items) % len(ops)]
+        a, b = (rng.randint(10, 99), rng.randint(2, 9)) if op == "mul" else (rng.randint(low, high), rng.randint(low, high))
+        if op == "sub" and a < b:
+            a, b = b, a
+        if _held_out(op, a, b) != (split == "heldout"):
+            continue
+        lang = "en" if (len(items) // len(ops)) % 2 == 0 else "zh"
+        word, zh_word, sign = ARITHMETIC_OPS[op]
+        result = {"add": a + b, "sub": a - b, "mul": a * b}[op]
+        items.append({
+            "prompt": f"What is {a} {word} {b}?" if lang == "en" else f"{a}{zh_word}{b}等于多少？",
+            "answer": str(result), "lang": lang, "op": op, "a": a, "b": b,
+            "reasoning": "\n".join(worked_steps(op, a, b, lang)), "expression": f"{a} {sign} {b}",
+            "response": f"{a} {word} {b} is {result}." if lang == "en" else f"{a}{zh_word}{b}等于{result}。"})
+    return items
+
+
+def arithmetic_conversation(item, way):
+    """One item as an OpenAI-style conversation, answered the `way` a chain trains: 'direct' (the answer sentence),
+    'think' (the worked steps as reasoning_content, then the answer) or 'tool' (a calculator call, its result as a
+    tool message, then the answer)."""
+    user = {"role": "user", "content": item["prompt"]}
+    if way == "direct":
+        return [user, {"role": "assistant", "content": item["response"]}]
+    if way == "think":
+        return [user, {"role": "assistant", "reasoning_content": item["reasoning"], "content": item["response"]}]
+    if way == "tool":
+        call = {"id": "call_0", "type": "function",
+                "function": {"name": "calculator", "arguments": json.dumps({"expression": item["expression"]})}}
+        return [user, {"role": "assistant", "content": "", "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "call_0", "content": item["answer"]},
+                {"role": "assistant", "content": item["response"]}]
+    raise ValueError(f"way must be 'direct', 'think' or 'tool', got {way!r}")
 
 
 if __name__ == "__main__":

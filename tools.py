@@ -140,5 +140,12 @@ def calculate(expression):
         return f"error: {e}"
 
 
+# The calculator as a tool a model is told about, in OpenAI's function-calling schema (what `tools=[...]` carries).
+CALCULATOR_TOOL = {"type": "function", "function": {
+    "name": "calculator", "description": "Compute an arithmetic expression with + - * / and parentheses, exactly.",
+    "parameters": {"type": "object", "properties": {"expression": {"type": "string", "description": "e.g. 478 + 356"}},
+                   "required": ["expression"]}}}
+
+
 if __name__ == "__main__":
     print(calculate(" ".join(sys.argv[1:])))
