@@ -17,6 +17,8 @@ import random
 import re
 import zlib
 
+import tools
+
 NAMES = [("Mira", "米拉"), ("Tobin", "托宾"), ("Lumi", "露米"), ("Pip", "皮普"), ("Odo", "奥多"), ("Wren", "雷恩"),
          ("Bex", "贝克斯"), ("Kato", "加藤"), ("Nell", "内尔"), ("Rory", "罗里"), ("Sage", "赛吉"), ("Fenn", "芬恩"),
          ("Ivo", "伊沃"), ("Juno", "朱诺"), ("Lark", "拉克"), ("Milo", "米洛"), ("Nova", "诺瓦"), ("Otis", "奥蒂斯"),
@@ -299,6 +301,10 @@ def preference_pairs(seed=0, split="train"):
 ARITHMETIC_OPS = {"add": ("plus", "加", "+"), "sub": ("minus", "减", "-"), "mul": ("times", "乘", "*")}
 
 
+def _result(op, a, b):
+    return {"add": a + b, "sub": a - b, "mul": a * b}[op]
+
+
 def _column_digits(n, width):
     return [(n // 10 ** i) % 10 for i in range(width)]  # ones first
 
@@ -334,8 +340,8 @@ def worked_steps(op, a, b, lang="en"):
             borrow = int(top < y)
             if borrow:
                 note += f"{top}不够减{y}，借1：" if zh else f"{top} < {y}, borrow 1: "
-            diff = top + 10 * borrow - y
             lhs = top + 10 * borrow
+            diff = lhs - y
             lines.append(f"{note}{lhs}减{y}等于{diff}，写{diff}。" if zh else f"{note}{lhs} - {y} = {diff}, write {diff}.")
     elif op == "mul":
         if not 0 <= b <= 9:
@@ -347,9 +353,11 @@ def worked_steps(op, a, b, lang="en"):
             product = (f"{x}乘{b}" if zh else f"{x} * {b}") + ((f"加{carry}" if zh else f" + {carry}") if carry else "")
             written = total if last else total % 10
             carry = 0 if last else total // 10
-            lines.append(f"{product}等于{total}，写{written}" + (f"，进{carry}。" if carry else "。") if zh else
-                         f"{product} = {total}, write {written}" + (f", carry {carry}." if carry else "."))
-    result = {"add": a + b, "sub": a - b, "mul": a * b}[op]
+            if zh:
+                lines.append(f"{product}等于{total}，写{written}" + (f"，进{carry}。" if carry else "。"))
+            else:
+                lines.append(f"{product} = {total}, write {written}" + (f", carry {carry}." if carry else "."))
+    result = _result(op, a, b)
     lines.append(f"所以{a}{zh_word}{b}等于{result}。" if zh else f"So {a} {sign} {b} = {result}.")
     return lines
 
@@ -376,7 +384,7 @@ def arithmetic_items(split="train", n=2000, seed=0, ops=("add", "sub"), digits=3
             continue
         lang = "en" if (len(items) // len(ops)) % 2 == 0 else "zh"
         word, zh_word, sign = ARITHMETIC_OPS[op]
-        result = {"add": a + b, "sub": a - b, "mul": a * b}[op]
+        result = _result(op, a, b)
         items.append({
             "prompt": f"What is {a} {word} {b}?" if lang == "en" else f"{a}{zh_word}{b}等于多少？",
             "answer": str(result), "lang": lang, "op": op, "a": a, "b": b,
@@ -395,10 +403,10 @@ def arithmetic_conversation(item, way):
     if way == "think":
         return [user, {"role": "assistant", "reasoning_content": item["reasoning"], "content": item["response"]}]
     if way == "tool":
-        call = {"id": "call_0", "type": "function",
-                "function": {"name": "calculator", "arguments": json.dumps({"expression": item["expression"]})}}
+        call = {"id": "call_0", "type": "function", "function": {
+            "name": tools.CALCULATOR_TOOL["function"]["name"], "arguments": json.dumps({"expression": item["expression"]})}}
         return [user, {"role": "assistant", "content": "", "tool_calls": [call]},
-                {"role": "tool", "tool_call_id": "call_0", "content": item["answer"]},
+                {"role": "tool", "tool_call_id": "call_0", "content": tools.calculate(item["expression"])},
                 {"role": "assistant", "content": item["response"]}]
     raise ValueError(f"way must be 'direct', 'think' or 'tool', got {way!r}")
 

@@ -3,20 +3,19 @@
 import importlib.util
 import json
 import os
+import sys
 
 import pytest
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.append(os.path.join(os.path.dirname(HERE), "tests"))
+from tiny_runs import FAST, make_chain  # noqa: E402,F401  (the tests' tiny runs: the same flags and chain)
+
 FOLDERS = {"mine": "my_work", "solution": "solutions", "stub": "stubs"}
 IMPL = "mine"  # set from --impl by conftest.py
 RUNS = os.path.join(HERE, "runs")  # where a student's runs are kept, with their plots (git ignores it)
 _current = {"name": None}  # the exercise being tested: its runs go to runs/<name>/
-
-# Flags that make any stage run in seconds: a tiny model, tiny batches, fp32 (so a right answer matches the
-# project's to rounding), no plots.
-FAST = ["--config", "tiny", "--batch-size", "4", "--seq-len", "64", "--eval-iters", "2", "--log-interval", "1",
-        "--dtype", "float32", "--warmup-steps", "2", "--no-plot"]
 
 
 class NotStarted(Exception):
@@ -43,8 +42,7 @@ def load(name):
 
 def expect_close(actual, expected, what, atol=1e-5, rtol=1e-4):
     """Fail with one line saying what differs, where, and by how much (a tensor, number or nested list each)."""
-    actual_t = torch.as_tensor(actual, dtype=torch.float64) if not torch.is_tensor(actual) else actual.detach().double()
-    expected_t = torch.as_tensor(expected, dtype=torch.float64) if not torch.is_tensor(expected) else expected.detach().double()
+    actual_t, expected_t = _float64(actual), _float64(expected)
     if actual_t.shape != expected_t.shape:
         pytest.fail(f"{what}: shape {tuple(actual_t.shape)}, expected {tuple(expected_t.shape)}", pytrace=False)
     bad = ~torch.isclose(actual_t, expected_t, atol=atol, rtol=rtol, equal_nan=False)
@@ -52,6 +50,10 @@ def expect_close(actual, expected, what, atol=1e-5, rtol=1e-4):
         where = tuple(int(i) for i in bad.nonzero()[0])
         pytest.fail(f"{what}: {int(bad.sum())} of {bad.numel()} values differ; first at index {where}: "
                     f"yours {actual_t[where].item():.6g}, expected {expected_t[where].item():.6g}", pytrace=False)
+
+
+def _float64(value):
+    return value.detach().double() if torch.is_tensor(value) else torch.as_tensor(value, dtype=torch.float64)
 
 
 def expect_equal(actual, expected, what):
@@ -75,20 +77,6 @@ def gradients(fn, *inputs):
 
 def leaves(*tensors):
     return [t.detach().clone().requires_grad_(True) for t in tensors]
-
-
-def make_chain(root):
-    import train_pretrain
-    import train_reward
-    import train_sft
-    dirs = {stage: str(root / stage) for stage in ("pretrain", "sft", "reward")}
-    train_pretrain.main(FAST + ["--max-steps", "30", "--eval-interval", "30", "--vocab-size", "512",
-                                "--out-dir", dirs["pretrain"]])
-    train_sft.main(FAST + ["--max-steps", "6", "--eval-interval", "6", "--init-from", dirs["pretrain"],
-                           "--out-dir", dirs["sft"], "--eval-max-new-tokens", "8"])
-    train_reward.main(FAST + ["--max-steps", "4", "--eval-interval", "4", "--init-from", dirs["sft"],
-                              "--out-dir", dirs["reward"]])
-    return dirs
 
 
 def run_stage(script, argv, show=("train_loss",)):

@@ -10,25 +10,15 @@ import pytest  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Flags that make any stage run in seconds: a tiny model, tiny batches, fp32 (bit-exact resume), no plots.
-FAST = ["--config", "tiny", "--batch-size", "4", "--seq-len", "64", "--eval-iters", "2", "--log-interval", "1",
-        "--dtype", "float32", "--warmup-steps", "2", "--no-plot"]
+from tiny_runs import FAST, make_chain  # noqa: E402,F401  (the tests import FAST from here)
 
 
 @pytest.fixture(scope="session")
 def stage_dirs(tmp_path_factory):
     """A short pretrain -> SFT -> reward chain on the built-in data, shared by the later stages' tests."""
-    import train_pretrain
-    import train_reward
-    import train_sft
     root = tmp_path_factory.mktemp("chain")
     os.environ["MINIGPT_DATA_DIR"] = str(root / "cache")
-    dirs = {stage: str(root / stage) for stage in ("pretrain", "sft", "reward")}
-    train_pretrain.main(FAST + ["--max-steps", "30", "--eval-interval", "30", "--vocab-size", "512", "--out-dir", dirs["pretrain"]])
-    train_sft.main(FAST + ["--max-steps", "6", "--eval-interval", "6", "--init-from", dirs["pretrain"], "--out-dir", dirs["sft"],
-                           "--eval-max-new-tokens", "8"])
-    train_reward.main(FAST + ["--max-steps", "4", "--eval-interval", "4", "--init-from", dirs["sft"], "--out-dir", dirs["reward"]])
-    return dirs
+    return make_chain(root)
 
 
 # torchrun --standalone picks a free port at start; on a busy machine another process can take it first
