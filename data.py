@@ -174,24 +174,86 @@ def _field(record, name, typ):
     return value
 
 
+INLINE_THINK = re.compile(r"\s*<think>(.*?)</think>\s*(?:<answer>(.*)</answer>\s*)?", re.S)
+
+
+def _tool_calls(calls, where):
+    """OpenAI tool calls, checked: [{"id"?, "type": "function", "function": {"name", "arguments" (JSON text)}}]."""
+    if not isinstance(calls, list):
+        raise DataError(f"field '{where}' should be a list")
+    out = []
+    for j, call in enumerate(calls):
+        fn = call.get("function", call) if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise DataError(f"field '{where}[{j}].function.name' should be str")
+        arguments = fn.get("arguments", {})
+        if isinstance(arguments, str):
+            try:
+                json.loads(arguments)
+            except json.JSONDecodeError:
+                raise DataError(f"field '{where}[{j}].function.arguments' is not valid JSON: {arguments[:60]!r}") from None
+        elif isinstance(arguments, dict):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        else:
+            raise DataError(f"field '{where}[{j}].function.arguments' should be a JSON string or an object")
+        out.append({**({"id": call["id"]} if isinstance(call.get("id"), str) else {}), "type": "function",
+                    "function": {"name": fn["name"], "arguments": arguments}})
+    return out
+
+
 def _messages(items, field):
     """Chat turns as [{"role", "content"}], from {"role", "content"} items or ShareGPT's {"from", "value"} ones
-    (some datasets put those under "messages", some put role/content under "conversations")."""
+    (some datasets put those under "messages", some put role/content under "conversations"). OpenAI / MiniMind-3
+    extras are kept: an assistant's reasoning_content and tool_calls (content may then be null), role "tool" with
+    tool_call_id. Reasoning written inline, as MiniMind's r1 files do ("<think>...</think> answer", the answer
+    optionally in <answer>...</answer>), becomes reasoning_content."""
     if not items:
         raise DataError(f"field '{field}' is an empty list")
     out = []
     for i, m in enumerate(items):
         sharegpt = isinstance(m, dict) and "from" in m and "role" not in m
         role_key, content_key = ("from", "value") if sharegpt else ("role", "content")
-        if not isinstance(m, dict) or role_key not in m or content_key not in m:
+        if not isinstance(m, dict) or role_key not in m or (content_key not in m and "tool_calls" not in m):
             raise DataError(f"field '{field}[{i}]' should be an object with '{role_key}' and '{content_key}'")
         role = SHAREGPT_ROLES.get(m[role_key], m[role_key]) if sharegpt else m[role_key]
-        if role not in ("system", "user", "assistant"):
-            raise DataError(f"field '{field}[{i}].{role_key}' is {m[role_key]!r}, expected system/user/assistant")
-        if not isinstance(m[content_key], str):
+        if role not in ("system", "user", "assistant", "tool"):
+            raise DataError(f"field '{field}[{i}].{role_key}' is {m[role_key]!r}, expected system/user/assistant/tool")
+        content = m.get(content_key)
+        if not isinstance(content, str) and not (content is None and role == "assistant" and m.get("tool_calls")):
             raise DataError(f"field '{field}[{i}].{content_key}' should be str")
-        out.append({"role": role, "content": m[content_key]})
+        msg = {"role": role, "content": content or ""}
+        if role == "assistant":
+            reasoning = m.get("reasoning_content")
+            if reasoning is not None and not isinstance(reasoning, str):
+                raise DataError(f"field '{field}[{i}].reasoning_content' should be str")
+            inline = INLINE_THINK.match(msg["content"]) if reasoning is None else None
+            if inline:
+                reasoning = inline.group(1).strip("\n")
+                msg["content"] = (inline.group(2) if inline.group(2) is not None else msg["content"][inline.end():]).strip()
+            elif reasoning is None and "<think>" in msg["content"]:
+                raise DataError(f"field '{field}[{i}].{content_key}' has <think> without a closing </think>")
+            if reasoning is not None:
+                msg["reasoning_content"] = reasoning
+            if m.get("tool_calls"):
+                msg["tool_calls"] = _tool_calls(m["tool_calls"], f"{field}[{i}].tool_calls")
+        if role == "tool" and isinstance(m.get("tool_call_id"), str):
+            msg["tool_call_id"] = m["tool_call_id"]
+        out.append(msg)
     return out
+
+
+def _with_tools(msgs, record):
+    """The record's OpenAI `tools` list travels in the first system message (one is added if there is none), where
+    tokenizer.chat_pieces renders it."""
+    tools = record.get("tools")
+    if tools is None:
+        return msgs
+    if not isinstance(tools, list) or not all(isinstance(t, dict) and isinstance(t.get("function", t).get("name"), str)
+                                              for t in tools):
+        raise DataError("field 'tools' should be a list of {\"type\": \"function\", \"function\": {\"name\": ...}} objects")
+    if msgs[0]["role"] != "system":
+        msgs = [{"role": "system", "content": ""}] + msgs
+    return [{**msgs[0], "tools": tools}] + msgs[1:]
 
 
 def _hh_turns(transcript, field):
@@ -224,7 +286,7 @@ def normalise(record, fmt):
         msgs = _messages(items, key)
         if not any(m["role"] == "assistant" for m in msgs):
             raise DataError(f"field '{key}' has no assistant turn")
-        return msgs
+        return _with_tools(msgs, record)
     if fmt == "alpaca":
         instruction, inp = _field(record, "instruction", str), record.get("input") or ""
         if not isinstance(inp, str):
@@ -352,6 +414,35 @@ def builtin_records(kind):
     return prompt_records(builtin_data.checkable_prompts(split="train"))
 
 
+ARITHMETIC_WAYS = ("arithmetic-direct", "arithmetic-think", "arithmetic-tool")
+ARITHMETIC_TRAIN_ITEMS = 20000  # distinct operand pairs are ~650k: the model sees few twice
+
+
+def arithmetic_records(source, kind, split, n=None):
+    """builtin_data.arithmetic_items as SFT conversations (kind chat) or as prompts with answers (kind prompt), answered
+    the way the source names: arithmetic-direct (the answer), -think (worked steps as reasoning, then the answer), -tool
+    (a calculator call, its result, the answer; the calculator is offered in the system turn). split 'heldout': operand
+    pairs no training split holds."""
+    if kind not in ("chat", "prompt"):
+        raise DataError(f"--data {source}: conversations (train_sft.py) or prompts (train_grpo.py); this stage needs {kind}")
+    way = source.split("-")[1]
+    items = builtin_data.arithmetic_items(split, n or (ARITHMETIC_TRAIN_ITEMS if split == "train" else 200))
+    tools = {"tools": [builtin_data.tools.CALCULATOR_TOOL]} if way == "tool" else {}
+    if kind == "chat":
+        return [_with_tools(builtin_data.arithmetic_conversation(it, way), tools) for it in items]
+    return [{"prompt": _with_tools([{"role": "user", "content": it["prompt"]}], tools), "answer": it["answer"]}
+            for it in items]
+
+
+def heldout_prompts(specs):
+    """Held-out prompts for the built-in sources (questions, or operand pairs, that training never sees), or None."""
+    if specs == ["builtin"]:
+        return prompt_records(builtin_data.checkable_prompts(split="heldout"))
+    if len(specs) == 1 and specs[0] in ARITHMETIC_WAYS:
+        return arithmetic_records(specs[0], "prompt", "heldout")
+    return None
+
+
 def prompt_records(items):
     """Questions with answers a program checks ([{"prompt", "answer"}]) as 'prompt'-format records."""
     return [{"prompt": [{"role": "user", "content": it["prompt"]}], "answer": it["answer"]} for it in items]
@@ -370,6 +461,8 @@ def load_datasets(specs, kind, seed=0, val_split=0.05, global_ratio=1.0, max_rec
         skipped = []
         if src.path == "builtin":
             records = builtin_records(kind)
+        elif src.path in ARITHMETIC_WAYS:  # worked 3-digit sums and differences, answered one of three ways
+            records = arithmetic_records(src.path, kind, "train")
         elif re.fullmatch(r"arithmetic(-[1-9])*", src.path):  # sums made on the fly, with answers a program checks
             if kind != "prompt":
                 raise DataError(f"--data {src.path}: prompts with answers, for train_grpo.py / train_ppo.py; this stage needs {kind}")
@@ -679,18 +772,26 @@ def pair_batch(dataset, indices, pad_id):
     return ids, lengths, prompt_lengths
 
 
-def response_targets(ids, lengths, prompt_lengths):
+def response_targets(ids, lengths, prompt_lengths, by_model=None):
     """Shift for next-token prediction and mark the response: x = ids[:, :-1], y = ids[:, 1:], and
-    response_mask[b, t] = 1 where y[b, t] is a response token (not the prompt, not padding)."""
+    response_mask[b, t] = 1 where y[b, t] is a response token (not the prompt, not padding). by_model: per row, 1/0
+    for each response token (0: a tool's reply fed in during the rollout, which is not the model's to learn)."""
     position = torch.arange(1, ids.size(1), device=ids.device)[None, :]  # where y[:, t] sits in ids
     response_mask = (position >= prompt_lengths[:, None].to(ids.device)) & (position < lengths[:, None].to(ids.device))
+    if by_model is not None:
+        own = torch.ones_like(ids, dtype=torch.bool)
+        for b, flags in enumerate(by_model):
+            start = int(prompt_lengths[b])
+            own[b, start:start + len(flags)] = torch.tensor(flags, dtype=torch.bool, device=ids.device)
+        response_mask &= own[:, 1:]
     return ids[:, :-1], ids[:, 1:], response_mask.float()
 
 
-def rollout_sequences(prompt_ids, response_ids, eos_id, pad_id):
-    """Prompt + generated tokens cut after the first <|im_end|>, right-padded: (ids, lengths, prompt_lengths, the
-    cut responses). response_targets(ids, lengths, prompt_lengths) then marks exactly the generated tokens."""
-    responses = [r[:r.index(eos_id) + 1] if eos_id in r else r for r in response_ids]
+def rollout_sequences(prompt_ids, response_ids, eos_id, pad_id, cut=True):
+    """Prompt + generated tokens cut after the first <|im_end|> (cut=False: as they are; a tool rollout holds several
+    turns), right-padded: (ids, lengths, prompt_lengths, the responses). response_targets(ids, lengths,
+    prompt_lengths) then marks exactly the generated tokens."""
+    responses = [r[:r.index(eos_id) + 1] if cut and eos_id in r else r for r in response_ids]
     responses = [r if r else [eos_id] for r in responses]  # an empty response still ends the turn
     ids, lengths = pad_sequences([p + r for p, r in zip(prompt_ids, responses)], pad_id)
     return ids, lengths, torch.tensor([len(p) for p in prompt_ids]), responses

@@ -38,6 +38,7 @@ from common import cli, cpu_threads, keep_freed_memory, resolve_device
 from export_hf import read_hf_folder
 from generate import GenerationConfig, TextGenerator, load_generator, process_logits
 from model import KVCache, hf_folder_message, quantize_int8
+from tools import parse_assistant
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chat.html")
 
@@ -241,7 +242,8 @@ class BadRequest(Exception):
 
 IGNORED_AT_DEFAULT = {"frequency_penalty": 0, "presence_penalty": 0, "logprobs": False}  # accepted only at these values
 KNOWN = {"model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "stop", "seed", "n", "stream",
-         "stream_options", "user", "repetition_penalty", *IGNORED_AT_DEFAULT}
+         "stream_options", "user", "repetition_penalty", "tools", "tool_choice", "parallel_tool_calls",
+         "chat_template_kwargs", *IGNORED_AT_DEFAULT}
 
 
 def field(body, name, kinds, check=None, rule=None, default=None):
@@ -269,9 +271,67 @@ def message_text(message, i):
     raise BadRequest(f"messages[{i}].content must be a string or a list of text parts", f"messages[{i}].content")
 
 
+def chat_turns(messages):
+    """OpenAI messages -> the chat template's: roles system (or developer), user, assistant (with tool_calls and
+    reasoning_content), tool (the result of a call)."""
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("'messages' must be a non-empty array of {role, content} objects", "messages")
+    turns = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise BadRequest(f"messages[{i}] must be an object with 'role' and 'content'", f"messages[{i}]")
+        role = {"developer": "system"}.get(m.get("role"), m.get("role"))
+        if role not in ("system", "user", "assistant", "tool"):
+            raise BadRequest(f"messages[{i}].role is {json.dumps(m.get('role'))}; expected system, developer, user, "
+                             f"assistant or tool", f"messages[{i}].role", "invalid_value")
+        calls = m.get("tool_calls") or []
+        if role == "assistant" and calls:
+            ok = isinstance(calls, list) and all(isinstance(c, dict) and isinstance(c.get("function"), dict)
+                                                 and isinstance(c["function"].get("name"), str)
+                                                 and isinstance(c["function"].get("arguments", ""), str) for c in calls)
+            if not ok:
+                raise BadRequest(f"messages[{i}].tool_calls must be [{{id, type, function: {{name, arguments (a JSON "
+                                 f"string)}}}}]", f"messages[{i}].tool_calls")
+            turn = {"role": role, "content": message_text(m, i) if m.get("content") is not None else "", "tool_calls": calls}
+        else:
+            turn = {"role": role, "content": message_text(m, i)}
+        if role == "assistant" and isinstance(m.get("reasoning_content"), str):
+            turn["reasoning_content"] = m["reasoning_content"]
+        turns.append(turn)
+    return turns
+
+
+def tool_settings(body, tokenizer):
+    """(tools to offer or None, the text the assistant turn is forced to start with, enable_thinking) from tools,
+    tool_choice and chat_template_kwargs. tool_choice: "auto" (the model decides), "none" (no tools offered),
+    "required" (the turn starts a call), or {"type": "function", "function": {"name"}} (the turn starts that call)."""
+    tools = field(body, "tools", (list,))
+    if tools is not None and not all(isinstance(t, dict) and isinstance(t.get("function"), dict)
+                                     and isinstance(t["function"].get("name"), str) for t in tools):
+        raise BadRequest("'tools' must be [{\"type\": \"function\", \"function\": {\"name\", \"description\", "
+                         "\"parameters\"}}]", "tools")
+    thinking = field(body, "chat_template_kwargs", (dict,), default={}).get("enable_thinking", True)
+    choice = body.get("tool_choice", "auto")
+    names = [t["function"]["name"] for t in tools or []]
+    if choice is None or choice == "auto":
+        return tools or None, "", thinking
+    if choice == "none":
+        return None, "", thinking
+    if not tools:
+        raise BadRequest("'tool_choice' other than auto or none needs 'tools'", "tool_choice")
+    # a forced call starts after an empty reasoning block, so the tokens match those of a call the model starts itself
+    if choice == "required":
+        return tools, '<think>\n\n</think>\n\n<tool_call>\n{"name": "', False
+    name = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    if name not in names:
+        raise BadRequest(f"'tool_choice' must be auto, none, required or {{\"type\": \"function\", \"function\": "
+                         f"{{\"name\": one of {names}}}}}", "tool_choice", "invalid_value")
+    return tools, '<think>\n\n</think>\n\n<tool_call>\n{"name": "' + name + '", "arguments":', False
+
+
 def parse_request(body, kind, engine, max_n):
-    """A request body -> (prompts as token id lists, GenerationConfig per choice, n, stream, include_usage, warnings).
-    Everything is checked before anything is queued."""
+    """A request body -> (prompts as token id lists, GenerationConfig per choice, stream, include_usage, warnings,
+    forced: the text each chat answer was made to start with). Everything is checked before anything is queued."""
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
     tokenizer, context = engine.tokenizer, engine.config.max_seq_len
@@ -282,20 +342,17 @@ def parse_request(body, kind, engine, max_n):
     for name, default in IGNORED_AT_DEFAULT.items():
         if body.get(name) not in (None, default):
             raise BadRequest(f"'{name}' is not supported (only {json.dumps(default)})", name, "unsupported_parameter")
+    forced = ""
     if kind == "chat":
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise BadRequest("'messages' must be a non-empty array of {role, content} objects", "messages")
-        turns = []
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict):
-                raise BadRequest(f"messages[{i}] must be an object with 'role' and 'content'", f"messages[{i}]")
-            role = {"developer": "system"}.get(m.get("role"), m.get("role"))
-            if role not in ("system", "user", "assistant"):
-                raise BadRequest(f"messages[{i}].role is {json.dumps(m.get('role'))}; expected system, developer, user or "
-                                 f"assistant", f"messages[{i}].role", "invalid_value")
-            turns.append({"role": role, "content": message_text(m, i)})
-        prompts = [tokenizer.apply_chat_template(turns, add_generation_prompt=True)[0]]
+        turns = chat_turns(body.get("messages"))
+        tools, forced, thinking = tool_settings(body, tokenizer)
+        try:
+            prompt = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tools=tools, enable_thinking=thinking)[0]
+        except ValueError as e:  # e.g. a tool call without a name, or a tokenizer from before tools and reasoning
+            raise BadRequest(f"messages: {e}", "messages") from None
+        if forced:  # the forced start, after the template's empty reasoning block (rendered once, not twice)
+            prompt = prompt + tokenizer.encode(forced[len("<think>\n\n</think>"):], allow_special=True)
+        prompts = [prompt]
     else:
         prompt = body.get("prompt")
         texts = [prompt] if isinstance(prompt, str) else prompt
@@ -330,7 +387,7 @@ def parse_request(body, kind, engine, max_n):
     stream = field(body, "stream", (bool,), default=False)
     include_usage = bool(field(body, "stream_options", (dict,), default={}).get("include_usage"))
     field(body, "model", (str,))
-    return prompts, configs, stream, include_usage, warnings
+    return prompts, configs, stream, include_usage, warnings, forced
 
 
 # ----------------------------------------------------------------------------- 4. HTTP
@@ -367,7 +424,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         started = time.time()
         try:
-            prompts, configs, stream, include_usage, warnings = parse_request(self.read_json(), kind, self.engine, self.max_n)
+            prompts, configs, stream, include_usage, warnings, forced = parse_request(self.read_json(), kind, self.engine,
+                                                                                      self.max_n)
             events = queue.Queue()
             sequences = [Sequence(p, cfg, i * len(configs) + j, events)
                          for i, p in enumerate(prompts) for j, cfg in enumerate(configs)]
@@ -377,7 +435,7 @@ class Handler(BaseHTTPRequestHandler):
         except Overloaded as e:
             return self.send_error_json(HTTPStatus.TOO_MANY_REQUESTS, f"server busy: {e}; retry shortly",
                                         code="rate_limit_exceeded", kind="rate_limit_error")
-        reply = Reply(kind, self.model_name, sequences, sum(len(p) for p in prompts), warnings)
+        reply = Reply(kind, self.model_name, sequences, sum(len(p) for p in prompts), warnings, forced)
         tokens = self.stream(reply, events, include_usage) if stream else self.complete(reply, events)
         if not self.quiet:
             print(f"{self.command} {path} {len(sequences)} choice(s), {tokens} tokens in {time.time() - started:.2f} s"
@@ -412,7 +470,8 @@ class Handler(BaseHTTPRequestHandler):
                 if event[0] == "error":
                     self.write_event({"error": {"message": event[1], "type": "server_error"}})
                     return 0
-                self.write_event(reply.chunk(event))
+                for chunk in reply.chunks(event):
+                    self.write_event(chunk)
             if include_usage:
                 self.write_event(reply.usage_chunk())
             self.wfile.write(b"data: [DONE]\n\n")
@@ -478,8 +537,10 @@ class Handler(BaseHTTPRequestHandler):
 class Reply:
     """The OpenAI objects of one request: the whole response, or its streamed chunks, built from engine events."""
 
-    def __init__(self, kind, model_name, sequences, prompt_tokens, warnings):
+    def __init__(self, kind, model_name, sequences, prompt_tokens, warnings, forced=""):
         self.kind, self.sequences, self.prompt_tokens, self.warnings = kind, sequences, prompt_tokens, warnings
+        self.forced = forced  # chat: the text the answer was made to start with (a forced tool call), parsed with it
+        self.sent = [{"reasoning_content": "", "content": "", "tool_calls": 0} for _ in sequences]  # streamed so far
         prefix, self.object = ("chatcmpl", "chat.completion") if kind == "chat" else ("cmpl", "text_completion")
         self.head = {"id": f"{prefix}-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": model_name}
         self.texts = [""] * len(sequences)
@@ -498,19 +559,40 @@ class Reply:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "total_tokens": self.prompt_tokens + self.completion_tokens}
 
+    def message(self, i):
+        """Choice i as OpenAI's assistant message: the text the model wrote, split into reasoning_content (what was inside
+        <think>, the vLLM / DeepSeek field), content, and tool_calls (arguments as a JSON string, as OpenAI sends them)."""
+        parsed = parse_assistant(self.forced + self.texts[i])
+        message = {"role": "assistant", "content": parsed["content"]}
+        if parsed["reasoning_content"]:
+            message["reasoning_content"] = parsed["reasoning_content"]
+        calls = [c for c in parsed["tool_calls"] if c["name"] is not None]
+        if calls:
+            message["content"] = parsed["content"] or None
+            message["tool_calls"] = [self.tool_call(i, j, c) for j, c in enumerate(calls)]
+        return message
+
+    def tool_call(self, i, j, call):
+        return {"id": f"call_{self.head['id'][-12:]}_{i}_{j}", "type": "function",
+                "function": {"name": call["name"], "arguments": call["arguments"]}}
+
+    def finish_reason(self, i):
+        calls = [c for c in parse_assistant(self.forced + self.texts[i])["tool_calls"] if c["name"] is not None]
+        return "tool_calls" if calls and self.finish[i] == "stop" else self.finish[i]
+
     def whole(self):
         if self.kind == "chat":
-            choices = [{"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                        "finish_reason": reason} for i, (text, reason) in enumerate(zip(self.texts, self.finish))]
+            choices = [{"index": i, "message": self.message(i), "logprobs": None, "finish_reason": self.finish_reason(i)}
+                       for i in range(len(self.texts))]
         else:
             choices = [{"index": i, "text": text, "logprobs": None, "finish_reason": reason}
                        for i, (text, reason) in enumerate(zip(self.texts, self.finish))]
         extra = {"warnings": self.warnings} if self.warnings else {}
         return {**self.head, "object": self.object, "choices": choices, "usage": self.usage(), **extra}
 
-    def _chunk(self, index, text=None, finish_reason=None, role=False):
+    def _chunk(self, index, text=None, finish_reason=None, role=False, delta=None):
         if self.kind == "chat":
-            delta = {"role": "assistant", "content": ""} if role else {} if text is None else {"content": text}
+            delta = delta or ({"role": "assistant", "content": ""} if role else {} if text is None else {"content": text})
             choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         else:
             choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
@@ -524,11 +606,26 @@ class Reply:
             chunks[0]["warnings"] = self.warnings
         return chunks
 
-    def chunk(self, event):
+    def chunks(self, event):
+        """The chunks an engine event makes. Chat: the text so far is parsed again and only what is new is sent, as
+        delta.reasoning_content, delta.content, or delta.tool_calls (one whole call, with its index, once closed)."""
         self.take(event)
-        if event[0] == "text":
-            return self._chunk(event[1], text=event[2])
-        return self._chunk(event[1], finish_reason=event[2])
+        i = event[1]
+        if event[0] != "text":
+            return [self._chunk(i, finish_reason=self.finish_reason(i) if self.kind == "chat" else event[2])]
+        if self.kind != "chat":
+            return [self._chunk(i, text=event[2])]
+        parsed, sent, out = parse_assistant(self.forced + self.texts[i]), self.sent[i], []
+        for key in ("reasoning_content", "content"):
+            now = parsed[key] or ""
+            if len(now) > len(sent[key]) and now.startswith(sent[key]):
+                out.append(self._chunk(i, delta={key: now[len(sent[key]):]}))
+                sent[key] = now
+        calls = [c for c in parsed["tool_calls"] if c["name"] is not None]
+        for j in range(sent["tool_calls"], len(calls)):
+            out.append(self._chunk(i, delta={"tool_calls": [{"index": j, **self.tool_call(i, j, calls[j])}]}))
+        sent["tool_calls"] = len(calls)
+        return out
 
     def usage_chunk(self):
         return {**self.head, "object": self.object + ".chunk" if self.kind == "chat" else self.object, "choices": [],

@@ -25,8 +25,9 @@ from collections import Counter, defaultdict
 
 from tqdm import tqdm
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # pad/unk, bos, eos: fixed ids 0, 1, 2
-CHAT_ROLES = ("system", "user", "assistant")
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>",  # pad/unk, bos, eos: fixed ids 0, 1, 2
+                  "<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"]  # 3-8
+CHAT_ROLES = ("system", "user", "assistant", "tool")
 
 
 def _char_class(pred):
@@ -42,11 +43,41 @@ def _char_class(pred):
     return "".join(out)
 
 
-# GPT-2's split pattern, which Hugging Face's ByteLevel pre-tokenizer uses. Python's `re` has no \p{L}/\p{N},
-# so we build those classes from unicodedata once (~0.1 s); the splits are identical to the `regex` module's.
+# Split patterns, written as Hugging Face writes them (Oniguruma syntax). GPT2_PATTERN is GPT-2's, which HF's ByteLevel
+# pre-tokenizer uses; DIGITS_PATTERN (every new tokenizer) differs in one place: each digit is its own chunk, as in
+# Llama and Qwen, so "478" is always the tokens 4 7 8 and a small model can copy and add numbers digit by digit
+# (with " ?\p{N}+" BPE learns " 47" and "8" and the same digit gets many spellings).
+GPT2_PATTERN = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+DIGITS_PATTERN = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+# Python's `re` has no \p{L}/\p{N}, so we build those classes from unicodedata once (~0.1 s); the splits are
+# identical to the `regex` module's.
 _L = _char_class(str.isalpha)                                   # \p{L}: categories Lu Ll Lt Lm Lo
 _N = _char_class(lambda c: unicodedata.category(c)[0] == "N")   # \p{N}: Nd Nl No
-SPLIT_PATTERN = re.compile(rf"'(?:[sdmt]|ll|ve|re)| ?[{_L}]+| ?[{_N}]+| ?[^\s{_L}{_N}]+|\s+(?!\S)|\s+")
+
+
+def compile_pattern(pattern):
+    r"""An Oniguruma split pattern as a Python regex: \p{L} and \p{N} become our character classes (bare inside
+    [...], bracketed outside)."""
+    out, in_class, i = [], False, 0
+    while i < len(pattern):
+        part = pattern[i:i + 5]
+        if part in (r"\p{L}", r"\p{N}"):
+            body = _L if part == r"\p{L}" else _N
+            out.append(body if in_class else f"[{body}]")
+            i += 5
+            continue
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        in_class = (in_class or c == "[") and c != "]"
+        out.append(c)
+        i += 1
+    return re.compile("".join(out))
+
+
+SPLIT_PATTERN = compile_pattern(DIGITS_PATTERN)  # what new tokenizers split with
 
 
 def bytes_to_unicode():
@@ -127,8 +158,11 @@ def merge_with_deltas(ids, pair, new_id):
 
 
 class BPETokenizer:
-    def __init__(self, merges=None, special_tokens=None, byte_ids=None, vocab_bytes=None, ignore_merges=False):
-        """merges: list of ((id_a, id_b), new_id) in rank order. Use train() or load() rather than this directly."""
+    def __init__(self, merges=None, special_tokens=None, byte_ids=None, vocab_bytes=None, ignore_merges=False,
+                 pattern=DIGITS_PATTERN):
+        """merges: list of ((id_a, id_b), new_id) in rank order; pattern: the split pattern (Oniguruma syntax, as
+        tokenizer.json stores it). Use train() or load() rather than this directly."""
+        self.pattern, self.split = pattern, (SPLIT_PATTERN if pattern == DIGITS_PATTERN else compile_pattern(pattern))
         self.special_tokens = dict(special_tokens or {t: i for i, t in enumerate(SPECIAL_TOKENS)})  # str -> id
         n_special = len(self.special_tokens)
         self.byte_ids = byte_ids or [n_special + b for b in range(256)]  # byte value -> token id
@@ -167,7 +201,7 @@ class BPETokenizer:
     # ------------------------------------------------------------------ training
     @classmethod
     def train(cls, texts, vocab_size, special_tokens=None, max_samples=None, seed=0, min_frequency=2, verbose=True,
-              max_cjk_chars=None):
+              max_cjk_chars=None, pattern=DIGITS_PATTERN):
         """Learn merges from an iterable of strings until the vocabulary has vocab_size tokens.
 
         max_samples: train on a seeded random sample of that many texts (reservoir sampling, so an iterator
@@ -182,10 +216,11 @@ class BPETokenizer:
             raise ValueError(f"vocab_size {vocab_size} is smaller than 256 bytes + {len(specials)} special tokens")
         if max_samples is not None:
             texts = _reservoir_sample(texts, max_samples, seed)
+        split = SPLIT_PATTERN if pattern == DIGITS_PATTERN else compile_pattern(pattern)
         # 1. count chunks ("words"); each distinct chunk is processed once, weighted by its count
         chunk_counts = Counter()
         for text in texts:
-            chunk_counts.update(SPLIT_PATTERN.findall(_clean(text)))
+            chunk_counts.update(split.findall(_clean(text)))
         if not chunk_counts:
             raise ValueError("cannot train a tokenizer on an empty corpus")
         n_special = len(specials)
@@ -244,7 +279,7 @@ class BPETokenizer:
                 else:
                     pair_counts.pop(p, None)
         bar.close()
-        return cls(merges, special_tokens={t: i for i, t in enumerate(specials)})
+        return cls(merges, special_tokens={t: i for i, t in enumerate(specials)}, pattern=pattern)
 
     # ------------------------------------------------------------------ encoding
     def _encode_chunk(self, chunk):
@@ -278,7 +313,7 @@ class BPETokenizer:
             if part in self.special_tokens and allow_special:
                 ids.append(self.special_tokens[part])
                 continue
-            for chunk in SPLIT_PATTERN.findall(part):
+            for chunk in self.split.findall(part):
                 ids.extend(self._encode_chunk(chunk))
         if add_special_tokens:
             ids.append(self.eos_id)
@@ -311,32 +346,123 @@ class BPETokenizer:
         return data.decode("utf-8", errors="replace")
 
     # ------------------------------------------------------------------ chat
-    def apply_chat_template(self, messages, add_generation_prompt=False):
-        """Render ChatML and return (ids, assistant_mask); the one place the SFT loss mask is defined.
+    def chat_pieces(self, messages, add_generation_prompt=False, tools=None, enable_thinking=True):
+        """The chat template as [(text or special token, in the loss)] pieces; apply_chat_template encodes them.
 
-            <|im_start|>{role}\\n{content}<|im_end|>\\n   per message
-        assistant_mask is 1 on each assistant message's content and its closing <|im_end|> (what the model must
-        learn to produce, including when to stop), 0 on role headers, the newline between turns, system and user.
-        The header and the content are encoded separately so that the mask boundary is exact.
-        """
-        ids, mask = [], []
-        newline = self.encode("\n")
+            <|im_start|>system\n{content}\n\nTools:\n{name}({parameters}): {description}<|im_end|>\n   a line per tool
+            <|im_start|>user\n{content}<|im_end|>\n
+            <|im_start|>assistant\n<think>\n{reasoning_content}\n</think>\n\n{content}
+                <tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call><|im_end|>\n   (each part only when present)
+            <|im_start|>tool\n<tool_response>\n{content}\n</tool_response><|im_end|>\n
+        In the loss: each assistant message's reasoning, content, tool calls and closing <|im_end|> (what the model must
+        write, including when to stop); never headers, system, user or tool turns (a tool's output is not the model's
+        to predict). tools may also sit in a first system message as a "tools" key (how data.py carries them).
+        enable_thinking=False ends the generation prompt with an empty <think>\\n\\n</think>: the model answers at once.
+        A tool is one line, not its JSON schema: a tiny model's context is 256 tokens, and the schema alone took 290."""
+        messages = list(messages)
+        if messages and messages[0].get("role") == "system" and messages[0].get("tools"):
+            tools = tools or messages[0]["tools"]
+        if tools and (not messages or messages[0].get("role") != "system"):
+            messages = [{"role": "system", "content": ""}] + messages
+        bos, eos = self.bos_id, self.eos_id
+        pieces = []
         for i, msg in enumerate(messages):
             role, content = msg.get("role"), msg.get("content")
-            if role not in CHAT_ROLES or not isinstance(content, str):
+            calls = msg.get("tool_calls") or []
+            reasoning = msg.get("reasoning_content")
+            if role not in CHAT_ROLES or not (isinstance(content, str) or (content is None and role == "assistant")):
                 raise ValueError(f"message {i}: expected role in {CHAT_ROLES} and string content, got role={role!r}")
-            header = [self.bos_id] + self.encode(role + "\n")
-            body = self.encode(content) + [self.eos_id]
-            ids += header + body + newline
-            mask += [0] * len(header) + [int(role == "assistant")] * len(body) + [0] * len(newline)
+            if (calls or reasoning is not None) and role != "assistant":
+                raise ValueError(f"message {i}: only assistant messages have tool_calls or reasoning_content")
+            if reasoning is not None and not isinstance(reasoning, str):
+                raise ValueError(f"message {i}: reasoning_content must be a string")
+            content = content or ""
+            if role == "system" and i == 0 and tools:
+                content = (content + "\n\n" if content else "") + "Tools:" + "".join("\n" + _tool_line(t) for t in tools)
+            pieces += [(bos, 0), (role + "\n", 0)]
+            if role == "assistant":
+                body = []
+                if reasoning is not None:
+                    body += [(self._special("<think>"), 1), ("\n" + reasoning + "\n", 1), (self._special("</think>"), 1)]
+                text = ("\n\n" if reasoning is not None else "") + content
+                for j, call in enumerate(calls):
+                    name, arguments = _call_parts(call, i)
+                    text += "\n" if (j == 0 and content) or j > 0 else ""
+                    body += [(text, 1), (self._special("<tool_call>"), 1),
+                             ('\n{"name": "' + name + '", "arguments": ' + arguments + "}\n", 1),
+                             (self._special("</tool_call>"), 1)]
+                    text = ""
+                pieces += body + [(text, 1), (eos, 1), ("\n", 0)]
+            elif role == "tool":
+                pieces += [(self._special("<tool_response>"), 0), ("\n" + content + "\n", 0),
+                           (self._special("</tool_response>"), 0), (eos, 0), ("\n", 0)]
+            else:
+                pieces += [(content, 0), (eos, 0), ("\n", 0)]
         if add_generation_prompt:
-            prompt = [self.bos_id] + self.encode("assistant\n")
-            ids += prompt
-            mask += [0] * len(prompt)
+            pieces += [(bos, 0), ("assistant\n", 0)]
+            if not enable_thinking:
+                # ends at </think>: the model writes the blank line and its answer as one piece, as in training
+                pieces += [(self._special("<think>"), 0), ("\n\n", 0), (self._special("</think>"), 0)]
+        return pieces
+
+    def apply_chat_template(self, messages, add_generation_prompt=False, tools=None, enable_thinking=True):
+        """Render a conversation (OpenAI-style messages: role, content, and for the assistant reasoning_content and
+        tool_calls) and return (ids, assistant_mask); the one place the SFT loss mask is defined (chat_pieces says
+        what is in it). Each text between two special tokens is encoded as one piece, as Hugging Face encodes the
+        rendered string, so the exported Jinja template gives the same ids; a role header is encoded apart from the
+        content after it, so the mask boundary is exact."""
+        ids, mask = [], []
+        for piece, in_loss in self.chat_pieces(messages, add_generation_prompt, tools, enable_thinking):
+            piece_ids = [piece] if isinstance(piece, int) else self.encode(piece)
+            ids += piece_ids
+            mask += [in_loss] * len(piece_ids)
         return ids, mask
 
-    CHAT_TEMPLATE_JINJA = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] "
-                           "+ '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    def _special(self, token):
+        if token not in self.special_tokens:
+            raise ValueError(f"this tokenizer has no {token} token (a tokenizer.json from before reasoning and tools): "
+                             f"train a new one (tokenizer.py train, or train_pretrain.py) to use them")
+        return self.special_tokens[token]
+
+    # The same template in Jinja, for the exported tokenizer_config.json (transformers, vLLM, llama.cpp); a test checks
+    # that transformers' apply_chat_template(..., tools=...) gives our ids. transformers' tojson is json.dumps with
+    # ensure_ascii=False, as chat_pieces writes arguments given as an object.
+    CHAT_TEMPLATE_JINJA = (
+        "{%- if tools -%}"
+        "{{- '<|im_start|>system\\n' -}}"
+        "{%- if messages and messages[0]['role'] == 'system' and messages[0]['content'] -%}"
+        "{{- messages[0]['content'] + '\\n\\n' -}}{%- endif -%}"
+        "{{- 'Tools:' -}}{%- for tool in tools -%}"
+        "{%- set fn = tool['function'] if tool['function'] is defined else tool -%}{{- '\\n' + fn['name'] + '(' -}}"
+        "{%- if fn['parameters'] is defined and fn['parameters']['properties'] is defined -%}"
+        "{{- fn['parameters']['properties'] | list | join(', ') -}}{%- endif -%}{{- ')' -}}"
+        "{%- if fn['description'] is defined and fn['description'] -%}{{- ': ' + fn['description'] -}}{%- endif -%}"
+        "{%- endfor -%}"
+        "{{- '<|im_end|>\\n' -}}{%- endif -%}"
+        "{%- for message in messages -%}"
+        "{%- if message['role'] == 'system' and loop.first and tools -%}"
+        "{%- elif message['role'] == 'assistant' -%}"
+        "{{- '<|im_start|>assistant\\n' -}}"
+        "{%- if message['reasoning_content'] is defined and message['reasoning_content'] is string -%}"
+        "{{- '<think>\\n' + message['reasoning_content'] + '\\n</think>\\n\\n' -}}{%- endif -%}"
+        "{%- set content = message['content'] if message['content'] is string else '' -%}{{- content -}}"
+        "{%- if message['tool_calls'] is defined and message['tool_calls'] -%}"
+        "{%- for tool_call in message['tool_calls'] -%}"
+        "{%- if (loop.first and content) or not loop.first -%}{{- '\\n' -}}{%- endif -%}"
+        "{%- if tool_call['function'] is defined -%}{%- set tool_call = tool_call['function'] -%}{%- endif -%}"
+        "{{- '<tool_call>\\n{\"name\": \"' + tool_call['name'] + '\", \"arguments\": ' -}}"
+        "{%- if tool_call['arguments'] is string -%}{{- tool_call['arguments'] -}}"
+        "{%- else -%}{{- tool_call['arguments'] | tojson -}}{%- endif -%}"
+        "{{- '}\\n</tool_call>' -}}{%- endfor -%}{%- endif -%}"
+        "{{- '<|im_end|>\\n' -}}"
+        "{%- elif message['role'] == 'tool' -%}"
+        "{{- '<|im_start|>tool\\n<tool_response>\\n' + message['content'] + '\\n</tool_response><|im_end|>\\n' -}}"
+        "{%- else -%}"
+        "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}"
+        "{%- endif -%}{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}"
+        "{%- if enable_thinking is defined and not enable_thinking -%}{{- '<think>\\n\\n</think>' -}}{%- endif -%}"
+        "{%- endif -%}")
 
     # ------------------------------------------------------------------ Hugging Face tokenizer.json
     def to_hf_dict(self, add_bos=False):
@@ -350,6 +476,11 @@ class BPETokenizer:
         added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
                   "normalized": False, "special": True} for t, i in sorted(self.special_tokens.items(), key=lambda x: x[1])]
         byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+        pre_tokenizer = byte_level  # GPT-2's split is built into ByteLevel; any other is a Split before it
+        if self.pattern != GPT2_PATTERN:
+            pre_tokenizer = {"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": self.pattern}, "behavior": "Isolated", "invert": False},
+                {**byte_level, "use_regex": False}]}
         post_processor = None
         if add_bos:
             bos, text = {"SpecialToken": {"id": "<|im_start|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}
@@ -359,7 +490,7 @@ class BPETokenizer:
                                                                   "tokens": ["<|im_start|>"]}}}
         return {
             "version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
-            "pre_tokenizer": byte_level, "post_processor": post_processor, "decoder": byte_level,
+            "pre_tokenizer": pre_tokenizer, "post_processor": post_processor, "decoder": byte_level,
             "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                       "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
                       "ignore_merges": self.ignore_merges, "vocab": vocab,
@@ -387,9 +518,17 @@ class BPETokenizer:
             if model.get("type", "BPE") != "BPE":
                 raise ValueError(f"model.type is {model.get('type')!r}, expected 'BPE'")
             pre = data.get("pre_tokenizer") or {}
-            pre_types = [p.get("type") for p in pre.get("pretokenizers", [pre])]
-            if "ByteLevel" not in pre_types:
-                raise ValueError(f"pre_tokenizer is {pre_types}, expected ByteLevel")
+            pres = pre.get("pretokenizers", [pre])
+            pre_types = [p.get("type") for p in pres]
+            if pre_types == ["ByteLevel"] and pres[0].get("use_regex", True):
+                pattern = GPT2_PATTERN
+            elif (pre_types == ["Split", "ByteLevel"] and not pres[1].get("use_regex", True)
+                  and isinstance(pres[0].get("pattern", {}).get("Regex"), str) and pres[0].get("behavior") == "Isolated"
+                  and not pres[0].get("invert")):
+                pattern = pres[0]["pattern"]["Regex"]
+            else:
+                raise ValueError(f"pre_tokenizer is {pre_types}, expected ByteLevel, or Split (a regex, isolated) then "
+                                 f"ByteLevel without its regex")
             vocab = model["vocab"]
             if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
                 raise ValueError("model.vocab should be an object mapping each token to its integer id")
@@ -421,7 +560,26 @@ class BPETokenizer:
             if t in vocab and t not in special:
                 special[t] = vocab[t]
         return cls(merges, special_tokens=special, byte_ids=byte_ids, vocab_bytes=vocab_bytes,
-                   ignore_merges=bool(model.get("ignore_merges", False)))
+                   ignore_merges=bool(model.get("ignore_merges", False)), pattern=pattern)
+
+
+def _tool_line(tool):
+    """An OpenAI tool as the system turn lists it: name(parameter names): description."""
+    fn = tool.get("function", tool)
+    params = (fn.get("parameters") or {}).get("properties") or {}
+    return f"{fn['name']}({', '.join(params)})" + (f": {fn['description']}" if fn.get("description") else "")
+
+
+def _call_parts(call, i):
+    """(name, arguments as JSON text) of an OpenAI tool call {"type": "function", "function": {"name", "arguments"}}
+    (or the bare {"name", "arguments"}); arguments may be a JSON string, as OpenAI sends them, or an object."""
+    fn = call.get("function", call) if isinstance(call, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise ValueError(f"message {i}: each tool_calls entry needs function.name (a string)")
+    arguments = fn.get("arguments", {})
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments, ensure_ascii=False)
+    return fn["name"], arguments
 
 
 _WORKER_TOKENIZER = None

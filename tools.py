@@ -9,6 +9,8 @@ parentheses) with exact fractions, and bounds everything a hostile or confused m
 text, the depth of the parentheses, the size of every number along the way. A bad expression returns an error text
 for the model to read, as a tool response would, e.g. `calculate("1/0") -> "error: division by zero"`.
 """
+import json
+import re
 import sys
 from fractions import Fraction
 
@@ -145,6 +147,66 @@ CALCULATOR_TOOL = {"type": "function", "function": {
     "name": "calculator", "description": "Compute an arithmetic expression with + - * / and parentheses, exactly.",
     "parameters": {"type": "object", "properties": {"expression": {"type": "string", "description": "e.g. 478 + 356"}},
                    "required": ["expression"]}}}
+
+TOOL_FUNCTIONS = {"calculator": lambda arguments: calculate(arguments.get("expression"))}  # name -> f(arguments dict)
+AVAILABLE = {"calculator": CALCULATOR_TOOL}  # what --tools can name
+MAX_RESULT_CHARS = 200  # a tool response longer than this is cut: it goes back into the model's context
+
+
+def parse_assistant(text):
+    """One assistant turn as the model wrote it (decoded with its special tokens) -> {"reasoning_content": str or
+    None, "content": str, "tool_calls": [{"name", "arguments" (JSON text) or None when unreadable}], "finished"}.
+    Example: parse_assistant('<think>\\nAdd.\\n</think>\\n\\n<tool_call>\\n{"name": "calculator", "arguments":
+    {"expression": "2+3"}}\\n</tool_call><|im_end|>') -> reasoning 'Add.', content '', one calculator call."""
+    finished = "<|im_end|>" in text
+    text = text.split("<|im_end|>")[0]
+    reasoning = None
+    if text.lstrip().startswith("<think>"):
+        inside, closed, text = text.lstrip()[len("<think>"):].partition("</think>")
+        reasoning = inside.strip("\n")
+        if not closed:  # stopped while thinking: no answer yet
+            return {"reasoning_content": reasoning, "content": "", "tool_calls": [], "finished": finished}
+    content, calls = text.split("<tool_call>")[0], []
+    for block in re.findall(r"<tool_call>(.*?)</tool_call>", text, re.S):
+        try:
+            call = json.loads(block)
+            calls.append({"name": call["name"], "arguments": json.dumps(call["arguments"], ensure_ascii=False)})
+        except (json.JSONDecodeError, KeyError, TypeError):
+            calls.append({"name": None, "arguments": None, "text": block.strip()})
+    if reasoning is not None:
+        content = content.lstrip("\n")  # the template's blank line after </think>
+    if "<tool_call>" in text:
+        content = content.rstrip("\n")  # the newline before a call that follows some text
+    return {"reasoning_content": reasoning, "content": content, "tool_calls": calls, "finished": finished}
+
+
+def run_tool_call(call):
+    """(result text, ok) of one parsed call: the tool's answer, or an error text for the model; never raises."""
+    if call.get("name") is None:
+        return "error: the tool call is not JSON of the form {\"name\": ..., \"arguments\": {...}}", False
+    if call["name"] not in TOOL_FUNCTIONS:
+        return f"error: there is no tool named {call['name'][:40]!r}", False
+    try:
+        arguments = json.loads(call["arguments"])
+    except (json.JSONDecodeError, TypeError):
+        return "error: the arguments are not valid JSON", False
+    if not isinstance(arguments, dict):
+        return "error: the arguments must be a JSON object", False
+    result = TOOL_FUNCTIONS[call["name"]](arguments)[:MAX_RESULT_CHARS]
+    return result, not result.startswith("error:")
+
+
+def tool_turn_ids(tokenizer, results):
+    """The tokens that follow an assistant turn ending in tool calls: one tool message per result, then the next
+    assistant header, exactly as the chat template renders that conversation (so the model sees in generation what it
+    saw in training). These tokens are the tool's, not the model's: never trained on."""
+    messages = [{"role": "tool", "content": r} for r in results]
+    return tokenizer.encode("\n") + tokenizer.apply_chat_template(messages, add_generation_prompt=True)[0]
+
+
+def final_answer(text):
+    """The content of the last assistant turn in a completion that may hold tool turns (decoded with specials)."""
+    return parse_assistant(text.split("<|im_start|>assistant\n")[-1])["content"]
 
 
 if __name__ == "__main__":

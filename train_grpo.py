@@ -27,10 +27,11 @@ from tqdm import tqdm
 
 import builtin_data
 import train_utils as tu
-from data import EpochSampler, load_data, prompt_records, response_targets, rollout_sequences
+from data import EpochSampler, heldout_prompts, load_data, response_targets, rollout_sequences
 from generate import GenerationConfig, TextGenerator
 from model import entropy_from_logits, load_model, load_value_model, token_logprobs, values_at_last_token
 from tokenizer import BPETokenizer
+from tools import AVAILABLE, final_answer
 
 REWARDS = ("correct", "format", "model")
 
@@ -61,9 +62,13 @@ def parse_args(argv=None):
     p.add_argument("--reward-weights", type=float, nargs="+", default=None, help="one per --rewards (default 1, 0.25, 1)")
     p.add_argument("--reward-model", default=None, help="reward model run directory, for --rewards model")
     p.add_argument("--eval-batch", type=int, default=128, help="held-out prompts answered greedily at each eval")
+    p.add_argument("--tools", nargs="+", default=[], choices=sorted(AVAILABLE),
+                   help="agentic rollouts: these tools are offered in the system turn, and each call the model writes "
+                        "runs inside the rollout; the tool's reply is fed back, not trained on, not counted as length")
+    p.add_argument("--max-tool-calls", type=int, default=2, help="tool calls per rollout, at most")
     args = tu.finish_args(p.parse_args(argv), "grpo")
     tu.check_flags(args, at_least=dict(num_generations=2, prompts_per_step=1, micro_batch=1, num_iterations=1,
-                                       max_new_tokens=1, eval_batch=1, beta=0),
+                                       max_new_tokens=1, eval_batch=1, beta=0, max_tool_calls=0),
                    above=dict(temperature=0, epsilon=0, epsilon_high=0))
     defaults = {"correct": 1.0, "format": 0.25, "model": 1.0}
     args.reward_weights = args.reward_weights or [defaults[r] for r in args.rewards]
@@ -139,14 +144,16 @@ def main(argv=None):
             raise ValueError(f"{args.reward_model}: the reward model was trained with another tokenizer than "
                              f"{args.init_from}; train it from the same pretraining run")
     train_prompts, val_prompts, stats = load_data(args, "prompt")
-    if args.data == ["builtin"] and not args.val_data:
-        val_prompts = prompt_records(builtin_data.checkable_prompts(split="heldout"))  # questions never trained on
+    if not args.val_data and heldout_prompts(args.data):  # built-in data: questions (operand pairs) never trained on
+        val_prompts = heldout_prompts(args.data)
     val_prompts = (val_prompts or train_prompts)[:args.eval_batch]
     if "correct" in args.rewards and any(p["answer"] is None for p in train_prompts):
         raise ValueError("--rewards correct needs prompts with an 'answer' field (the built-in and arithmetic data have "
                          "them; files in the 'prompt' format may)")
-    # prompts longer than half the context are cut from the left (the latest turn is kept)
-    encode = lambda record: tokenizer.apply_chat_template(record["prompt"], add_generation_prompt=True)[0][-(args.seq_len // 2):]  # noqa: E731
+    offered = [AVAILABLE[name] for name in args.tools] or None  # --tools: offered to every prompt that offers none
+    # prompts that leave no room for --max-new-tokens in --seq-len are cut from the left (the latest turn is kept)
+    keep = max(args.seq_len // 2, args.seq_len - args.max_new_tokens)
+    encode = lambda record: tokenizer.apply_chat_template(record["prompt"], add_generation_prompt=True, tools=offered)[0][-keep:]  # noqa: E731
     train_ids, val_ids = [encode(r) for r in train_prompts], [encode(r) for r in val_prompts]
     sampler = EpochSampler(len(train_prompts), args.seed)
     if run.master:
@@ -177,7 +184,7 @@ def main(argv=None):
     @torch.no_grad()
     def score(records, ids, lengths, responses):
         """(rewards (N,) weighted over --rewards, {reward name: (N,)}, held-out style accuracy (N,) by check_answer)."""
-        texts = [tokenizer.decode(r, skip_special_tokens=True) for r in responses]
+        texts = [final_answer(tokenizer.decode(r)) for r in responses]  # the answer after any reasoning or tool turns
         finished = [tokenizer.eos_id in r for r in responses]
         per_reward = {}
         for name in args.rewards:
@@ -198,14 +205,24 @@ def main(argv=None):
     def sample(records, prompt_ids, seed, greedy=False):
         """Answers to prompt_ids with everything the loss needs, computed without gradient."""
         cfg = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, greedy=greedy, seed=seed)
+        by_model, calls = None, [[] for _ in prompt_ids]
         with tu.autocast(run):
-            response_ids = generator.generate_ids(prompt_ids, cfg)
-        ids, lengths, prompt_lengths, responses = rollout_sequences(prompt_ids, response_ids, tokenizer.eos_id, tokenizer.pad_id)
+            if args.tools:  # tool calls run inside the rollout; by_model marks the model's own tokens
+                response_ids, by_model, calls = generator.generate_with_tools(prompt_ids, cfg, args.max_tool_calls)
+            else:
+                response_ids = generator.generate_ids(prompt_ids, cfg)
+        ids, lengths, prompt_lengths, responses = rollout_sequences(prompt_ids, response_ids, tokenizer.eos_id,
+                                                                    tokenizer.pad_id, cut=by_model is None)
         ids, lengths, prompt_lengths = ids.to(run.device), lengths.to(run.device), prompt_lengths.to(run.device)
-        x, y, mask = response_targets(ids, lengths, prompt_lengths)  # mask: exactly the generated tokens
+        x, y, mask = response_targets(ids, lengths, prompt_lengths, by_model)  # mask: exactly the model's tokens
         rewards, per_reward, accuracy = score(records, ids, lengths, responses)
+        think = (tokenizer.special_tokens.get("<think>"), tokenizer.special_tokens.get("</think>"))
+        reasoning = [r.index(think[1]) - r.index(think[0]) - 1 if think[0] in r and think[1] in r else 0 for r in responses]
+        n_calls = [len(c) for c in calls]
         return {"x": x, "y": y, "mask": mask, "rewards": rewards, "per_reward": per_reward, "accuracy": accuracy,
-                "responses": responses}
+                "responses": responses, "reasoning_length": sum(reasoning) / len(reasoning),
+                "tool_calls": sum(n_calls) / len(n_calls),
+                "tool_failures": sum(not ok for c in calls for _, _, ok in c) / max(1, sum(n_calls))}
 
     if args.inspect:
         return inspect_first_group(args, tokenizer, train_prompts, train_ids, sampler, sample)
@@ -241,7 +258,10 @@ def main(argv=None):
         improved = early_stop = False
         if evaluate_now:
             r = sample(val_prompts, val_ids, seed=0, greedy=True)
-            metrics = {"val_reward": r["rewards"].mean().item(), "val_response_length": r["mask"].sum(-1).mean().item()}
+            metrics = {"val_reward": r["rewards"].mean().item(), "val_response_length": r["mask"].sum(-1).mean().item(),
+                       "val_reasoning_length": r["reasoning_length"]}
+            if args.tools:
+                metrics["val_tool_calls"] = r["tool_calls"]
             if not torch.isnan(r["accuracy"]).any():
                 metrics["val_accuracy"] = r["accuracy"].mean().item()
             if "correct" in r["per_reward"]:
@@ -277,7 +297,8 @@ def main(argv=None):
             if evaluate_now and not args.no_plot:
                 tu.plot_metrics([args.out_dir], os.path.join(args.out_dir, "plots", "loss_curve_latest.png"),
                                 keys=(("reward", "val_reward"), ("accuracy", "val_accuracy", "val_strict_accuracy"),
-                                      ("reward_std", "frac_reward_zero_std"), ("completions/mean_length",),
+                                      ("reward_std", "frac_reward_zero_std"),
+                                      ("completions/mean_length", "val_reasoning_length", "val_response_length"),
                                       ("entropy", "clip_ratio", "kl"), ("lr",)))
         if evaluate_now:
             t_last = time.time()  # completions/s measures training, not evaluation
@@ -350,6 +371,9 @@ def main(argv=None):
                    "memory_mb": tu.peak_memory_mb(run)}
             if "kl" in sums:
                 row["kl"] = tu.all_reduce_mean(sums["kl"] / tokens, run)
+            if args.tools:  # TRL's names: tool calls per completion, and the share of them that failed
+                row["tools/call_frequency"] = tu.all_reduce_mean(batch["tool_calls"], run)
+                row["tools/failure_frequency"] = tu.all_reduce_mean(batch["tool_failures"], run)
             if not torch.isnan(batch["accuracy"]).any():
                 row["accuracy"] = tu.all_reduce_mean(batch["accuracy"].mean().item(), run)
             t_last = time.time()

@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from tiny_runs import FAST, make_chain  # noqa: E402,F401  (the tests import FAST from here)
+from tiny_runs import FAST, make_chain, memorized_run  # noqa: E402,F401  (the tests import FAST from here)
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +19,13 @@ def stage_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("chain")
     os.environ["MINIGPT_DATA_DIR"] = str(root / "cache")
     return make_chain(root)
+
+
+@pytest.fixture(scope="session")
+def memorized(tmp_path_factory):
+    """A run directory whose model says tiny_runs.memorized_conversations() back: a calculator call, a worked sum, a
+    quick answer with thinking off (the tool, reasoning and serving tests)."""
+    return memorized_run(str(tmp_path_factory.mktemp("memorized") / "run"))
 
 
 # torchrun --standalone picks a free port at start; on a busy machine another process can take it first

@@ -1,6 +1,7 @@
 import gzip
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -265,3 +266,67 @@ def test_builtin_world_is_the_same_for_every_stage_and_training_seed():
     asked = [(c[0]["content"][len("Where does "):-len(" live?")], c[1]["content"]) for c in convs
              if c[0]["content"].startswith("Where does ")]
     assert asked and all(world[name]["place"][0] in answer for name, answer in asked if answer != "I don't know.")
+
+
+# ----------------------------------------------------------------------------- reasoning and tools
+CALL = {"id": "call_1", "type": "function", "function": {"name": "calculator", "arguments": "{\"expression\": \"2 + 3\"}"}}
+TOOLS = [{"type": "function", "function": {"name": "calculator", "parameters": {"properties": {"expression": {}}}}}]
+
+
+def test_openai_messages_keep_tool_calls_reasoning_tool_turns_and_tools(tmp_path):
+    path = write(tmp_path / "tools.jsonl", [json.dumps({"tools": TOOLS, "messages": [
+        {"role": "user", "content": "2+3?"},
+        {"role": "assistant", "content": None, "reasoning_content": "Add them.", "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "5"},
+        {"role": "assistant", "content": "5."}]})])
+    (msgs,) = read_records(path, "chat")
+    assert msgs[0] == {"role": "system", "content": "", "tools": TOOLS}  # the tools travel in a system turn
+    assert msgs[2] == {"role": "assistant", "content": "", "reasoning_content": "Add them.", "tool_calls": [CALL]}
+    assert msgs[3] == {"role": "tool", "content": "5", "tool_call_id": "call_1"}
+    (prompt,) = read_records(path, "prompt")  # as a prompt: everything before the last assistant turn
+    assert [m["role"] for m in prompt["prompt"]] == ["system", "user", "assistant", "tool"]
+
+
+def test_minimind_r1_reasoning_inline_becomes_reasoning_content(tmp_path):
+    path = write(tmp_path / "r1_mix_1024.jsonl", [
+        json.dumps({"conversations": [{"role": "user", "content": "1+1?"},
+                                      {"role": "assistant", "content": "<think>\n1 and 1 make 2.\n</think>\n<answer>\n2\n</answer>"}]},
+                   ensure_ascii=False),
+        json.dumps({"conversations": [{"role": "user", "content": "天空是什么颜色？"},
+                                      {"role": "assistant", "content": "<think>想一想。</think>\n\n蓝色。"}]}, ensure_ascii=False)])
+    first, second = read_records(path, "chat")
+    assert first[1] == {"role": "assistant", "reasoning_content": "1 and 1 make 2.", "content": "2"}
+    assert second[1] == {"role": "assistant", "reasoning_content": "想一想。", "content": "蓝色。"}
+
+
+@pytest.mark.parametrize("message, error", [
+    ({"role": "assistant", "content": "<think>never closed"}, "messages[1].content' has <think> without a closing"),
+    ({"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "calculator", "arguments": "{2+"}}]},
+     "messages[1].tool_calls[0].function.arguments' is not valid JSON"),
+    ({"role": "assistant", "content": None, "tool_calls": [{"function": {"arguments": "{}"}}]},
+     "messages[1].tool_calls[0].function.name' should be str"),
+    ({"role": "assistant", "content": "x", "reasoning_content": 3}, "messages[1].reasoning_content' should be str"),
+    ({"role": "robot", "content": "x"}, "expected system/user/assistant/tool"),
+])
+def test_bad_tool_and_reasoning_records_name_file_line_and_field(tmp_path, message, error):
+    good = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
+    bad = json.dumps({"messages": [{"role": "user", "content": "hi"}, message]})
+    path = write(tmp_path / "bad.jsonl", [good, bad])
+    with pytest.raises(DataError, match=re.escape(error)) as e:
+        read_records(path, "chat")
+    assert "bad.jsonl:2: field 'messages[1]" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_arithmetic_sources_give_conversations_and_held_out_prompts_for_each_way():
+    from data import arithmetic_records, heldout_prompts
+    think = arithmetic_records("arithmetic-think", "chat", "train", n=4)
+    assert [m["role"] for m in think[0]] == ["user", "assistant"] and think[0][1]["reasoning_content"][0].isdigit()
+    assert think[0][1]["content"].endswith(".") and think[0][1]["reasoning_content"].splitlines()[-1].startswith("So ")
+    tool = arithmetic_records("arithmetic-tool", "chat", "train", n=2)[0]
+    assert tool[0]["tools"][0]["function"]["name"] == "calculator" and tool[2]["tool_calls"]
+    held = heldout_prompts(["arithmetic-tool"])
+    assert len(held) == 200 and held[0]["prompt"][0]["role"] == "system" and held[0]["answer"].isdigit()
+    train_questions = {r["prompt"][-1]["content"] for r in arithmetic_records("arithmetic-direct", "prompt", "train")}
+    assert not train_questions & {r["prompt"][-1]["content"] for r in held}  # no held-out question is trained on
+    with pytest.raises(DataError, match="arithmetic-think: conversations .* this stage needs text"):
+        load_datasets(["arithmetic-think"], "text")

@@ -4,10 +4,12 @@ import os
 import pytest
 import torch
 
+import builtin_data
 from export_hf import export, import_hf
 from generate import GenerationConfig, TextGenerator, load_generator
 from model import MiniGPT, MiniGPTConfig, load_model
 from tokenizer import BPETokenizer
+from tools import CALCULATOR_TOOL
 from train_utils import save_checkpoint, write_json
 
 transformers = pytest.importorskip("transformers", reason="optional: pip install -r requirements-extras.txt")
@@ -46,6 +48,33 @@ def test_exported_model_matches_ours_in_logits_and_greedy_tokens(tmp_path, kw, a
         hf_tokens = hf.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0)[0, ids.shape[1]:].tolist()
     ours = TextGenerator(model, tok).generate_ids([ids[0].tolist()], GenerationConfig(max_new_tokens=12, greedy=True, stop_on_eos=False))[0]
     assert hf_tokens == ours
+
+
+TOOL_CONVERSATIONS = [  # (messages, tools, add_generation_prompt, enable_thinking)
+    (builtin_data.arithmetic_conversation(builtin_data.arithmetic_items(n=1)[0], "tool"), [CALCULATOR_TOOL], False, True),
+    (builtin_data.arithmetic_conversation(builtin_data.arithmetic_items(n=1)[0], "tool")[:3], [CALCULATOR_TOOL], True, True),
+    (builtin_data.arithmetic_conversation(builtin_data.arithmetic_items(n=2)[1], "think"), None, False, True),
+    ([{"role": "user", "content": "12加5等于多少？"}], None, True, False),  # thinking off: an empty think block
+    ([{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Add 2 and 3, then 4 and 5."},
+      {"role": "assistant", "content": "Two calls:", "reasoning_content": "Two sums.", "tool_calls": [
+          {"type": "function", "function": {"name": "calculator", "arguments": {"expression": "2 + 3"}}},
+          {"type": "function", "function": {"name": "calculator", "arguments": '{"expression": "4 + 5"}'}}]},
+      {"role": "tool", "tool_call_id": "a", "content": "5"}, {"role": "tool", "tool_call_id": "b", "content": "9"},
+      {"role": "assistant", "content": "5 and 9, 孙悟空."}], [CALCULATOR_TOOL, {"type": "function", "function": {
+          "name": "lookup", "description": "查词", "parameters": {"type": "object", "properties": {}}}}], True, True),
+]
+
+
+@pytest.mark.parametrize("messages, tools, add_generation_prompt, enable_thinking", TOOL_CONVERSATIONS)
+def test_exported_chat_template_renders_tools_calls_results_and_reasoning_to_our_ids(
+        tmp_path, messages, tools, add_generation_prompt, enable_thinking):
+    _, tok = make_run_dir(str(tmp_path / "run"))
+    hf_tok = transformers.AutoTokenizer.from_pretrained(export(str(tmp_path / "run"), str(tmp_path / "hf")))
+    rendered = hf_tok.apply_chat_template(messages, tools=tools, add_generation_prompt=add_generation_prompt,
+                                          enable_thinking=enable_thinking, tokenize=False)
+    ours = tok.apply_chat_template(messages, add_generation_prompt, tools=tools, enable_thinking=enable_thinking)[0]
+    assert rendered == tok.decode(ours)
+    assert hf_tok(rendered, add_special_tokens=False)["input_ids"] == ours  # token for token
 
 
 def test_exported_tokenizer_loads_in_autotokenizer_with_chat_template(tmp_path):

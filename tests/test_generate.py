@@ -275,3 +275,50 @@ def test_cli_chat_on_a_model_never_chat_tuned_says_so_once(gen, tmp_path):
     assert r.returncode == 0 and r.stderr.count("is a pretraining run, never chat-tuned") == 1
     r = run_cli(["--checkpoint", make_run_dir(str(tmp_path / "sft"), gen), "--chat", "--max-new-tokens", "3"], input="hi\nexit\n")
     assert r.returncode == 0 and "never chat-tuned" not in r.stderr
+
+
+# ----------------------------------------------------------------------------- tools and reasoning
+def test_tool_calls_run_inside_the_loop_and_the_cache_continues_as_a_fresh_prefill_would(memorized):
+    import tools
+    from generate import load_generator
+    from tiny_runs import TOOL_ANSWER, TOOL_QUESTION
+    gen = load_generator(memorized)
+    tok, greedy = gen.tokenizer, GenerationConfig(greedy=True, max_new_tokens=120)
+    question = [{"role": "user", "content": TOOL_QUESTION}]
+    prompt = tok.apply_chat_template(question, add_generation_prompt=True, tools=[tools.CALCULATOR_TOOL])[0]
+    rows, by_model, calls = gen.generate_with_tools([prompt, prompt], greedy)  # a batch: rows in step
+    assert rows[0] == rows[1] and [(c["name"], r, ok) for c, r, ok in calls[0]] == [("calculator", "834", True)]
+    text = tok.decode(rows[0])
+    assert text.endswith(f"{TOOL_ANSWER}<|im_end|>") and "<tool_response>\n834\n</tool_response>" in text
+    fed = [t for t, m in zip(rows[0], by_model[0]) if not m]  # the tool's turn, exactly as the template renders it
+    assert fed == tools.tool_turn_ids(tok, ["834"])
+    # the answer after the tool turn is what a fresh prefill of the whole conversation so far gives
+    first_turn = rows[0][:rows[0].index(tok.eos_id) + 1] + fed
+    fresh = gen.generate_ids([prompt + first_turn], greedy)[0]
+    assert rows[0][len(first_turn):] == fresh
+
+
+def test_thinking_on_and_off(memorized):
+    from generate import load_generator
+    from tiny_runs import QUICK_ANSWER, QUICK_QUESTION, THINK_ANSWER, THINK_QUESTION, THINK_STEPS
+    from tools import parse_assistant
+    gen = load_generator(memorized)
+    greedy = GenerationConfig(greedy=True, max_new_tokens=120)
+
+    def answer(question, thinking):
+        ids = gen.tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                                enable_thinking=thinking)[0]
+        text = gen.tokenizer.decode(gen.generate_with_tools([ids], greedy, max_tool_calls=0)[0][0])
+        return parse_assistant(("" if thinking else "<think>\n\n</think>") + text)
+    assert answer(THINK_QUESTION, True) == {"reasoning_content": THINK_STEPS, "content": THINK_ANSWER, "tool_calls": [],
+                                            "finished": True}
+    assert answer(QUICK_QUESTION, False)["content"] == QUICK_ANSWER
+
+
+def test_cli_tools_shows_the_call_its_result_and_the_answer(memorized):
+    from tiny_runs import TOOL_ANSWER, TOOL_QUESTION
+    r = run_cli(["--checkpoint", memorized, "--prompt", TOOL_QUESTION, "--tools", "calculator", "--greedy",
+                 "--max-new-tokens", "120"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [f"user: {TOOL_QUESTION}", 'tool call: calculator({"expression": "478 + 356"}) -> 834',
+                                     f"assistant: {TOOL_ANSWER}"]

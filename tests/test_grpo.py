@@ -166,3 +166,36 @@ def test_grpo_runs_under_torchrun_with_two_processes(stage_dirs, tmp_path):
     trained = [r for r in rows(out) if "reward" in r]
     assert [r["step"] for r in trained] == [1, 2] and all(0 <= r["frac_reward_zero_std"] <= 1 for r in trained)
     assert os.path.isfile(os.path.join(out, "ckpt_latest.pt"))
+
+
+def test_tool_rollouts_run_the_calculator_and_train_only_the_model_s_tokens(memorized, tmp_path):
+    from tiny_runs import TOOL_QUESTION
+    prompts = tmp_path / "q.jsonl"
+    prompts.write_text(json.dumps({"prompt": TOOL_QUESTION, "answer": "834"}) + "\n")
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    common = ["--dtype", "float32", "--no-plot", "--seq-len", "256", "--init-from", memorized, "--data", str(prompts),
+              "--val-data", str(prompts), "--tools", "calculator", "--prompts-per-step", "1", "--num-generations", "4",
+              "--max-new-tokens", "120", "--eval-batch", "1", "--eval-interval", "2", "--temperature", "0.7",
+              "--warmup-steps", "1", "--log-interval", "1", "--lr", "1e-5"]
+    train_grpo.main(common + ["--max-steps", "3", "--out-dir", a])
+    train_grpo.main(common + ["--max-steps", "2", "--out-dir", b])
+    train_grpo.main(common + ["--max-steps", "3", "--out-dir", b, "--resume"])
+    trained = [r for r in rows(a) if "reward" in r]
+    assert all(r["tools/call_frequency"] == 1.0 and r["tools/failure_frequency"] == 0.0 for r in trained)
+    assert all(r["rewards/correct/mean"] == 1.0 for r in trained)  # the answer after the tool's reply is right
+    # the calculator's turn (tool message + next header, 20+ tokens) is not the model's: not in the length
+    call_and_answer = 80
+    assert all(r["completions/mean_length"] < call_and_answer for r in trained)
+    evals = [r for r in rows(a) if "val_reward" in r]
+    assert evals[0]["val_accuracy"] == 1.0 and evals[0]["val_tool_calls"] == 1.0
+    key = lambda d: {r["step"]: (r["loss"], r["reward"], r["tools/call_frequency"]) for r in rows(d) if "reward" in r}  # noqa: E731
+    assert key(a) == key(b)  # resumes exactly, tool turns included
+
+
+def test_tool_rollout_masks_exactly_the_tool_tokens():
+    from data import response_targets, rollout_sequences
+    prompt, response, by_model = [[1, 5, 6]], [[7, 8, 2, 9, 9, 1, 3, 2]], [[1, 1, 1, 0, 0, 0, 1, 1]]
+    ids, lengths, prompt_lengths, responses = rollout_sequences(prompt, response, eos_id=2, pad_id=0, cut=False)
+    assert responses == response  # not cut at the first <|im_end|>: a tool rollout has several turns
+    _, y, mask = response_targets(ids, lengths, prompt_lengths, by_model)
+    assert [t for t, m in zip(y[0].tolist(), mask[0].tolist()) if m] == [7, 8, 2, 3, 2]

@@ -40,9 +40,9 @@ def test_training_is_deterministic_and_merges_learn_frequent_words(tok):
 
 
 def test_special_token_ids_are_fixed_and_never_produced_by_merges(tok):
-    assert [tok.token_to_id(t) for t in SPECIAL_TOKENS] == [0, 1, 2]
+    assert [tok.token_to_id(t) for t in SPECIAL_TOKENS] == list(range(9))  # ChatML's three, then think and tools
     assert (tok.pad_id, tok.bos_id, tok.eos_id) == (0, 1, 2)
-    assert all(new_id > 2 for _, new_id in tok.merges)
+    assert all(new_id > 8 for _, new_id in tok.merges)
 
 
 def test_special_strings_in_user_text_are_plain_text_unless_allowed(tok):
@@ -79,6 +79,48 @@ def test_chat_mask_covers_assistant_content_and_its_im_end_only(tok):
 def test_generation_prompt_ends_with_assistant_header(tok):
     ids, mask = tok.apply_chat_template([{"role": "user", "content": "Hi"}], add_generation_prompt=True)
     assert tok.decode(ids).endswith("<|im_start|>assistant\n") and sum(mask) == 0
+
+
+def test_every_digit_is_its_own_token_so_numbers_are_spelled_one_way(tok):
+    # the corpus says "12345" twenty times: GPT-2's pattern would learn "123"-like tokens; ours never merges digits
+    pieces = [tok.decode([t]) for t in tok.encode("x 12345 + 3.14")]
+    assert pieces[:7] == ["x", " ", "1", "2", "3", "4", "5"] and pieces[-4:] == ["3", ".", "1", "4"]
+    assert all(not any(c.isdigit() for c in tok.vocab_bytes[i].decode("utf-8", "replace")) or len(tok.vocab_bytes[i]) == 1
+               for i in range(tok.vocab_size) if i not in tok.id_to_special)
+
+
+def test_tool_and_reasoning_turns_mask_what_the_model_writes_and_never_tool_output(tok):
+    call = {"id": "c0", "type": "function", "function": {"name": "calculator", "arguments": '{"expression": "2 + 3"}'}}
+    msgs = [{"role": "user", "content": "2+3?"},
+            {"role": "assistant", "content": "", "reasoning_content": "Add.", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c0", "content": "5"}, {"role": "assistant", "content": "It is 5."}]
+    tools = [{"type": "function", "function": {"name": "calculator", "description": "Exact.", "parameters": {
+        "type": "object", "properties": {"expression": {"type": "string"}}}}}]
+    ids, mask = tok.apply_chat_template(msgs, tools=tools)
+    assert tok.decode(ids) == (
+        "<|im_start|>system\nTools:\ncalculator(expression): Exact.<|im_end|>\n"
+        "<|im_start|>user\n2+3?<|im_end|>\n"
+        '<|im_start|>assistant\n<think>\nAdd.\n</think>\n\n<tool_call>\n{"name": "calculator", "arguments": '
+        '{"expression": "2 + 3"}}\n</tool_call><|im_end|>\n'
+        "<|im_start|>tool\n<tool_response>\n5\n</tool_response><|im_end|>\n<|im_start|>assistant\nIt is 5.<|im_end|>\n")
+    learned = tok.decode([i for i, m in zip(ids, mask) if m])
+    assert learned == ('<think>\nAdd.\n</think>\n\n<tool_call>\n{"name": "calculator", "arguments": {"expression": '
+                       '"2 + 3"}}\n</tool_call><|im_end|>It is 5.<|im_end|>')  # reasoning and calls trained; "5" never
+    # the tool list may also travel in the first system message (data.py carries it there): the same ids
+    assert tok.apply_chat_template([{"role": "system", "content": "", "tools": tools}] + msgs)[0] == ids
+    prompt = tok.decode(tok.apply_chat_template(msgs[:1], add_generation_prompt=True, enable_thinking=False)[0])
+    assert prompt.endswith("<|im_start|>assistant\n<think>\n\n</think>")  # thinking off: an empty think block
+    assert tok.encode("<think>") != [tok.token_to_id("<think>")]  # user text cannot open a think block
+
+
+def test_template_errors_name_the_message(tok):
+    with pytest.raises(ValueError, match="message 1: only assistant"):
+        tok.apply_chat_template([{"role": "user", "content": "x"}, {"role": "user", "content": "y", "reasoning_content": "z"}])
+    with pytest.raises(ValueError, match="message 0: each tool_calls entry needs function.name"):
+        tok.apply_chat_template([{"role": "assistant", "content": None, "tool_calls": [{"function": {}}]}])
+    old = BPETokenizer(special_tokens={"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2})
+    with pytest.raises(ValueError, match="no <think> token"):
+        old.apply_chat_template([{"role": "assistant", "content": "a", "reasoning_content": "b"}])
 
 
 def test_chat_template_rejects_unknown_role(tok):
