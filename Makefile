@@ -20,7 +20,8 @@ DONE = $(OUT)/$(1)_$(CONFIG)/done.json
 # an interrupted run (a checkpoint but no done.json) continues where it stopped
 RESUME = $(if $(wildcard $(@D)/ckpt_latest.pt),--resume)
 
-.PHONY: pipeline chain pretrain sft reward dpo ppo grpo lora generate report eval test clean
+.PHONY: pipeline chain pretrain sft reward dpo ppo grpo lora generate report eval test clean \
+	reasoning reasoning-direct reasoning-think reasoning-tool
 
 ifeq ($(strip $(SEEDS)),)
 pipeline: chain
@@ -74,6 +75,14 @@ generate: ppo
 report:
 	$(PY) pipeline_report.py $(OUT) --config $(CONFIG)
 
+# Reasoning and tools: 3-digit sums and differences answered three ways (pretrain -> SFT -> GRPO each, the tiny preset,
+# the same SFT steps and GRPO seconds); runs go to $(OUT)/reasoning/seed_<seed>/, a finished stage is reused.
+# make reasoning SEEDS="1 2 3" runs all nine chains and prints the table (BENCHMARKS.md has it).
+reasoning:
+	$(PY) bench/reasoning_chains.py --seeds $(or $(SEEDS),1) --out $(OUT)/reasoning
+reasoning-direct reasoning-think reasoning-tool:
+	$(PY) bench/reasoning_chains.py --ways $(@:reasoning-%=%) --seeds $(or $(SEEDS),1) --out $(OUT)/reasoning
+
 # standard benchmarks of one stage's checkpoint (not part of the pipeline: it needs task files in EVAL_DATA)
 eval:
 	$(PY) eval_benchmarks.py --checkpoint $(call RUN,$(STAGE)) --data-dir $(EVAL_DATA)
@@ -83,4 +92,4 @@ test:
 
 # the runs `make` made (each stage's folder, and seed_* of SEEDS=), not the token cache or other runs in $(OUT)
 clean:
-	rm -rf $(foreach s,pretrain sft reward dpo ppo grpo sft_lora,$(call RUN,$(s))) $(OUT)/seed_*
+	rm -rf $(foreach s,pretrain sft reward dpo ppo grpo sft_lora,$(call RUN,$(s))) $(OUT)/seed_* $(OUT)/reasoning

@@ -7,9 +7,11 @@ Serve a trained model the way models are used today: an OpenAI-compatible HTTP A
     curl http://127.0.0.1:8000/v1/chat/completions -H "Content-Type: application/json" \\
          -d '{"messages": [{"role": "user", "content": "Where does Mira live?"}], "max_tokens": 24}'
 
-Endpoints: POST /v1/chat/completions (ChatML template) and /v1/completions (plain text), GET /v1/models, /health,
-and / (chat.html). Responses, streamed chunks (server-sent events ending in `data: [DONE]`) and errors follow
-OpenAI's schema, so the official `openai` package and other OpenAI clients work unchanged.
+Endpoints: POST /v1/chat/completions (ChatML template; tools, tool_choice, tool calls and reasoning_content as OpenAI
+and vLLM send them) and /v1/completions (plain text), GET /v1/models, /health, / (chat.html), and POST
+/tools/calculator (the safe calculator, for the chat page's tool calls). Responses, streamed chunks (server-sent
+events ending in `data: [DONE]`) and errors follow OpenAI's schema, so the official `openai` package and other OpenAI
+clients work unchanged.
 
 Concurrency (continuous batching): one engine thread owns the model. Every decode step runs every active sequence
 as one batch over one shared KV cache; a request that arrives joins at the next step (its prompt is prefilled on
@@ -38,7 +40,7 @@ from common import cli, cpu_threads, keep_freed_memory, resolve_device
 from export_hf import read_hf_folder
 from generate import GenerationConfig, TextGenerator, load_generator, process_logits
 from model import KVCache, hf_folder_message, quantize_int8
-from tools import parse_assistant
+from tools import calculate, parse_assistant
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chat.html")
 
@@ -319,19 +321,20 @@ def tool_settings(body, tokenizer):
         return None, "", thinking
     if not tools:
         raise BadRequest("'tool_choice' other than auto or none needs 'tools'", "tool_choice")
-    # a forced call starts after an empty reasoning block, so the tokens match those of a call the model starts itself
+    # a forced call starts the turn at once (no reasoning), as the calls in the training data do
     if choice == "required":
-        return tools, '<think>\n\n</think>\n\n<tool_call>\n{"name": "', False
+        return tools, '<tool_call>\n{"name": "', True
     name = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
     if name not in names:
         raise BadRequest(f"'tool_choice' must be auto, none, required or {{\"type\": \"function\", \"function\": "
                          f"{{\"name\": one of {names}}}}}", "tool_choice", "invalid_value")
-    return tools, '<think>\n\n</think>\n\n<tool_call>\n{"name": "' + name + '", "arguments":', False
+    return tools, '<tool_call>\n{"name": "' + name + '", "arguments":', True
 
 
 def parse_request(body, kind, engine, max_n):
     """A request body -> (prompts as token id lists, GenerationConfig per choice, stream, include_usage, warnings,
-    forced: the text each chat answer was made to start with). Everything is checked before anything is queued."""
+    forced: the text the prompt already put in the assistant's turn, read with the reply). Everything is checked
+    before anything is queued."""
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
     tokenizer, context = engine.tokenizer, engine.config.max_seq_len
@@ -350,8 +353,10 @@ def parse_request(body, kind, engine, max_n):
             prompt = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tools=tools, enable_thinking=thinking)[0]
         except ValueError as e:  # e.g. a tool call without a name, or a tokenizer from before tools and reasoning
             raise BadRequest(f"messages: {e}", "messages") from None
-        if forced:  # the forced start, after the template's empty reasoning block (rendered once, not twice)
-            prompt = prompt + tokenizer.encode(forced[len("<think>\n\n</think>"):], allow_special=True)
+        if forced:  # the forced start of the assistant's turn, encoded as the template encodes a call
+            prompt = prompt + tokenizer.encode(forced, allow_special=True)
+        elif not thinking:  # the template ended the prompt with an empty reasoning block: the reply is read after it
+            forced = "<think>\n\n</think>"
         prompts = [prompt]
     else:
         prompt = body.get("prompt")
@@ -416,6 +421,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         path = self.path.split("?")[0]
+        if path == "/tools/calculator":  # the chat page runs the model's calculator calls here (tools.calculate)
+            if self.authorized():
+                try:
+                    body = self.read_json()
+                except BadRequest as e:
+                    return self.send_error_json(e.status, str(e), e.param, e.code)
+                expression = body.get("expression") if isinstance(body, dict) else None
+                self.send_json(HTTPStatus.OK, {"result": calculate(expression)})
+            return
         kind = {"/v1/chat/completions": "chat", "/v1/completions": "text"}.get(path)
         if kind is None:
             self.close_connection = True  # its body is not read

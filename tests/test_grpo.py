@@ -175,7 +175,7 @@ def test_tool_rollouts_run_the_calculator_and_train_only_the_model_s_tokens(memo
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     common = ["--dtype", "float32", "--no-plot", "--seq-len", "256", "--init-from", memorized, "--data", str(prompts),
               "--val-data", str(prompts), "--tools", "calculator", "--prompts-per-step", "1", "--num-generations", "4",
-              "--max-new-tokens", "120", "--eval-batch", "1", "--eval-interval", "2", "--temperature", "0.7",
+              "--max-new-tokens", "120", "--eval-batch", "1", "--eval-interval", "2", "--temperature", "0.3",
               "--warmup-steps", "1", "--log-interval", "1", "--lr", "1e-5"]
     train_grpo.main(common + ["--max-steps", "3", "--out-dir", a])
     train_grpo.main(common + ["--max-steps", "2", "--out-dir", b])

@@ -129,7 +129,7 @@ def stop_inside(text):
     (ask("hi", temperature=3), 400, "temperature", "in [0, 2]"),
     (ask("hi", n=100), 400, "n", "in 1..8"),
     (ask("hi", logprobs=True), 400, "logprobs", "not supported"),
-    (ask("hi", tools=[]), 400, "tools", "unrecognized request argument supplied: tools"),
+    (ask("hi", functions=[]), 400, "functions", "unrecognized request argument supplied: functions"),
     (ask("word " * 400), 400, "messages", "this model's context is 256 tokens and the prompt is"),
     ([1, 2], 400, None, "must be a JSON object"),
 ])
@@ -306,3 +306,112 @@ def test_sequences_joining_and_leaving_mid_flight_decode_exactly_as_alone():
             assert seq.finish_reason == "cancelled" and seq.ids == alone[:len(seq.ids)] and 0 < len(seq.ids) < 30
         else:
             assert seq.ids == alone and seq.finish_reason == "length", k
+
+
+# ----------------------------------------------------------------------------- tools and reasoning
+@pytest.fixture(scope="module")
+def tool_server(memorized):
+    """serve.py on the model that learned a calculator call, a worked sum and a quick answer by heart."""
+    generator = serve.load_for_serving(memorized)
+    httpd, engine = serve.make_server(generator, port=0, model_name="tools_tiny", quiet=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield {"url": f"http://127.0.0.1:{httpd.server_address[1]}", "engine": engine, "generator": generator}
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_the_openai_client_runs_a_whole_tool_loop(tool_server):
+    openai = pytest.importorskip("openai", reason="optional: pip install -r requirements-extras.txt")
+    import tools
+    from tiny_runs import TOOL_ANSWER, TOOL_QUESTION
+    client = openai.OpenAI(base_url=tool_server["url"] + "/v1", api_key="unused", max_retries=0)
+    messages = [{"role": "user", "content": TOOL_QUESTION}]
+    first = client.chat.completions.create(model="tools_tiny", messages=messages, tools=[tools.CALCULATOR_TOOL],
+                                           max_tokens=120, temperature=0)
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "calculator" and call.id.startswith("call_")
+    result = tools.calculate(json.loads(call.function.arguments)["expression"])  # the client runs the tool
+    messages += [choice.message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": call.id, "content": result}]
+    final = client.chat.completions.create(model="tools_tiny", messages=messages, tools=[tools.CALCULATOR_TOOL],
+                                           max_tokens=60, temperature=0)
+    assert final.choices[0].message.content == TOOL_ANSWER and final.choices[0].finish_reason == "stop"
+    # streamed: the call arrives as delta.tool_calls with its index, and the stream ends with finish_reason tool_calls
+    chunks = list(client.chat.completions.create(model="tools_tiny", messages=messages[:1], tools=[tools.CALCULATOR_TOOL],
+                                                 max_tokens=120, temperature=0, stream=True))
+    deltas = [c.choices[0].delta.tool_calls for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    assert len(deltas) == 1 and deltas[0][0].index == 0 and deltas[0][0].function.arguments == call.function.arguments
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    # tool_choice: a named function forces the call; none offers no tools
+    forced = client.chat.completions.create(model="tools_tiny", messages=messages[:1], tools=[tools.CALCULATOR_TOOL],
+                                            tool_choice={"type": "function", "function": {"name": "calculator"}},
+                                            max_tokens=120, temperature=0)
+    assert forced.choices[0].message.tool_calls[0].function.arguments == call.function.arguments
+
+
+def test_reasoning_comes_back_as_reasoning_content_and_can_be_turned_off(tool_server):
+    from tiny_runs import QUICK_ANSWER, QUICK_QUESTION, THINK_ANSWER, THINK_QUESTION, THINK_STEPS
+    status, body = call(tool_server, "/v1/chat/completions", ask(THINK_QUESTION, max_tokens=120))
+    assert status == 200 and body["choices"][0]["message"] == {"role": "assistant", "content": THINK_ANSWER,
+                                                                "reasoning_content": THINK_STEPS}
+    events = [json.loads(e) for e in stream(tool_server, ask(THINK_QUESTION, max_tokens=120))[:-1]]
+    deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == THINK_STEPS
+    assert "".join(d.get("content", "") for d in deltas) == THINK_ANSWER
+    off = ask(QUICK_QUESTION, max_tokens=60, chat_template_kwargs={"enable_thinking": False})
+    assert call(tool_server, "/v1/chat/completions", off)[1]["choices"][0]["message"] == {"role": "assistant",
+                                                                                         "content": QUICK_ANSWER}
+
+
+@pytest.mark.parametrize("extra, param, message", [
+    ({"tools": [{"type": "function"}]}, "tools", "'tools' must be"),
+    ({"tool_choice": "required"}, "tool_choice", "needs 'tools'"),
+    ({"tools": [{"type": "function", "function": {"name": "calculator"}}],
+      "tool_choice": {"type": "function", "function": {"name": "search"}}}, "tool_choice", "one of ['calculator']"),
+    ({"messages": [{"role": "assistant", "content": None, "tool_calls": [{"function": {"name": 3}}]}]},
+     "messages[0].tool_calls", "tool_calls must be"),
+])
+def test_bad_tool_requests_are_400s_naming_the_field(tool_server, extra, param, message):
+    status, body = call(tool_server, "/v1/chat/completions", {**ask("hi"), **extra})
+    assert status == 400 and body["error"]["param"] == param and message in body["error"]["message"]
+
+
+def test_the_chat_page_shows_tool_calls_and_folded_reasoning_in_a_real_browser(tool_server):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="optional: pip install playwright (and apt install chromium)")
+    if browser_path() is None:
+        pytest.skip("no Chromium installed (Debian: apt-get install chromium)")
+    from tiny_runs import THINK_ANSWER, THINK_QUESTION, THINK_STEPS, TOOL_ANSWER, TOOL_QUESTION
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path(), args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(tool_server["url"] + "/")
+            page.wait_for_function("document.getElementById('model').textContent === 'tools_tiny'", timeout=20000)
+            page.fill("#temperature", "0")
+            page.fill("#max_tokens", "120")
+            page.check("#calculator")
+            page.fill("#message", TOOL_QUESTION)
+            page.press("#message", "Enter")  # the page runs the call and asks again, as a client does
+            page.wait_for_function("!document.getElementById('send').disabled && "
+                                   "document.querySelectorAll('.turn.assistant .content').length === 2", timeout=30000)
+            assert page.locator(".tool-call").all_text_contents() == ['calculator({"expression": "478 + 356"}) → 834']
+            assert page.locator(".turn.assistant .content").all_text_contents()[-1] == TOOL_ANSWER
+            page.click("#reset")
+            page.uncheck("#calculator")
+            page.fill("#message", THINK_QUESTION)
+            page.press("#message", "Enter")
+            page.wait_for_function("!document.getElementById('send').disabled && "
+                                   "document.querySelector('.turn.assistant .content').textContent.length > 0", timeout=30000)
+            assert page.locator(".turn.assistant .content").all_text_contents() == [THINK_ANSWER]
+            reasoning = page.locator("details.reasoning")
+            assert reasoning.get_attribute("open") is None  # folded until clicked
+            assert reasoning.locator(".reasoning-text").text_content() == THINK_STEPS
+        finally:
+            browser.close()
+
+
+def test_the_pages_calculator_endpoint_is_the_safe_calculator(tool_server):
+    assert call(tool_server, "/tools/calculator", {"expression": "478 + 356"}) == (200, {"result": "834"})
+    assert call(tool_server, "/tools/calculator", {"expression": "__import__('os')"})[1]["result"].startswith("error:")

@@ -37,7 +37,7 @@ def memorized_conversations():
     system = {"role": "system", "content": "", "tools": [tools.CALCULATOR_TOOL]}
     return [
         [system, {"role": "user", "content": TOOL_QUESTION},
-         {"role": "assistant", "content": "", "reasoning_content": "", "tool_calls": [call]},
+         {"role": "assistant", "content": "", "tool_calls": [call]},
          {"role": "tool", "tool_call_id": "call_0", "content": tools.calculate(TOOL_EXPRESSION)},
          {"role": "assistant", "content": TOOL_ANSWER}],
         [{"role": "user", "content": THINK_QUESTION},
