@@ -80,8 +80,13 @@ report:
 # make reasoning SEEDS="1 2 3" runs all nine chains and prints the table (BENCHMARKS.md has it).
 reasoning:
 	$(PY) bench/reasoning_chains.py --seeds $(or $(SEEDS),1) --out $(OUT)/reasoning
-reasoning-direct reasoning-think reasoning-tool:
-	$(PY) bench/reasoning_chains.py --ways $(@:reasoning-%=%) --seeds $(or $(SEEDS),1) --out $(OUT)/reasoning
+REASONING_CHAIN = $(PY) bench/reasoning_chains.py --ways $(@:reasoning-%=%) --seeds $(or $(SEEDS),1) --out $(OUT)/reasoning
+reasoning-direct:
+	$(REASONING_CHAIN)
+reasoning-think:
+	$(REASONING_CHAIN)
+reasoning-tool:
+	$(REASONING_CHAIN)
 
 # standard benchmarks of one stage's checkpoint (not part of the pipeline: it needs task files in EVAL_DATA)
 eval:

@@ -4,9 +4,11 @@ beam search, stop strings, batches of prompts of different lengths, streaming, a
 
     python generate.py --checkpoint checkpoints/pretrain_tiny --prompt "Once upon a time" --max-new-tokens 60
     python generate.py --checkpoint checkpoints/sft_tiny --chat
+    python generate.py --checkpoint checkpoints/grpo_tool --prompt "What is 478 plus 356?" --tools calculator --greedy
 
 Decoding uses the KV cache: the prompt is run once (prefill), then each step feeds one token, so a step costs
-one token's worth of compute instead of re-reading the whole sequence.
+one token's worth of compute instead of re-reading the whole sequence. With --tools a call the model writes runs at the
+end of its turn, and the tool's reply is fed through the same cache (generate_with_tools).
 """
 import argparse
 import json

@@ -8,6 +8,10 @@ calculate() never raises and never runs Python: it parses the expression itself 
 parentheses) with exact fractions, and bounds everything a hostile or confused model could send: the length of the
 text, the depth of the parentheses, the size of every number along the way. A bad expression returns an error text
 for the model to read, as a tool response would, e.g. `calculate("1/0") -> "error: division by zero"`.
+
+The rest reads a model's turn and answers its calls, the same way in generate.py, serve.py and GRPO's rollouts:
+parse_assistant (reasoning, content, tool calls), run_tool_call (never raises), tool_turn_ids (the tool's turn as the
+chat template renders it), final_answer (what a reward checks).
 """
 import json
 import re

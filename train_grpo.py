@@ -8,9 +8,11 @@ mean. The group is the baseline, so there is no critic to train, unlike PPO.
     python train_grpo.py --data arithmetic-1          # one-digit sums: the tiny model gets some right, so it learns
     python train_grpo.py --loss-type dr_grpo --beta 0.04 --num-iterations 2
     python train_grpo.py --rewards correct format model --reward-weights 1 0.25 0.5 --reward-model checkpoints/reward_tiny
+    python train_grpo.py --init-from checkpoints/sft_tool --data arithmetic-tool --tools calculator   # agentic RL
 
 One step:
   1. sample --num-generations answers to each of --prompts-per-step prompts (KV cache) and score each one: r
+     (--tools: a tool call the model writes runs inside the rollout, and the tool's reply is fed back, not trained on)
   2. advantages A = r - mean(r of its group), divided by the group's std (--scale-rewards group) or not (none)
   3. --num-iterations optimizer steps on this batch: per token, ratio = pi / pi_old and
      loss = -min(ratio A, clip(ratio, 1 - eps, 1 + eps_high) A) (+ beta KL to the reference), averaged as --loss-type
@@ -216,8 +218,9 @@ def main(argv=None):
         ids, lengths, prompt_lengths = ids.to(run.device), lengths.to(run.device), prompt_lengths.to(run.device)
         x, y, mask = response_targets(ids, lengths, prompt_lengths, by_model)  # mask: exactly the model's tokens
         rewards, per_reward, accuracy = score(records, ids, lengths, responses)
-        think = (tokenizer.special_tokens.get("<think>"), tokenizer.special_tokens.get("</think>"))
-        reasoning = [r.index(think[1]) - r.index(think[0]) - 1 if think[0] in r and think[1] in r else 0 for r in responses]
+        opened, closed = tokenizer.special_tokens.get("<think>"), tokenizer.special_tokens.get("</think>")
+        reasoning = [r.index(closed) - r.index(opened) - 1 if opened in r and closed in r else 0  # tokens inside <think>
+                     for r in responses]
         n_calls = [len(c) for c in calls]
         return {"x": x, "y": y, "mask": mask, "rewards": rewards, "per_reward": per_reward, "accuracy": accuracy,
                 "responses": responses, "reasoning_length": sum(reasoning) / len(reasoning),

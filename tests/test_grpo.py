@@ -199,3 +199,17 @@ def test_tool_rollout_masks_exactly_the_tool_tokens():
     assert responses == response  # not cut at the first <|im_end|>: a tool rollout has several turns
     _, y, mask = response_targets(ids, lengths, prompt_lengths, by_model)
     assert [t for t, m in zip(y[0].tolist(), mask[0].tolist()) if m] == [7, 8, 2, 3, 2]
+
+
+def test_tool_rollouts_run_under_torchrun_with_two_processes(memorized, tmp_path):
+    from tiny_runs import TOOL_QUESTION
+    prompts = tmp_path / "q.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": TOOL_QUESTION, "answer": "834"}) + "\n" for _ in range(4)))
+    out = str(tmp_path / "ddp")
+    torchrun("train_grpo.py", ["--dtype", "float32", "--no-plot", "--seq-len", "256", "--init-from", memorized,
+                               "--data", str(prompts), "--tools", "calculator", "--prompts-per-step", "1",
+                               "--num-generations", "2", "--max-new-tokens", "120", "--eval-batch", "1",
+                               "--temperature", "0.3", "--max-steps", "2", "--eval-interval", "2", "--num-threads", "1",
+                               "--device", "cpu", "--out-dir", out])
+    trained = [r for r in rows(out) if "reward" in r]
+    assert [r["step"] for r in trained] == [1, 2] and all(r["tools/call_frequency"] > 0 for r in trained)
