@@ -88,24 +88,30 @@ def main(argv=None):
                 with open(results_path, "w") as f:
                     json.dump({"seconds": timings}, f, indent=1)
     rows, curves = [], {}
-    print(f"\n{'way':7} {'after SFT':>28} {'after GRPO (last eval)':>28} {'reasoning tokens':>17} {'minutes':>8}")
+    print(f"\n{'way':7} {'after SFT':>28} {'after GRPO: best checkpoint':>28} {'after GRPO: last eval':>28} "
+          f"{'reasoning tokens':>28} {'tokens written':>28} {'chain minutes':>28}")
     for way in args.ways:
-        before, after, length, minutes = [], [], [], []
+        before, best, after, length, written, minutes = [], [], [], [], [], []
         for seed in args.seeds:
             e = evals(os.path.join(args.out, f"seed_{seed}", f"grpo_{way}"))
             if not e:
                 continue
             before.append(e[0]["val_strict_accuracy"])
+            # ckpt_best.pt (what generate.py and serve.py load): the first eval after step 0 with the highest reward
+            best.append(max(e[1:] or e, key=lambda r: (r["val_reward"], -r["step"]))["val_strict_accuracy"])
             after.append(e[-1]["val_strict_accuracy"])
             length.append(e[-1]["val_reasoning_length"])
+            written.append(e[-1]["val_response_length"])
             chain = [timings.get(f"{seed}/{k}") for k in ("pretrain", f"sft_{way}", f"grpo_{way}")]
             minutes.append(sum(chain) / 60 if None not in chain else None)
             curves.setdefault(way, []).append(e)
-        row = {"way": way, "seeds": len(after), "after_sft": before, "after_grpo": after, "reasoning_length": length,
-               "chain_minutes": minutes}
+        row = {"way": way, "seeds": len(after), "after_sft": before, "after_grpo_best": best, "after_grpo_last": after,
+               "reasoning_length": length, "tokens_written": written, "chain_minutes": minutes}
         rows.append(row)
-        print(f"{way:7} {summary(before):>28} {summary(after):>28} {summary(length):>17} {summary(minutes):>8}")
+        print(f"{way:7} {summary(before):>28} {summary(best):>28} {summary(after):>28} {summary(length):>28} "
+              f"{summary(written):>28} {summary(minutes):>28}")
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    os.makedirs(args.out, exist_ok=True)
     with open(results_path, "w") as f:
         json.dump({"seconds": timings, "rows": rows, "machine": machine}, f, indent=1)
     if curves:

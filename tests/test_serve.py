@@ -2,6 +2,7 @@
 gives every request what generate.py gives it alone, 4xx answers in OpenAI's schema to bad input, and the chat page
 in a real browser (headless Chromium through Playwright; skipped where there is none)."""
 import concurrent.futures
+import contextlib
 import json
 import os
 import queue
@@ -228,7 +229,9 @@ def browser_path():
                  if p), None)
 
 
-def test_the_chat_page_streams_a_reply_in_a_real_browser(server):
+@contextlib.contextmanager
+def chat_page(server, model_name):
+    """The chat page in headless Chromium, loaded and showing the model's name."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="optional: pip install playwright (and apt install chromium)")
     if browser_path() is None:
         pytest.skip("no Chromium installed (Debian: apt-get install chromium)")
@@ -237,22 +240,27 @@ def test_the_chat_page_streams_a_reply_in_a_real_browser(server):
         try:
             page = browser.new_page()
             page.goto(server["url"] + "/")
-            page.wait_for_function("document.getElementById('model').textContent === 'sft_tiny'", timeout=20000)
-            page.fill("#temperature", "0")
-            page.fill("#max_tokens", "16")
-            page.fill("#message", "Where does Mira live?")
-            page.press("#message", "Enter")
-            page.wait_for_function("document.getElementById('stats').textContent.includes('tokens/s')", timeout=30000)
-            replies = page.locator(".turn.assistant").all_text_contents()
-            expected = call(server, "/v1/chat/completions", ask("Where does Mira live?"))[1]["choices"][0]["message"]["content"]
-            assert replies == [expected]
-            page.fill("#message", "And what is 3 plus 4?")  # a second turn: the page sends the whole conversation
-            page.press("#message", "Enter")
-            page.wait_for_function("document.querySelectorAll('.turn.assistant').length === 2 && "
-                                   "!document.getElementById('send').disabled", timeout=30000)
-            assert page.locator(".turn.user").all_text_contents() == ["Where does Mira live?", "And what is 3 plus 4?"]
+            page.wait_for_function(f"document.getElementById('model').textContent === '{model_name}'", timeout=20000)
+            yield page
         finally:
             browser.close()
+
+
+def test_the_chat_page_streams_a_reply_in_a_real_browser(server):
+    with chat_page(server, "sft_tiny") as page:
+        page.fill("#temperature", "0")
+        page.fill("#max_tokens", "16")
+        page.fill("#message", "Where does Mira live?")
+        page.press("#message", "Enter")
+        page.wait_for_function("document.getElementById('stats').textContent.includes('tokens/s')", timeout=30000)
+        replies = page.locator(".turn.assistant").all_text_contents()
+        expected = call(server, "/v1/chat/completions", ask("Where does Mira live?"))[1]["choices"][0]["message"]["content"]
+        assert replies == [expected]
+        page.fill("#message", "And what is 3 plus 4?")  # a second turn: the page sends the whole conversation
+        page.press("#message", "Enter")
+        page.wait_for_function("document.querySelectorAll('.turn.assistant').length === 2 && "
+                               "!document.getElementById('send').disabled", timeout=30000)
+        assert page.locator(".turn.user").all_text_contents() == ["Where does Mira live?", "And what is 3 plus 4?"]
 
 
 def test_an_exported_hugging_face_folder_is_served_like_its_run_directory(stage_dirs, server, tmp_path):
@@ -379,37 +387,27 @@ def test_bad_tool_requests_are_400s_naming_the_field(tool_server, extra, param, 
 
 
 def test_the_chat_page_shows_tool_calls_and_folded_reasoning_in_a_real_browser(tool_server):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="optional: pip install playwright (and apt install chromium)")
-    if browser_path() is None:
-        pytest.skip("no Chromium installed (Debian: apt-get install chromium)")
     from tiny_runs import THINK_ANSWER, THINK_QUESTION, THINK_STEPS, TOOL_ANSWER, TOOL_QUESTION
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=browser_path(), args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            page.goto(tool_server["url"] + "/")
-            page.wait_for_function("document.getElementById('model').textContent === 'tools_tiny'", timeout=20000)
-            page.fill("#temperature", "0")
-            page.fill("#max_tokens", "120")
-            page.check("#calculator")
-            page.fill("#message", TOOL_QUESTION)
-            page.press("#message", "Enter")  # the page runs the call and asks again, as a client does
-            page.wait_for_function("!document.getElementById('send').disabled && "
-                                   "document.querySelectorAll('.turn.assistant .content').length === 2", timeout=30000)
-            assert page.locator(".tool-call").all_text_contents() == ['calculator({"expression": "478 + 356"}) → 834']
-            assert page.locator(".turn.assistant .content").all_text_contents()[-1] == TOOL_ANSWER
-            page.click("#reset")
-            page.uncheck("#calculator")
-            page.fill("#message", THINK_QUESTION)
-            page.press("#message", "Enter")
-            page.wait_for_function("!document.getElementById('send').disabled && "
-                                   "document.querySelector('.turn.assistant .content').textContent.length > 0", timeout=30000)
-            assert page.locator(".turn.assistant .content").all_text_contents() == [THINK_ANSWER]
-            reasoning = page.locator("details.reasoning")
-            assert reasoning.get_attribute("open") is None  # folded until clicked
-            assert reasoning.locator(".reasoning-text").text_content() == THINK_STEPS
-        finally:
-            browser.close()
+    with chat_page(tool_server, "tools_tiny") as page:
+        page.fill("#temperature", "0")
+        page.fill("#max_tokens", "120")
+        page.check("#calculator")
+        page.fill("#message", TOOL_QUESTION)
+        page.press("#message", "Enter")  # the page runs the call and asks again, as a client does
+        page.wait_for_function("!document.getElementById('send').disabled && "
+                               "document.querySelectorAll('.turn.assistant .content').length === 2", timeout=30000)
+        assert page.locator(".tool-call").all_text_contents() == ['calculator({"expression": "478 + 356"}) → 834']
+        assert page.locator(".turn.assistant .content").all_text_contents()[-1] == TOOL_ANSWER
+        page.click("#reset")
+        page.uncheck("#calculator")
+        page.fill("#message", THINK_QUESTION)
+        page.press("#message", "Enter")
+        page.wait_for_function("!document.getElementById('send').disabled && "
+                               "document.querySelector('.turn.assistant .content').textContent.length > 0", timeout=30000)
+        assert page.locator(".turn.assistant .content").all_text_contents() == [THINK_ANSWER]
+        reasoning = page.locator("details.reasoning")
+        assert reasoning.get_attribute("open") is None  # folded until clicked
+        assert reasoning.locator(".reasoning-text").text_content() == THINK_STEPS
 
 
 def test_the_pages_calculator_endpoint_is_the_safe_calculator(tool_server):
