@@ -20,7 +20,7 @@ import train_utils as tu
 from data import EpochSampler, cache_key, data_key, get_batch, load_data, packed_text_data
 from generate import GenerationConfig, TextGenerator
 from model import MiniGPT, get_config, load_model, load_weights
-from tokenizer import BPETokenizer
+from tokenizer import DIGITS_PATTERN, GPT2_PATTERN, BPETokenizer
 
 
 # ----------------------------------------------------------------------------- 1. flags
@@ -34,6 +34,9 @@ def parse_args(argv=None):
     p.add_argument("--tokenizer-max-cjk-chars", type=int, default=2, help="longest Chinese/Japanese run one token may "
                    "spell (0: no limit). Without it, the built-in Chinese facts became one token each and SFT could "
                    "not answer new questions about them")
+    p.add_argument("--tokenizer-digits", default="group", choices=["group", "split"],
+                   help="group: a number is one chunk that BPE merges, as GPT-2; split: one token per digit, as Llama and "
+                        "Qwen (the arithmetic chains need it; on the built-in data SFT did worse with it: tokenizer.py)")
     p.add_argument("--sample-prompt", default="Once upon a time", help="prompt for the sample printed at each eval")
     return tu.finish_args(p.parse_args(argv), "pretrain")
 
@@ -50,7 +53,8 @@ def main(argv=None):
     # trained on this very data, or a new one. (Reusing one trained on other data once made step 0's bpb 5.92, not 3.04.)
     tok_path = os.path.join(args.out_dir, "tokenizer.json")
     vocab_size = args.vocab_size or get_config(args.config).vocab_size
-    trained_on = cache_key([data_key(args), vocab_size, args.tokenizer_samples, args.tokenizer_max_cjk_chars])
+    trained_on = cache_key([data_key(args), vocab_size, args.tokenizer_samples, args.tokenizer_max_cjk_chars,
+                            args.tokenizer_digits])
     recorded = ((previous or {}).get("tokenizer") or {}).get("trained_on")
     source, why = None, None
     if args.tokenizer:
@@ -78,7 +82,8 @@ def main(argv=None):
             print(f"tokenizer: training a {vocab_size}-token tokenizer on up to {args.tokenizer_samples} documents "
                   f"of {' '.join(args.data)}")
             tokenizer = BPETokenizer.train(train_texts, vocab_size, max_samples=args.tokenizer_samples, seed=args.seed,
-                                           max_cjk_chars=args.tokenizer_max_cjk_chars or None)
+                                           max_cjk_chars=args.tokenizer_max_cjk_chars or None,
+                                           pattern=DIGITS_PATTERN if args.tokenizer_digits == "split" else GPT2_PATTERN)
         if os.path.abspath(source or "") != os.path.abspath(tok_path):
             tokenizer.save(tok_path)
     if run.ddp:

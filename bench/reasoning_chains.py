@@ -3,7 +3,8 @@ Three ways to answer 3-digit sums and differences (issue 30), side by side on th
   direct  SFT on the answer alone, then GRPO                           (today's way)
   think   SFT on worked steps inside <think>...</think>, then GRPO      (reasoning)
   tool    SFT on a calculator call and its result, then GRPO with the calculator in the rollouts (tools)
-Each chain is the project's own commands: train_pretrain.py (the built-in data; shared by the three ways of a seed),
+Each chain is the project's own commands: train_pretrain.py --tokenizer-digits split (the built-in data, one token per
+digit; shared by the three ways of a seed),
 train_sft.py --data arithmetic-WAY, train_grpo.py --data arithmetic-WAY [--tools calculator]. Held-out accuracy is on
 200 operand pairs no training split holds, answered greedily; a right answer is the final answer's last number.
 
@@ -40,7 +41,9 @@ def commands(out, seed, way):
     pre, sft, grpo = (os.path.join(out, f"seed_{seed}", name) for name in ("pretrain", f"sft_{way}", f"grpo_{way}"))
     data = ["--data", f"arithmetic-{way}", "--seed", str(seed)]
     tools = ["--tools", "calculator"] if way == "tool" else []
-    return [("pretrain", pre, ["train_pretrain.py", "--config", "tiny", "--seed", str(seed), "--out-dir", pre]),
+    # one token per digit: the worked steps and the copy into a calculator call go digit by digit
+    return [("pretrain", pre, ["train_pretrain.py", "--config", "tiny", "--tokenizer-digits", "split", "--seed", str(seed),
+                               "--out-dir", pre]),
             ("sft", sft, ["train_sft.py", *SFT, "--init-from", pre, *data, "--out-dir", sft]),
             ("grpo", grpo, ["train_grpo.py", *GRPO, "--init-from", sft, *data, *tools,
                             "--max-new-tokens", str(MAX_NEW[way]), "--out-dir", grpo])]

@@ -81,8 +81,11 @@ def test_generation_prompt_ends_with_assistant_header(tok):
     assert tok.decode(ids).endswith("<|im_start|>assistant\n") and sum(mask) == 0
 
 
-def test_every_digit_is_its_own_token_so_numbers_are_spelled_one_way(tok):
-    # the corpus says "12345" twenty times: GPT-2's pattern would learn "123"-like tokens; ours never merges digits
+def test_digits_split_makes_every_digit_its_own_token_so_numbers_are_spelled_one_way(tok):
+    from tokenizer import DIGITS_PATTERN
+    assert tok.encode(" 12345") != [tok.token_to_id(" "), *[tok.token_to_id(d) for d in "12345"]]  # GPT-2's grouping
+    tok = BPETokenizer.train(CORPUS, vocab_size=400, verbose=False, pattern=DIGITS_PATTERN)
+    # the corpus says "12345" twenty times: GPT-2's split learns tokens like " 123"; with digits split none is made
     pieces = [tok.decode([t]) for t in tok.encode("x 12345 + 3.14")]
     assert pieces[:7] == ["x", " ", "1", "2", "3", "4", "5"] and pieces[-4:] == ["3", ".", "1", "4"]
     assert all(not any(c.isdigit() for c in tok.vocab_bytes[i].decode("utf-8", "replace")) or len(tok.vocab_bytes[i]) == 1
@@ -222,10 +225,15 @@ def test_cli_bytes_that_are_not_utf8_name_file_and_line(tmp_path):
 INTEROP_TEXTS = ["The quick brown fox, 123 times!", "孙悟空大闹天宫。唐僧师徒四人", "café 🙂 naïve\n\ttabs  spaces"]
 
 
-def test_hf_tokenizers_loads_our_file_and_encodes_identically(tok, tmp_path):
+@pytest.mark.parametrize("digits", ["group", "split"])
+def test_hf_tokenizers_loads_our_file_and_encodes_identically(tok, tmp_path, digits):
     tokenizers = pytest.importorskip("tokenizers", reason="optional: pip install tokenizers")
+    from tokenizer import DIGITS_PATTERN
+    if digits == "split":  # exported as a Split pre-tokenizer before ByteLevel; HF must split exactly as we do
+        tok = BPETokenizer.train(CORPUS, vocab_size=400, verbose=False, pattern=DIGITS_PATTERN)
     path = str(tmp_path / "tokenizer.json")
     tok.save(path)
+    assert BPETokenizer.load(path).pattern == tok.pattern
     hf = tokenizers.Tokenizer.from_file(path)
     for text in INTEROP_TEXTS + CORPUS[:4]:
         assert hf.encode(text).ids == tok.encode(text)
