@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 import builtin_data
 from common import env_default, write_json
+from tools import CALCULATOR_TOOL
 
 
 class DataError(ValueError):
@@ -427,7 +428,7 @@ def arithmetic_records(source, kind, split, n=None):
         raise DataError(f"--data {source}: conversations (train_sft.py) or prompts (train_grpo.py); this stage needs {kind}")
     way = source.split("-")[1]
     items = builtin_data.arithmetic_items(split, n or (ARITHMETIC_TRAIN_ITEMS if split == "train" else 200))
-    tools = {"tools": [builtin_data.tools.CALCULATOR_TOOL]} if way == "tool" else {}
+    tools = {"tools": [CALCULATOR_TOOL]} if way == "tool" else {}
     if kind == "chat":
         return [_with_tools(builtin_data.arithmetic_conversation(it, way), tools) for it in items]
     return [{"prompt": _with_tools([{"role": "user", "content": it["prompt"]}], tools), "answer": it["answer"]}

@@ -303,7 +303,7 @@ def chat_turns(messages):
     return turns
 
 
-def tool_settings(body, tokenizer):
+def tool_settings(body):
     """(tools to offer or None, the text the assistant turn is forced to start with, enable_thinking) from tools,
     tool_choice and chat_template_kwargs. tool_choice: "auto" (the model decides), "none" (no tools offered),
     "required" (the turn starts a call), or {"type": "function", "function": {"name"}} (the turn starts that call)."""
@@ -348,7 +348,7 @@ def parse_request(body, kind, engine, max_n):
     forced = ""
     if kind == "chat":
         turns = chat_turns(body.get("messages"))
-        tools, forced, thinking = tool_settings(body, tokenizer)
+        tools, forced, thinking = tool_settings(body)
         try:
             prompt = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tools=tools, enable_thinking=thinking)[0]
         except ValueError as e:  # e.g. a tool call without a name, or a tokenizer from before tools and reasoning
@@ -573,14 +573,18 @@ class Reply:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "total_tokens": self.prompt_tokens + self.completion_tokens}
 
+    def parsed(self, i):
+        """(choice i's text so far read as an assistant turn, its readable tool calls)."""
+        parsed = parse_assistant(self.forced + self.texts[i])
+        return parsed, [c for c in parsed["tool_calls"] if c["name"] is not None]
+
     def message(self, i):
         """Choice i as OpenAI's assistant message: the text the model wrote, split into reasoning_content (what was inside
         <think>, the vLLM / DeepSeek field), content, and tool_calls (arguments as a JSON string, as OpenAI sends them)."""
-        parsed = parse_assistant(self.forced + self.texts[i])
+        parsed, calls = self.parsed(i)
         message = {"role": "assistant", "content": parsed["content"]}
         if parsed["reasoning_content"]:
             message["reasoning_content"] = parsed["reasoning_content"]
-        calls = [c for c in parsed["tool_calls"] if c["name"] is not None]
         if calls:
             message["content"] = parsed["content"] or None
             message["tool_calls"] = [self.tool_call(i, j, c) for j, c in enumerate(calls)]
@@ -591,8 +595,7 @@ class Reply:
                 "function": {"name": call["name"], "arguments": call["arguments"]}}
 
     def finish_reason(self, i):
-        calls = [c for c in parse_assistant(self.forced + self.texts[i])["tool_calls"] if c["name"] is not None]
-        return "tool_calls" if calls and self.finish[i] == "stop" else self.finish[i]
+        return "tool_calls" if self.parsed(i)[1] and self.finish[i] == "stop" else self.finish[i]
 
     def whole(self):
         if self.kind == "chat":
@@ -629,13 +632,12 @@ class Reply:
             return [self._chunk(i, finish_reason=self.finish_reason(i) if self.kind == "chat" else event[2])]
         if self.kind != "chat":
             return [self._chunk(i, text=event[2])]
-        parsed, sent, out = parse_assistant(self.forced + self.texts[i]), self.sent[i], []
+        (parsed, calls), sent, out = self.parsed(i), self.sent[i], []
         for key in ("reasoning_content", "content"):
             now = parsed[key] or ""
             if len(now) > len(sent[key]) and now.startswith(sent[key]):
                 out.append(self._chunk(i, delta={key: now[len(sent[key]):]}))
                 sent[key] = now
-        calls = [c for c in parsed["tool_calls"] if c["name"] is not None]
         for j in range(sent["tool_calls"], len(calls)):
             out.append(self._chunk(i, delta={"tool_calls": [{"index": j, **self.tool_call(i, j, calls[j])}]}))
         sent["tool_calls"] = len(calls)

@@ -13,6 +13,7 @@ Unlike minbpe we do not recount every pair after every merge: pair counts are ke
 touching only the words that contain the merged pair (an index from pair to words finds them).
 """
 import argparse
+import functools
 import heapq
 import json
 import multiprocessing as mp
@@ -57,6 +58,7 @@ _L = _char_class(str.isalpha)                                   # \p{L}: categor
 _N = _char_class(lambda c: unicodedata.category(c)[0] == "N")   # \p{N}: Nd Nl No
 
 
+@functools.lru_cache(maxsize=None)
 def compile_pattern(pattern):
     r"""An Oniguruma split pattern as a Python regex: \p{L} and \p{N} become our character classes (bare inside
     [...], bracketed outside)."""
@@ -80,6 +82,7 @@ def compile_pattern(pattern):
 
 
 SPLIT_PATTERN = compile_pattern(GPT2_PATTERN)  # what new tokenizers split with unless told otherwise
+PATTERNS = {"group": GPT2_PATTERN, "split": DIGITS_PATTERN}  # --digits / --tokenizer-digits
 
 
 def bytes_to_unicode():
@@ -164,7 +167,7 @@ class BPETokenizer:
                  pattern=GPT2_PATTERN):
         """merges: list of ((id_a, id_b), new_id) in rank order; pattern: the split pattern (Oniguruma syntax, as
         tokenizer.json stores it). Use train() or load() rather than this directly."""
-        self.pattern, self.split = pattern, (SPLIT_PATTERN if pattern == GPT2_PATTERN else compile_pattern(pattern))
+        self.pattern, self.split = pattern, compile_pattern(pattern)
         self.special_tokens = dict(special_tokens or {t: i for i, t in enumerate(SPECIAL_TOKENS)})  # str -> id
         n_special = len(self.special_tokens)
         self.byte_ids = byte_ids or [n_special + b for b in range(256)]  # byte value -> token id
@@ -218,7 +221,7 @@ class BPETokenizer:
             raise ValueError(f"vocab_size {vocab_size} is smaller than 256 bytes + {len(specials)} special tokens")
         if max_samples is not None:
             texts = _reservoir_sample(texts, max_samples, seed)
-        split = SPLIT_PATTERN if pattern == GPT2_PATTERN else compile_pattern(pattern)
+        split = compile_pattern(pattern)
         # 1. count chunks ("words"); each distinct chunk is processed once, weighted by its count
         chunk_counts = Counter()
         for text in texts:
@@ -619,7 +622,7 @@ def main(argv=None):
     t.add_argument("--vocab-size", type=int, default=6400)
     t.add_argument("--max-samples", type=int, default=None, help="train on a random sample of this many paragraphs")
     t.add_argument("--max-cjk-chars", type=int, default=None, help="longest Chinese/Japanese run one token may spell")
-    t.add_argument("--digits", default="group", choices=["group", "split"], help="split: one token per digit")
+    t.add_argument("--digits", default="group", choices=sorted(PATTERNS), help="split: one token per digit")
     t.add_argument("--out", required=True, help="where to write tokenizer.json")
     s = sub.add_parser("stats", help="bytes per token and a round-trip check of a tokenizer on a file")
     s.add_argument("--tokenizer", required=True)
@@ -629,7 +632,7 @@ def main(argv=None):
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)  # before training, not after
         tok = BPETokenizer.train(read_text_files(args.input), args.vocab_size, max_samples=args.max_samples,
                                  max_cjk_chars=args.max_cjk_chars,
-                                 pattern=DIGITS_PATTERN if args.digits == "split" else GPT2_PATTERN)
+                                 pattern=PATTERNS[args.digits])
         tok.save(args.out)
         print(f"saved {args.out}: {tok.vocab_size} tokens, {len(tok.merges)} merges")
     else:

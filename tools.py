@@ -159,7 +159,7 @@ MAX_RESULT_CHARS = 200  # a tool response longer than this is cut: it goes back 
 
 def parse_assistant(text):
     """One assistant turn as the model wrote it (decoded with its special tokens) -> {"reasoning_content": str or
-    None, "content": str, "tool_calls": [{"name", "arguments" (JSON text) or None when unreadable}], "finished"}.
+    None, "content": str, "tool_calls": [{"name", "arguments" (JSON text)}, both None when unreadable], "finished"}.
     Example: parse_assistant('<think>\\nAdd.\\n</think>\\n\\n<tool_call>\\n{"name": "calculator", "arguments":
     {"expression": "2+3"}}\\n</tool_call><|im_end|>') -> reasoning 'Add.', content '', one calculator call."""
     finished = "<|im_end|>" in text
@@ -176,7 +176,7 @@ def parse_assistant(text):
             call = json.loads(block)
             calls.append({"name": call["name"], "arguments": json.dumps(call["arguments"], ensure_ascii=False)})
         except (json.JSONDecodeError, KeyError, TypeError):
-            calls.append({"name": None, "arguments": None, "text": block.strip()})
+            calls.append({"name": None, "arguments": None})
     if reasoning is not None:
         content = content.lstrip("\n")  # the template's blank line after </think>
     if "<tool_call>" in text:

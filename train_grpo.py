@@ -146,8 +146,8 @@ def main(argv=None):
             raise ValueError(f"{args.reward_model}: the reward model was trained with another tokenizer than "
                              f"{args.init_from}; train it from the same pretraining run")
     train_prompts, val_prompts, stats = load_data(args, "prompt")
-    if not args.val_data and heldout_prompts(args.data):  # built-in data: questions (operand pairs) never trained on
-        val_prompts = heldout_prompts(args.data)
+    held_out = None if args.val_data else heldout_prompts(args.data)  # built-in data: questions never trained on
+    val_prompts = held_out or val_prompts
     val_prompts = (val_prompts or train_prompts)[:args.eval_batch]
     if "correct" in args.rewards and any(p["answer"] is None for p in train_prompts):
         raise ValueError("--rewards correct needs prompts with an 'answer' field (the built-in and arithmetic data have "

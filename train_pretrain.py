@@ -20,7 +20,7 @@ import train_utils as tu
 from data import EpochSampler, cache_key, data_key, get_batch, load_data, packed_text_data
 from generate import GenerationConfig, TextGenerator
 from model import MiniGPT, get_config, load_model, load_weights
-from tokenizer import DIGITS_PATTERN, GPT2_PATTERN, BPETokenizer
+from tokenizer import PATTERNS, BPETokenizer
 
 
 # ----------------------------------------------------------------------------- 1. flags
@@ -34,7 +34,7 @@ def parse_args(argv=None):
     p.add_argument("--tokenizer-max-cjk-chars", type=int, default=2, help="longest Chinese/Japanese run one token may "
                    "spell (0: no limit). Without it, the built-in Chinese facts became one token each and SFT could "
                    "not answer new questions about them")
-    p.add_argument("--tokenizer-digits", default="group", choices=["group", "split"],
+    p.add_argument("--tokenizer-digits", default="group", choices=sorted(PATTERNS),
                    help="group: a number is one chunk that BPE merges, as GPT-2; split: one token per digit, as Llama and "
                         "Qwen (the arithmetic chains need it; on the built-in data SFT did worse with it: tokenizer.py)")
     p.add_argument("--sample-prompt", default="Once upon a time", help="prompt for the sample printed at each eval")
@@ -83,7 +83,7 @@ def main(argv=None):
                   f"of {' '.join(args.data)}")
             tokenizer = BPETokenizer.train(train_texts, vocab_size, max_samples=args.tokenizer_samples, seed=args.seed,
                                            max_cjk_chars=args.tokenizer_max_cjk_chars or None,
-                                           pattern=DIGITS_PATTERN if args.tokenizer_digits == "split" else GPT2_PATTERN)
+                                           pattern=PATTERNS[args.tokenizer_digits])
         if os.path.abspath(source or "") != os.path.abspath(tok_path):
             tokenizer.save(tok_path)
     if run.ddp:
