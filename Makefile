@@ -21,7 +21,7 @@ DONE = $(OUT)/$(1)_$(CONFIG)/done.json
 RESUME = $(if $(wildcard $(@D)/ckpt_latest.pt),--resume)
 
 .PHONY: pipeline chain pretrain sft reward dpo ppo grpo lora generate report eval test clean \
-	reasoning reasoning-direct reasoning-think reasoning-tool
+	reasoning reasoning-direct reasoning-think reasoning-tool reward-hacking
 
 ifeq ($(strip $(SEEDS)),)
 pipeline: chain
@@ -88,6 +88,11 @@ reasoning-think:
 reasoning-tool:
 	$(REASONING_CHAIN)
 
+# Reward hacking on purpose (Gao et al. 2022): PPO against a weak reward model with no KL penalty, beside the
+# default PPO run, proxy reward and gold accuracy against KL to SFT; needs the sft and reward stages (make pipeline)
+reward-hacking: | $(call DONE,sft) $(call DONE,reward)
+	$(PY) bench/reward_hacking.py --runs $(OUT) --config $(CONFIG)
+
 # standard benchmarks of one stage's checkpoint (not part of the pipeline: it needs task files in EVAL_DATA)
 eval:
 	$(PY) eval_benchmarks.py --checkpoint $(call RUN,$(STAGE)) --data-dir $(EVAL_DATA)
@@ -97,4 +102,5 @@ test:
 
 # the runs `make` made (each stage's folder, and seed_* of SEEDS=), not the token cache or other runs in $(OUT)
 clean:
-	rm -rf $(foreach s,pretrain sft reward dpo ppo grpo sft_lora,$(call RUN,$(s))) $(OUT)/seed_* $(OUT)/reasoning
+	rm -rf $(foreach s,pretrain sft reward dpo ppo grpo sft_lora reward_weak ppo_hacking ppo_curve,$(call RUN,$(s))) \
+		$(OUT)/seed_* $(OUT)/reasoning

@@ -242,49 +242,67 @@ def _wrong_response(it, rng):
     return _fix_articles(head + wrong + tail)
 
 
-def _off_topic_response(it, items, rng):
-    """A right answer to another question: the same character's other attribute, or another sum."""
-    same_lang = [o for o in items if o["lang"] == it["lang"]]
+def _off_topic_response(it, pool, rng):
+    """A right answer to another question of the same language, from `pool` (training questions only): for a
+    character, another character's answer to the same question or the same character's other attribute; for a sum,
+    another sum. It is a reply the data chooses elsewhere, so a reward model must read the question to reject it."""
+    same_lang = [o for o in pool if o["lang"] == it["lang"] and o["answer"] != it["answer"]]
     if it["attr"] == "sum":
-        others = [o for o in same_lang if o["attr"] == "sum" and o["key"] != it["key"]]
-    else:  # a character's key is its name, so this excludes sums
-        others = [o for o in same_lang if o["key"] == it["key"] and o["attr"] != it["attr"]]
-    return rng.choice(others)["response"]
+        return rng.choice([o for o in same_lang if o["attr"] == "sum"])["response"]
+    other_character = [o for o in same_lang if o["attr"] == it["attr"] and o["key"] != it["key"]]
+    other_attribute = [o for o in same_lang if o["key"] == it["key"] and o["attr"] not in (it["attr"], "sum")]
+    # half another character's answer to the same question (what PPO found to please the old reward model), half the
+    # same character's other attribute (when the pool holds one)
+    return rng.choice(other_character if rng.random() < 0.5 or not other_attribute else other_attribute)["response"]
 
 
-def _pair_kinds(items, rng, per_question=2):
-    """(item, kind of rejected reply): per_question distinct kinds for each question, drawn by weight."""
-    kinds, weights = ["hedge", "off_topic", "language", "wrong_fact"], [0.25, 0.3, 0.3, 0.15]
+def _other_kind_response(it, pool, rng):
+    """A right answer of another kind (a sum for a question about a character, a fact for a sum)."""
+    return rng.choice([o for o in pool if o["lang"] == it["lang"] and (o["attr"] == "sum") != (it["attr"] == "sum")])["response"]
+
+
+PAIR_KINDS = {"hedge": 0.2, "off_topic": 0.3, "language": 0.15, "other_kind": 0.1, "wrong_fact": 0.25}
+
+
+def _pair_kinds(items, rng, per_question):
+    """(item, kind of rejected reply): per_question distinct kinds for each question, drawn by PAIR_KINDS' weights."""
     for it in items:
-        left = list(zip(kinds, weights))
-        is_hedged = hedged(it)
-        if is_hedged:  # the first pair rejects what the SFT model says there
+        left = dict(PAIR_KINDS)
+        if hedged(it):  # the first pair rejects what the SFT model says there
+            left.pop("hedge")
             yield it, "hedge"
-            left = left[1:]
-        for _ in range(per_question - is_hedged):
-            kind = rng.choices([k for k, _ in left], [w for _, w in left])[0]
-            left = [(k, w) for k, w in left if k != kind]
+            n = per_question - 1
+        else:
+            n = per_question
+        for _ in range(n):
+            kind = rng.choices(list(left), list(left.values()))[0]
+            left.pop(kind)
             yield it, kind
 
 
-def preference_pairs(seed=0, split="train"):
-    """{"prompt": [messages], "chosen": str, "rejected": str}: the right answer against a failure a user would
+def preference_pairs(seed=0, split="train", per_question=4):
+    """{"prompt": [messages], "chosen": str, "rejected": str, "kind"}: the right answer against a failure a user would
     reject. On hedged questions one rejected reply is the SFT data's hedge (what the SFT model says there);
-    otherwise it is a hedge, a right answer to another question, the right answer in the other language,
-    or a wrong fact. The first three can be judged from the pair alone, so a reward model or DPO learns them
-    as behaviours; a wrong fact needs the fact, and what a tiny model learns from it stays tied to that fact
-    (see BENCHMARKS.md), so it is the smallest share."""
+    otherwise a hedge, a right answer to another question (off_topic: another character's, another attribute's,
+    another sum's), the right answer in the other language, an answer of another kind, or a wrong fact.
+    Every off-topic reply is a training question's right answer, one that other pairs choose: a reward model that
+    scores replies it has seen chosen, without reading the question, is what PPO exploited ("Rory's favorite color is
+    purple." for every colour question), and pairs in which the same reply is chosen and rejected leave it nothing to
+    memorise. Wrong facts need the fact itself, which only pretraining stated for the held-out questions."""
     rng = random.Random(seed + 3)
     every = checkable_prompts(seed)
+    pool = [o for o in every if o["split"] == "train"]  # held-out answers never appear in another question's pair
     other_lang = {(o["key"], o["attr"], o["lang"]): o["response"] for o in every}
     pairs = []
-    for it, kind in _pair_kinds([it for it in every if split is None or it["split"] == split], rng):
+    for it, kind in _pair_kinds([it for it in every if split is None or it["split"] == split], rng, per_question):
         if kind == "hedge":
             rejected = IDK[it["lang"]]
         elif kind == "off_topic":
-            rejected = _off_topic_response(it, every, rng)
+            rejected = _off_topic_response(it, pool, rng)
         elif kind == "language":
             rejected = other_lang[(it["key"], it["attr"], "zh" if it["lang"] == "en" else "en")]
+        elif kind == "other_kind":
+            rejected = _other_kind_response(it, pool, rng)
         else:
             rejected = _wrong_response(it, rng)
         pairs.append({"prompt": [{"role": "user", "content": it["prompt"]}], "chosen": it["response"], "rejected": rejected,
@@ -369,14 +387,16 @@ def _held_out(op, a, b):
 def arithmetic_items(split="train", n=2000, seed=0, ops=("add", "sub"), digits=3):
     """Questions whose answers a program checks, with the worked steps, the calculator expression and the answer
     sentence: [{"prompt", "answer", "lang", "op", "a", "b", "reasoning", "expression", "response"}]. add and sub
-    use two `digits`-digit numbers (sub: the larger first), mul a 2-digit by a 1-digit number. split 'train' never
-    holds a 'heldout' operand pair (1 in 5 pairs, fixed by a hash of the pair)."""
+    use two `digits`-digit numbers (a tuple: each item picks one of its counts; sub: the larger first), mul a 2-digit
+    by a 1-digit number. split 'train' never holds a 'heldout' operand pair (1 in 5 pairs, fixed by a hash of the pair)."""
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-    rng, items = random.Random(f"arithmetic {seed} {split}"), []
-    low, high = 10 ** (digits - 1), 10 ** digits - 1
+    counts = (digits,) if isinstance(digits, int) else tuple(digits)
+    rng, items = random.Random(f"arithmetic {seed} {split}" + ("" if counts == (3,) else f" {counts}")), []
     while len(items) < n:
         op = ops[len(items) % len(ops)]
+        d = counts[0] if len(counts) == 1 else rng.choice(counts)
+        low, high = (0 if d == 1 else 10 ** (d - 1)), 10 ** d - 1
         a, b = (rng.randint(10, 99), rng.randint(2, 9)) if op == "mul" else (rng.randint(low, high), rng.randint(low, high))
         if op == "sub" and a < b:
             a, b = b, a

@@ -416,18 +416,21 @@ def builtin_records(kind):
 
 
 ARITHMETIC_WAYS = ("arithmetic-direct", "arithmetic-think", "arithmetic-tool")
+ARITHMETIC_SOURCE = re.compile(r"arithmetic-(direct|think|tool)((?:-[1-9])*)")  # arithmetic-think-1-2: 1 or 2 digits
 ARITHMETIC_TRAIN_ITEMS = 20000  # distinct operand pairs are ~650k: the model sees few twice
 
 
 def arithmetic_records(source, kind, split, n=None):
     """builtin_data.arithmetic_items as SFT conversations (kind chat) or as prompts with answers (kind prompt), answered
     the way the source names: arithmetic-direct (the answer), -think (worked steps as reasoning, then the answer), -tool
-    (a calculator call, its result, the answer; the calculator is offered in the system turn). split 'heldout': operand
-    pairs no training split holds."""
+    (a calculator call, its result, the answer; the calculator is offered in the system turn). Numbers have 3 digits,
+    or the digit counts the source lists (arithmetic-think-1-2: 1 or 2). split 'heldout': operand pairs no training
+    split holds."""
     if kind not in ("chat", "prompt"):
         raise DataError(f"--data {source}: conversations (train_sft.py) or prompts (train_grpo.py); this stage needs {kind}")
-    way = source.split("-")[1]
-    items = builtin_data.arithmetic_items(split, n or (ARITHMETIC_TRAIN_ITEMS if split == "train" else 200))
+    way, digit_list = ARITHMETIC_SOURCE.fullmatch(source).groups()
+    digits = tuple(int(d) for d in digit_list.split("-")[1:]) or (3,)
+    items = builtin_data.arithmetic_items(split, n or (ARITHMETIC_TRAIN_ITEMS if split == "train" else 200), digits=digits)
     tools = {"tools": [CALCULATOR_TOOL]} if way == "tool" else {}
     if kind == "chat":
         return [_with_tools(builtin_data.arithmetic_conversation(it, way), tools) for it in items]
@@ -439,7 +442,7 @@ def heldout_prompts(specs):
     """Held-out prompts for the built-in sources (questions, or operand pairs, that training never sees), or None."""
     if specs == ["builtin"]:
         return prompt_records(builtin_data.checkable_prompts(split="heldout"))
-    if len(specs) == 1 and specs[0] in ARITHMETIC_WAYS:
+    if len(specs) == 1 and ARITHMETIC_SOURCE.fullmatch(specs[0]):
         return arithmetic_records(specs[0], "prompt", "heldout")
     return None
 
@@ -462,7 +465,7 @@ def load_datasets(specs, kind, seed=0, val_split=0.05, global_ratio=1.0, max_rec
         skipped = []
         if src.path == "builtin":
             records = builtin_records(kind)
-        elif src.path in ARITHMETIC_WAYS:  # worked 3-digit sums and differences, answered one of three ways
+        elif ARITHMETIC_SOURCE.fullmatch(src.path):  # worked sums and differences, answered one of three ways
             records = arithmetic_records(src.path, kind, "train")
         elif re.fullmatch(r"arithmetic(-[1-9])*", src.path):  # sums made on the fly, with answers a program checks
             if kind != "prompt":

@@ -465,30 +465,55 @@ class MiniGPT(nn.Module):
             return torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
 
 
+class ValueOutput(NamedTuple):
+    values: torch.Tensor                     # (B, T), fp32
+    aux_loss: torch.Tensor                   # MoE load balancing (0 without experts)
+    reply_logprobs: Optional[torch.Tensor]   # (B, T-1) with a likelihood term, else None
+
+
 class ValueModel(nn.Module):
     """A MiniGPT backbone with a scalar head instead of next-token logits: one value per position, (B, T).
     The reward model reads it at the last real token of prompt+response; PPO's critic at every response token."""
 
-    def __init__(self, config: MiniGPTConfig):
+    def __init__(self, config: MiniGPTConfig, likelihood=False):
         super().__init__()
         self.config = config
         self.backbone = MiniGPT(config)
         if not config.tie_embeddings:
-            self.backbone.lm_head.weight.requires_grad_(False)  # unused here: keep it out of the optimizer and DDP
+            self.backbone.lm_head.weight.requires_grad_(False)  # unused by the head: out of the optimizer and DDP
         self.head = nn.Linear(config.dim, 1)
         nn.init.normal_(self.head.weight, std=1 / math.sqrt(config.dim + 1))  # unit-scale outputs at init
         nn.init.zeros_(self.head.bias)
+        # a reward model trained with --likelihood adds likelihood_weight x the reply's log-likelihood under the
+        # backbone's own language model, which knows the facts and names a head on the last token cannot read out
+        # (held-out wrong facts: the head alone judged 56 of 115 right, the head with the likelihood 112)
+        self.likelihood_weight = nn.Parameter(torch.ones(())) if likelihood else None
 
     configure_optimizer = MiniGPT.configure_optimizer
     num_params = MiniGPT.num_params
 
-    def forward(self, idx):
-        """(values (B, T) in fp32, MoE aux loss)."""
+    def forward(self, idx, prompt_lengths=None):
+        """ValueOutput(values (B, T) in fp32, MoE aux loss, reply_logprobs). With a likelihood term, prompt_lengths
+        (B,) says where each reply starts, and values[b, t] adds likelihood_weight x the log-likelihood of the reply's
+        tokens up to t: read at the last token (values_at_last_token), it is the whole reply's. The prompt's own
+        likelihood is left out, as it is the same for every reply to it. reply_logprobs (B, T-1): log p(idx[:, t+1])
+        from the reply's first token on (0 before it; None without the term), for train_reward.py's NLL."""
         hidden, aux_loss = self.backbone.forward_hidden(idx)
         # the scalar head in fp32 even under autocast: bf16 rounds a reward of ~10 by up to 0.03, as much as the
         # gap between a right and a wrong fact (3 reward models, held-out accuracy 0.859/0.915/0.887 -> 0.873/0.915/0.908)
         with torch.autocast(idx.device.type, enabled=False):
-            return self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float(), aux_loss  # fp32 unless cast to bf16
+            values = self.head(hidden.to(self.head.weight.dtype)).squeeze(-1).float()  # fp32 unless cast to bf16
+        if self.likelihood_weight is None:
+            return ValueOutput(values, aux_loss, None)
+        if prompt_lengths is None:
+            raise ValueError("a reward model with a likelihood term needs prompt_lengths: where each reply starts")
+        with torch.autocast(idx.device.type, enabled=False):  # fp32 logits, as the head: a reply sums ~10 of them
+            logits = self.backbone.lm_head(hidden[:, :-1].to(self.backbone.lm_head.weight.dtype))
+        logprobs = token_logprobs(logits, idx[:, 1:])  # (B, T-1): log p(idx[:, t+1])
+        in_reply = torch.arange(1, idx.size(1), device=idx.device)[None, :] >= prompt_lengths.to(idx.device)[:, None]
+        reply_logprobs = logprobs * in_reply
+        reply_logprob = torch.cumsum(reply_logprobs, dim=1)  # (B, T-1): the reply's log-likelihood so far
+        return ValueOutput(values + self.likelihood_weight * F.pad(reply_logprob, (1, 0)), aux_loss, reply_logprobs)
 
     def freeze_backbone(self, trainable_layers=0):
         """Train only the head, the final norm and the top `trainable_layers` blocks."""
@@ -725,13 +750,19 @@ def _load_lora_run(ckpt, path, device):
     return merge_lora(model)
 
 
-def load_value_model(run_dir, device="cpu", which="best", trained_head=False):
+def load_value_model(run_dir, device="cpu", which="best", trained_head=False, likelihood=False):
     """A ValueModel from a reward-model run directory, or a fresh head on a language model's backbone (an error
-    with trained_head=True: a reward must come from a trained head, not a random one)."""
+    with trained_head=True: a reward must come from a trained head, not a random one). A reward model keeps its
+    likelihood term when trained_head=True (its reward); a critic started from it (trained_head=False) does not.
+    likelihood=True: a fresh head on a language model gets a likelihood term (train_reward.py --likelihood)."""
     config, ckpt, path = _read_run(run_dir, which)
-    model = ValueModel(config)
-    if any(k.startswith("backbone.") for k in ckpt["model"]):
-        load_weights(model, ckpt["model"], source=path)
+    state = dict(ckpt["model"])
+    has_term = state.get("likelihood_weight") is not None
+    if has_term and not trained_head:
+        del state["likelihood_weight"]
+    model = ValueModel(config, likelihood=(has_term and trained_head) or likelihood)
+    if any(k.startswith("backbone.") for k in state):
+        load_weights(model, state, source=path)
     elif trained_head:
         raise ValueError(f"{path}: holds a language model, not a reward model (train one with train_reward.py)")
     elif ckpt.get("lora"):  # a LoRA run: its merged model is the backbone

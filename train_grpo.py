@@ -184,7 +184,7 @@ def main(argv=None):
     generator = TextGenerator(raw_policy, tokenizer)
 
     @torch.no_grad()
-    def score(records, ids, lengths, responses):
+    def score(records, ids, lengths, prompt_lengths, responses):
         """(rewards (N,) weighted over --rewards, {reward name: (N,)}, held-out style accuracy (N,) by check_answer)."""
         texts = [final_answer(tokenizer.decode(r)) for r in responses]  # the answer after any reasoning or tool turns
         finished = [tokenizer.eos_id in r for r in responses]
@@ -196,7 +196,7 @@ def main(argv=None):
                 values = [format_reward(t, f) for t, f in zip(texts, finished)]
             else:
                 with tu.autocast(run):
-                    values = values_at_last_token(reward_model(ids)[0], lengths).tolist()
+                    values = values_at_last_token(reward_model(ids, prompt_lengths)[0], lengths).tolist()
             per_reward[name] = torch.tensor(values, dtype=torch.float32, device=run.device)
         rewards = sum(w * per_reward[name] for name, w in zip(args.rewards, args.reward_weights))
         accuracy = torch.tensor([builtin_data.check_answer(t, r["answer"]) if r["answer"] is not None else float("nan")
@@ -217,7 +217,7 @@ def main(argv=None):
                                                                     tokenizer.pad_id, cut=by_model is None)
         ids, lengths, prompt_lengths = ids.to(run.device), lengths.to(run.device), prompt_lengths.to(run.device)
         x, y, mask = response_targets(ids, lengths, prompt_lengths, by_model)  # mask: exactly the model's tokens
-        rewards, per_reward, accuracy = score(records, ids, lengths, responses)
+        rewards, per_reward, accuracy = score(records, ids, lengths, prompt_lengths, responses)
         opened, closed = tokenizer.special_tokens.get("<think>"), tokenizer.special_tokens.get("</think>")
         reasoning = [r.index(closed) - r.index(opened) - 1 if opened in r and closed in r else 0  # tokens inside <think>
                      for r in responses]

@@ -242,17 +242,34 @@ def test_builtin_data_is_deterministic_bilingual_and_checkable():
     # every kind of rejected reply is what its name says
     right = {it["response"] for it in items}
     by_prompt = {it["prompt"]: it for it in items}
+    by_response = {it["response"]: it for it in items}
     for p in pairs:
         it = by_prompt[p["prompt"][0]["content"]]
         if p["kind"] == "hedge":
             assert p["rejected"] == builtin_data.IDK[it["lang"]]
         elif p["kind"] == "language":
             assert p["rejected"] in right and any("\u4e00" <= ch <= "\u9fff" for ch in p["rejected"]) == (it["lang"] == "en")
-        elif p["kind"] == "off_topic":
-            assert p["rejected"] in right
+        elif p["kind"] in ("off_topic", "other_kind"):  # the right answer to another question, of the same kind or not
+            other = by_response[p["rejected"]]
+            same_kind = (other["attr"] == "sum") == (it["attr"] == "sum")
+            assert other["lang"] == it["lang"] and other["answer"] != it["answer"] and same_kind == (p["kind"] == "off_topic")
         else:
             assert p["kind"] == "wrong_fact" and p["rejected"] not in right
-    assert {p["kind"] for p in pairs} == {"hedge", "language", "off_topic", "wrong_fact"}
+    assert {p["kind"] for p in pairs} == {"hedge", "language", "off_topic", "other_kind", "wrong_fact"}
+
+
+def test_off_topic_replies_are_chosen_elsewhere_and_never_a_held_out_answer():
+    """A reward model must read the question: each off-topic reply is a training question's right answer (chosen in
+    that question's own pairs), and no held-out question's answer is chosen or off-topic in a training pair."""
+    train = builtin_data.preference_pairs(split="train")
+    chosen = {p["chosen"] for p in train}
+    off_topic = [p["rejected"] for p in train if p["kind"] in ("off_topic", "other_kind")]
+    assert off_topic and set(off_topic) <= chosen
+    held_out = {it["response"] for it in builtin_data.checkable_prompts(split="heldout")}
+    assert not held_out & (chosen | set(off_topic))
+    # the same off-topic kinds reach the held-out pairs, which the reward model is measured on
+    held = builtin_data.preference_pairs(split="heldout")
+    assert {p["kind"] for p in held} == {"hedge", "language", "off_topic", "other_kind", "wrong_fact"}
 
 
 def test_builtin_world_is_the_same_for_every_stage_and_training_seed():
@@ -330,3 +347,16 @@ def test_arithmetic_sources_give_conversations_and_held_out_prompts_for_each_way
     assert not train_questions & {r["prompt"][-1]["content"] for r in held}  # no held-out question is trained on
     with pytest.raises(DataError, match="arithmetic-think: conversations .* this stage needs text"):
         load_datasets(["arithmetic-think"], "text")
+
+
+def test_arithmetic_sources_can_name_their_digit_counts_and_keep_other_sizes_out():
+    """arithmetic-think-1-2: worked traces for numbers of 1 or 2 digits only (an SFT set from which no 3-digit trace
+    can reach a model that GRPO then trains on 3-digit prompts); the plain source stays 3 digits, as before."""
+    from data import arithmetic_records, heldout_prompts
+    small = arithmetic_records("arithmetic-think-1-2", "chat", "train", n=400)
+    numbers = [int(n) for c in small for n in re.findall(r"\d+", c[0]["content"])]
+    assert max(numbers) <= 99 and min(numbers) <= 9  # both sizes, none of 3 digits
+    assert all(len(c[1]["reasoning_content"].splitlines()) <= 3 for c in small)  # at most two columns, then "So ..."
+    three = [int(n) for r in heldout_prompts(["arithmetic-think"]) for n in re.findall(r"\d+", r["prompt"][-1]["content"])]
+    assert min(three) >= 100
+    assert arithmetic_records("arithmetic-think", "chat", "train", n=3) == arithmetic_records("arithmetic-think-3", "chat", "train", n=3)

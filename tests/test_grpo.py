@@ -142,6 +142,16 @@ def test_grpo_on_arithmetic_and_each_loss_type(stage_dirs, tmp_path):
         assert any("reward" in r for r in rows(out))
 
 
+def test_grpo_runs_with_a_likelihood_reward_model_as_its_only_reward(stage_dirs, tmp_path):
+    """--rewards model: each sampled answer's reward is the reward model's (head + the reply's likelihood, which
+    needs where each reply starts)."""
+    out = str(tmp_path / "rm")
+    train_grpo.main(GRPO + ["--init-from", stage_dirs["sft"], "--rewards", "model", "--reward-model", stage_dirs["reward"],
+                            "--max-steps", "1", "--eval-interval", "1", "--out-dir", out])
+    trained = [r for r in rows(out) if "reward" in r]
+    assert "rewards/model/mean" in trained[0] and trained[0]["reward"] == pytest.approx(trained[0]["rewards/model/mean"])
+
+
 def test_grpo_inspect_shows_one_group_with_rewards_and_advantages(stage_dirs, tmp_path, capsys):
     train_grpo.main(GRPO + ["--init-from", stage_dirs["sft"], "--out-dir", str(tmp_path / "i"), "--inspect"])
     out = capsys.readouterr().out

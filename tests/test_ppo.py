@@ -10,7 +10,7 @@ import train_ppo
 from conftest import FAST, torchrun
 from data import response_targets, rollout_sequences
 from tokenizer import BPETokenizer
-from train_ppo import gae, masked_whiten, policy_loss, value_loss
+from train_ppo import adaptive_kl_coef, gae, masked_whiten, policy_loss, value_loss
 
 
 def test_gae_matches_hand_computation():
@@ -41,7 +41,9 @@ def test_clipped_policy_and_value_losses_match_hand_computation():
     assert approx_kl.item() == pytest.approx((0.5 * new ** 2).mean().item())
     values, old_values, returns = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 0.0]]), torch.tensor([[2.0, 0.1]])
     # token 1: unclipped (1-2)^2 = 1, clipped 0.7 -> (0.7-2)^2 = 1.69 -> 1.69; token 2: 0.01 both
-    assert value_loss(values, old_values, returns, torch.ones(1, 2), 0.2).item() == pytest.approx(0.5 * (1.69 + 0.01) / 2)
+    loss, value_clipfrac = value_loss(values, old_values, returns, torch.ones(1, 2), 0.2)
+    assert loss.item() == pytest.approx(0.5 * (1.69 + 0.01) / 2)
+    assert value_clipfrac.item() == pytest.approx(1 / 2)  # token 1's clipped term was the larger (TRL's val/clipfrac_avg)
 
 
 def test_whitened_advantages_have_zero_mean_unit_variance_on_the_mask():
@@ -79,6 +81,11 @@ def test_ppo_with_reward_model_logs_every_metric_and_resumes_exactly(stage_dirs,
     train = [r for r in rows(a) if "pg_loss" in r]
     assert {"reward", "accuracy", "kl", "entropy", "clipfrac", "approx_kl", "value_loss", "response_length", "kl_coef"} <= set(train[0])
     assert train[-1]["kl_coef"] != 0.2  # adaptive
+    trl_names = {"objective/kl", "objective/scores", "objective/rlhf_reward", "objective/non_score_reward", "objective/entropy",
+                 "policy/approxkl_avg", "policy/clipfrac_avg", "policy/entropy_avg", "loss/policy_avg", "loss/value_avg",
+                 "val/clipfrac_avg", "eps", "episode"}
+    assert trl_names <= set(train[0])
+    assert train[0]["objective/rlhf_reward"] == pytest.approx(train[0]["objective/scores"] - 0.2 * train[0]["objective/kl"])
     assert {"val_reward", "val_accuracy", "val_kl"} <= set(rows(a)[0])
     key = lambda d: {r["step"]: (r["reward"], r["pg_loss"]) for r in rows(d) if "pg_loss" in r}  # noqa: E731
     assert key(a) == key(b) and len(key(a)) == 4
@@ -119,3 +126,17 @@ def test_ppo_runs_under_torchrun_with_two_processes(stage_dirs, tmp_path):
     torchrun("train_ppo.py", [*PPO_FAST, "--init-from", stage_dirs["sft"], "--reward-model", stage_dirs["reward"],
                               "--max-steps", "2", "--eval-interval", "2", "--num-threads", "1", "--device", "cpu", "--out-dir", out])
     assert [r["step"] for r in rows(out) if "pg_loss" in r] == [1, 2]
+
+
+def test_adaptive_kl_moves_the_coefficient_toward_the_target(stage_dirs, tmp_path):
+    """Ziegler et al.'s controller: KL over the target raises the penalty, under it lowers it, by the relative error
+    clipped to +-20% per horizon of samples; in a run, KL far under the target lowers it step after step."""
+    assert adaptive_kl_coef(0.2, 6.0, 3.0, 64, 640) == pytest.approx(0.2 * (1 + 0.2 * 0.1))    # over: clipped at +20%
+    assert adaptive_kl_coef(0.2, 3.3, 3.0, 64, 640) == pytest.approx(0.2 * (1 + 0.1 * 0.1))    # 10% over
+    assert adaptive_kl_coef(0.2, 0.0, 3.0, 640, 640) == pytest.approx(0.2 * 0.8)               # under: -20%
+    assert adaptive_kl_coef(0.2, 3.0, 3.0, 64, 640) == pytest.approx(0.2)                      # on target
+    out = str(tmp_path / "under")
+    train_ppo.main(PPO_FAST + ["--init-from", stage_dirs["sft"], "--reward", "builtin", "--max-steps", "3",
+                               "--eval-interval", "3", "--target-kl", "1000", "--kl-horizon", "16", "--out-dir", out])
+    # 8 samples a step over a horizon of 16: KL (a few nats at most) is far under 1000, so -20% x 8/16 each step
+    assert [r["kl_coef"] for r in rows(out) if "pg_loss" in r] == pytest.approx([0.2 * 0.9, 0.2 * 0.9 ** 2, 0.2 * 0.9 ** 3])

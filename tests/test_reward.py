@@ -51,6 +51,42 @@ def test_freeze_backbone_trains_only_the_head_norm_and_top_layers():
     assert not any(n.startswith(("backbone.layers.0.", "backbone.embed")) for n in trainable)
 
 
+def test_the_likelihood_term_adds_the_weighted_log_likelihood_of_the_reply_alone():
+    """reward = head at the last token + w x sum of log p(reply token) under the backbone's own language model;
+    the prompt's tokens are left out (they are the same for every reply to it)."""
+    torch.manual_seed(0)
+    model = ValueModel(get_config("tiny"), likelihood=True).eval()
+    model.likelihood_weight.data.fill_(0.5)
+    ids = torch.randint(3, 2048, (2, 12))
+    prompt_lengths, lengths = torch.tensor([5, 8]), torch.tensor([12, 10])
+    with torch.no_grad():
+        rewards = rewards_at_last_token(model(ids, prompt_lengths)[0], lengths)
+        logp = torch.log_softmax(model.backbone(ids).logits.float(), -1)
+        hidden = model.backbone.forward_hidden(ids)[0]
+    for b in range(2):
+        reply = sum(logp[b, t - 1, ids[b, t]] for t in range(int(prompt_lengths[b]), int(lengths[b])))
+        head = hidden[b, lengths[b] - 1] @ model.head.weight[0] + model.head.bias
+        assert rewards[b].item() == pytest.approx((head + 0.5 * reply).item(), abs=1e-4)
+    with pytest.raises(ValueError, match="needs prompt_lengths"):
+        model(ids)
+
+
+def test_a_likelihood_reward_model_keeps_its_term_and_a_critic_from_it_does_not(stage_dirs):
+    """The reward model's checkpoint holds the learned likelihood weight and its run logged the chosen replies' NLL;
+    a critic started from it (PPO's default) gets the backbone and head, not the likelihood term."""
+    reward = torch.load(os.path.join(stage_dirs["reward"], "ckpt_best.pt"), weights_only=True)["model"]
+    assert reward["likelihood_weight"].item() != 1.0  # it starts at 1 and learns
+    rows = [json.loads(line) for line in open(os.path.join(stage_dirs["reward"], "metrics.jsonl"))]
+    assert all(r["nll"] > 0 for r in rows if "accuracy" in r)
+    assert load_value_model(stage_dirs["reward"], trained_head=True).likelihood_weight is not None
+    assert load_value_model(stage_dirs["reward"]).likelihood_weight is None  # the critic
+
+
+def test_the_nll_needs_the_likelihood_term(stage_dirs):
+    with pytest.raises(ValueError, match="--nll-coef"):
+        train_reward.parse_args(["--init-from", stage_dirs["sft"], "--no-likelihood", "--nll-coef", "1"])
+
+
 def test_reward_run_writes_accuracy_metrics_and_scores_a_response(stage_dirs, capsys):
     rows = [json.loads(line) for line in open(os.path.join(stage_dirs["reward"], "metrics.jsonl"))]
     evals = [r for r in rows if "eval_accuracy" in r]
