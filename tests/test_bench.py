@@ -124,3 +124,21 @@ def test_stage_fingerprint_is_identical_run_to_run_and_names_a_changed_number(tm
     r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "stage_fingerprint.py"), "--check", record],
                        cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert r.returncode == 1 and "dpo row" in r.stdout and f"(step {row['step']}) loss:" in r.stdout, r.stdout
+
+
+def test_pass_at_k_is_the_unbiased_estimator_of_chen_et_al():
+    """pass@k = 1 - C(n-c, k) / C(n, k): at least one right answer among k drawn without replacement from n."""
+    import importlib.util
+    import math
+    spec = importlib.util.spec_from_file_location("pass_at_k", os.path.join(ROOT, "bench", "pass_at_k.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.pass_at_k(4, 1, 2) == pytest.approx(0.5)
+    for n in (1, 4, 32):
+        for c in range(n + 1):
+            assert module.pass_at_k(n, c, 1) == pytest.approx(c / n)  # k = 1: the share right
+            for k in range(1, n + 1):
+                closed = 1 - math.comb(n - c, k) / math.comb(n, k)
+                assert module.pass_at_k(n, c, k) == pytest.approx(closed, abs=1e-12)
+    with pytest.raises(ValueError, match="at least k samples"):
+        module.pass_at_k(4, 1, 8)
