@@ -57,14 +57,14 @@ def plot(curves, path):
         x = [math.sqrt(max(kl, 0.0)) for _, kl, _, _ in points]
         left.plot(x, [proxy - points[0][2] for _, _, proxy, _ in points], style, label=name, markersize=3)
         right.plot(x, [gold for _, _, _, gold in points], style, label=name, markersize=3)
-    left.set(xlabel="sqrt(KL to the SFT model), nats^0.5", ylabel="proxy: reward model score gained since step 0",
+    left.set(xlabel="sqrt(KL to the SFT model), nats^0.5", ylabel="proxy: reward-model score gained",
              title="what PPO optimises")
-    right.set(xlabel="sqrt(KL to the SFT model), nats^0.5", ylabel="gold: held-out answer accuracy (checker)",
+    right.set(xlabel="sqrt(KL to the SFT model), nats^0.5", ylabel="gold: held-out accuracy (checker)",
               title="what we wanted")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
+    fig.legend(*left.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=120)
 
 

@@ -35,6 +35,7 @@ COMMON = ["--config", "tiny", "--batch-size", "4", "--seq-len", "64", "--eval-it
           "--dtype", "float32", "--warmup-steps", "2", "--no-plot", "--seed", "7"]
 # run-to-run figures: wall-clock rates and memory are not what a stage computes
 VARYING = ("per_sec", "memory_mb", "seconds")
+VARYING_KEYS = ("eps",)  # TRL's name for PPO's episodes per second
 
 
 def stages(root):
@@ -68,7 +69,7 @@ def fingerprint(root):
     for name, main, argv in runs:
         print(f"== {name}", file=sys.stderr)
         main(COMMON + argv + ["--out-dir", dirs[name]])
-        out[name] = [{k: v for k, v in row.items() if not any(s in k for s in VARYING)}
+        out[name] = [{k: v for k, v in row.items() if not any(s in k for s in VARYING) and k not in VARYING_KEYS}
                      for row in read_metrics(os.path.join(dirs[name], "metrics.jsonl"))]
     return out
 
