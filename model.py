@@ -479,7 +479,7 @@ class ValueModel(nn.Module):
         super().__init__()
         self.config = config
         self.backbone = MiniGPT(config)
-        if not config.tie_embeddings:
+        if not config.tie_embeddings and not likelihood:
             self.backbone.lm_head.weight.requires_grad_(False)  # unused by the head: out of the optimizer and DDP
         self.head = nn.Linear(config.dim, 1)
         nn.init.normal_(self.head.weight, std=1 / math.sqrt(config.dim + 1))  # unit-scale outputs at init

@@ -118,3 +118,12 @@ def test_pairs_longer_than_the_context_are_cut_to_fit(stage_dirs, tmp_path):
     train_reward.main(FAST + ["--init-from", stage_dirs["sft"], "--data", str(path), "--max-steps", "1",
                               "--eval-interval", "1", "--seq-len", "256", "--out-dir", out])  # the model's whole context
     assert os.path.isfile(os.path.join(out, "ckpt_best.pt"))
+
+
+def test_an_untied_language_model_head_trains_when_its_likelihood_is_in_the_reward():
+    """Without the likelihood term the head alone reads the backbone, so an untied lm_head is frozen (out of DDP);
+    with it, the lm_head's log-probs are half the reward and the NLL trains it."""
+    from model import MiniGPTConfig
+    config = MiniGPTConfig(**{**get_config("tiny").to_dict(), "tie_embeddings": False})
+    assert not ValueModel(config).backbone.lm_head.weight.requires_grad
+    assert ValueModel(config, likelihood=True).backbone.lm_head.weight.requires_grad
