@@ -33,12 +33,14 @@ def runs(args):
     weak, hacking, default = (os.path.join(args.runs, f"{name}_{args.config}")
                               for name in ("reward_weak", "ppo_hacking", "ppo_curve"))
     common = ["--config", args.config, "--init-from", sft, "--seed", str(args.seed)]
+    last = args.stage_args  # last on each line, so they win over the flags above
     return {
-        "weak reward model": (weak, ["train_reward.py", *common, "--no-likelihood", "--out-dir", weak]),
+        "weak reward model": (weak, ["train_reward.py", *common, "--no-likelihood", "--out-dir", weak, *last]),
         "hacking": (hacking, ["train_ppo.py", *common, "--reward-model", weak, "--no-adaptive-kl", "--kl-coef", "0",
-                              "--max-steps", str(args.hacking_steps), "--eval-interval", "5", "--out-dir", hacking]),
+                              "--max-steps", str(args.hacking_steps), "--eval-interval", "5", "--out-dir", hacking, *last]),
         "default": (default, ["train_ppo.py", *common, "--reward-model", reward, "--eval-interval", "10",
-                              "--out-dir", default]),
+                              *(["--max-steps", str(args.default_steps)] if args.default_steps else []), "--out-dir", default,
+                              *last]),
     }
 
 
@@ -74,6 +76,9 @@ def main(argv=None):
     p.add_argument("--config", default="tiny")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--hacking-steps", type=int, default=80, help="PPO updates of the hacking run (KL passes ~40 nats)")
+    p.add_argument("--default-steps", type=int, default=None, help="PPO updates of the default run (default: train_ppo.py's)")
+    p.add_argument("--stage-args", nargs=argparse.REMAINDER, default=[],
+                   help="flags added to every command (last on the line), e.g. --stage-args --dtype float32")
     p.add_argument("--out", default=os.path.join(ROOT, "bench"), help="folder for the figure and results")
     args = p.parse_args(argv)
     for stage in ("sft", "reward"):

@@ -142,3 +142,26 @@ def test_pass_at_k_is_the_unbiased_estimator_of_chen_et_al():
                 assert module.pass_at_k(n, c, k) == pytest.approx(closed, abs=1e-12)
     with pytest.raises(ValueError, match="at least k samples"):
         module.pass_at_k(4, 1, 8)
+
+
+def test_reward_hacking_runs_both_ppo_runs_and_plots_proxy_and_gold_against_kl(stage_dirs, tmp_path):
+    """make reward-hacking: a weak reward model, PPO against it without KL penalty, the default run beside it; the
+    figure and a results file with KL, proxy and gold at each eval of both runs."""
+    import json
+    import shutil
+    runs = tmp_path / "runs"
+    for stage in ("sft", "reward"):
+        shutil.copytree(stage_dirs[stage], runs / f"{stage}_tiny")
+    # flags every stage takes, last on each command line: two steps of everything, small batches, fp32
+    tiny = ["--max-steps", "2", "--eval-interval", "2", "--batch-size", "4", "--seq-len", "64", "--eval-iters", "2",
+            "--dtype", "float32", "--warmup-steps", "0"]
+    out = bench("reward_hacking.py", "--runs", str(runs), "--out", str(tmp_path), "--stage-args", *tiny, tmp=tmp_path,
+                timeout=600)
+    assert "gold accuracy" in out and os.path.isfile(tmp_path / "reward_hacking.png")
+    results = json.load(open(tmp_path / "reward_hacking_results.json"))
+    curves = list(results["curves"].values())
+    assert len(curves) == 2 and all([p["step"] for p in c] == [0, 2] for c in curves)
+    assert all({"kl", "proxy", "gold"} <= set(p) for c in curves for p in c)
+    weak = json.load(open(runs / "ppo_hacking_tiny" / "config.json"))["args"]
+    assert weak["kl_coef"] == 0 and not weak["adaptive_kl"] and weak["reward_model"].endswith("reward_weak_tiny")
+    assert not json.load(open(runs / "reward_weak_tiny" / "config.json"))["args"]["likelihood"]
