@@ -415,7 +415,6 @@ def builtin_records(kind):
     return prompt_records(builtin_data.checkable_prompts(split="train"))
 
 
-ARITHMETIC_WAYS = ("arithmetic-direct", "arithmetic-think", "arithmetic-tool")
 ARITHMETIC_SOURCE = re.compile(r"arithmetic-(direct|think|tool)((?:-[1-9])*)")  # arithmetic-think-1-2: 1 or 2 digits
 ARITHMETIC_TRAIN_ITEMS = 20000  # distinct operand pairs are ~650k: the model sees few twice
 

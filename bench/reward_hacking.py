@@ -85,8 +85,8 @@ def main(argv=None):
         if not os.path.isfile(os.path.join(args.runs, f"{stage}_{args.config}", "done.json")):
             raise FileNotFoundError(f"{args.runs}/{stage}_{args.config}: no finished run; run `make pipeline` "
                                     f"(or `make {stage}`) first, or pass --runs DIR")
-    minutes = {}
-    for name, (run_dir, argv) in runs(args).items():
+    minutes, planned = {}, runs(args)
+    for name, (run_dir, argv) in planned.items():
         if os.path.isfile(os.path.join(run_dir, "done.json")):
             print(f"== {name}: done before, reused ({run_dir})")
             continue
@@ -94,7 +94,7 @@ def main(argv=None):
         started = time.time()
         subprocess.run([sys.executable, *argv, "--overwrite", "--no-plot"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         minutes[name] = (time.time() - started) / 60
-    _, (hacking_dir, _), (default_dir, _) = runs(args).values()
+    hacking_dir, default_dir = planned["hacking"][0], planned["default"][0]
     curves = {"weak reward model, no KL penalty": curve(hacking_dir),
               "default: reward model with likelihood, adaptive KL (target 3)": curve(default_dir)}
     os.makedirs(args.out, exist_ok=True)
