@@ -20,7 +20,7 @@ DONE = $(OUT)/$(1)_$(CONFIG)/done.json
 # an interrupted run (a checkpoint but no done.json) continues where it stopped
 RESUME = $(if $(wildcard $(@D)/ckpt_latest.pt),--resume)
 
-.PHONY: pipeline chain pretrain sft reward dpo ppo grpo lora generate report eval test clean \
+.PHONY: pipeline chain pretrain sft reward dpo ppo grpo lora generate report eval test upgrade-check clean \
 	reasoning reasoning-direct reasoning-think reasoning-tool reward-hacking
 
 ifeq ($(strip $(SEEDS)),)
@@ -99,6 +99,10 @@ eval:
 
 test:
 	$(PY) -m pytest tests
+
+# the newest versions the requirements allow, in a fresh venv, with the tests; constraints.txt rewritten only if they pass
+upgrade-check:
+	bash .ci/upgrade
 
 # the runs `make` made (each stage's folder, and seed_* of SEEDS=), not the token cache or other runs in $(OUT)
 clean:
