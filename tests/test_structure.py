@@ -11,7 +11,7 @@ MODULES = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "*.py"
 # a function may import these where it needs them: optional packages (a clear message if missing), matplotlib
 # (~0.5 s at start-up for runs that never plot), and data/common in tokenizer.py's CLI (the module stays torch-free)
 LAZY = {"transformers", "safetensors.torch", "psutil", "matplotlib", "matplotlib.pyplot", "torch.utils.tensorboard",
-        "tokenizers", "lm_eval", "peft", "data", "common"}
+        "tokenizers", "lm_eval", "peft", "gguf", "data", "common"}
 
 
 def imports(path, top_level_only=False):
