@@ -107,3 +107,32 @@ def test_bad_input_is_one_line(tmp_path, case, expected):
     assert len(errors) == 1 and expected in errors[0], r.stderr
     if case == "exists":
         assert open(out).read() == "keep me"
+
+
+def test_llama_cpp_runs_the_file_with_our_tokens_and_our_greedy_continuations(tmp_path):
+    """llama.cpp itself (llama-cpp-python, built from source by .ci/run): the same ids for the corpus, the same
+    greedy tokens as our fp32 loop for plain and chat-templated prompts, in F32 and F16."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="optional: pip install llama-cpp-python (builds llama.cpp)")
+    from generate import GenerationConfig, TextGenerator
+    model, tok = make_run_dir(str(tmp_path / "run"), tie_embeddings=False)
+    generator = TextGenerator(model, tok)
+    prompts = [[tok.bos_id] + tok.encode(t) for t in ("the quick", "孙悟空", "lazy dog, 12")]
+    prompts.append(tok.apply_chat_template([{"role": "user", "content": "the fox"}], add_generation_prompt=True)[0])
+    with torch.no_grad():
+        ours = [generator.generate_ids([p], GenerationConfig(max_new_tokens=12, greedy=True))[0] for p in prompts]
+    ours = [new[:new.index(tok.eos_id) + 1] if tok.eos_id in new else new for new in ours]  # up to <|im_end|>
+    for out_type in ("f32", "f16"):
+        path = export(str(tmp_path / "run"), str(tmp_path / f"m-{out_type}.gguf"), out_type)
+        llm = llama_cpp.Llama(model_path=path, n_ctx=64, n_threads=1, verbose=False)
+        for text in CORPUS:
+            assert llm.tokenize(text.encode(), add_bos=False, special=False) == tok.encode(text), text
+            assert llm.tokenize(text.encode(), add_bos=False, special=True) == tok.encode(text, allow_special=True), text
+        assert llm.tokenize(b"the fox", add_bos=True) == [tok.bos_id] + tok.encode("the fox")
+        for p, want in zip(prompts, ours):
+            got = []
+            for token in llm.generate(p, top_k=1, top_p=1.0, min_p=0.0, temp=0.0, repeat_penalty=1.0, reset=True):
+                got.append(int(token))
+                if token == tok.eos_id or len(got) == len(want):
+                    break
+            assert got == want, (out_type, p, got, want)
+        del llm
