@@ -14,10 +14,16 @@ sys.path.insert(0, EXERCISES)
 import start  # noqa: E402  (exercises/start.py: the list of exercises in teaching order)
 
 
+def clean_env(**extra):
+    """The caller's environment without what changes pytest's output (PYTEST_ADDOPTS=-rs hid the FAILED summary these
+    tests read) or which implementation runs (--impl alone decides)."""
+    dropped = ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "MINILLM_EXERCISE_IMPL")
+    return {**{k: v for k, v in os.environ.items() if k not in dropped}, **extra}
+
+
 def run_exercises(*args):
     cmd = [sys.executable, "-m", "pytest", "exercises", "-q", "-p", "no:cacheprovider", *args]
-    env = {k: v for k, v in os.environ.items() if k != "MINILLM_EXERCISE_IMPL"}  # --impl alone decides
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=clean_env())
 
 
 def counts(output):
@@ -70,7 +76,7 @@ def test_an_exercise_not_started_says_how_to_start_it(tmp_path):
     shutil.copytree(EXERCISES, tmp_path / "exercises", ignore=shutil.ignore_patterns("my_work", "__pycache__"))
     r = subprocess.run([sys.executable, "-m", "pytest", "exercises", "-q", "-p", "no:cacheprovider", "-k", "grpo"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "tests")])})
+                       env=clean_env(PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")])))
     assert r.returncode == 1 and "Traceback" not in r.stdout, r.stdout[-2000:]
     assert "no exercises/my_work/grpo.py yet: start the exercise with `python exercises/start.py grpo`" in r.stdout
 
