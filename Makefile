@@ -21,7 +21,7 @@ DONE = $(OUT)/$(1)_$(CONFIG)/done.json
 RESUME = $(if $(wildcard $(@D)/ckpt_latest.pt),--resume)
 
 .PHONY: pipeline chain pretrain sft reward dpo ppo grpo lora generate report eval test upgrade-check clean \
-	reasoning reasoning-direct reasoning-think reasoning-tool reward-hacking
+	reasoning reasoning-direct reasoning-think reasoning-tool reasoning-2to3 reward-hacking
 
 ifeq ($(strip $(SEEDS)),)
 pipeline: chain
@@ -84,6 +84,8 @@ REASONING_CHAIN = $(PY) bench/reasoning_chains.py --ways $(@:reasoning-%=%) --se
 reasoning-direct:
 	$(REASONING_CHAIN)
 reasoning-think:
+	$(REASONING_CHAIN)
+reasoning-2to3:
 	$(REASONING_CHAIN)
 reasoning-tool:
 	$(REASONING_CHAIN)

@@ -126,6 +126,27 @@ def pretrain_texts(seed=0, n_stories=1500, n_sums=1200, n_fact_sheets=100, n_wor
     return [_fix_articles(d) for d in docs]
 
 
+def number_texts(seed=0, n_docs=1500):
+    """Documents that mention and repeat numbers of 1 to 4 digits (codes, rooms, pages), with no arithmetic: the
+    built-in pretraining corpus has no number longer than 2 digits, and a model that never read one reads 784 as 78.
+    `--data builtin builtin-numbers` in the chain where SFT shows sums of up to 2 digits and GRPO must reach 3."""
+    rng, names = random.Random(f"numbers {seed}"), sorted(world(0))
+    en = ["{n} wrote {x} on a stone. The stone says {x}.", "The code of the box is {x}. Remember it: {x}.",
+          "Room {x} is at the end of the hall. {n} went to room {x}.", "Page {x} has a map. {n} read page {x} twice.",
+          "The train number was {x}. {n} took train {x} home.", "{n} counted to {x}, then said {x} again."]
+    zh = ["{n}在石头上写了{x}。石头上是{x}。", "盒子的密码是{x}。记住：{x}。", "{x}号房间在走廊尽头。{n}去了{x}号房间。",
+          "第{x}页有一张地图。{n}把第{x}页读了两遍。", "火车的车次是{x}。{n}坐{x}次火车回家。", "{n}数到{x}，又说了一遍{x}。"]
+    docs = []
+    for i in range(n_docs):
+        lines = []
+        for _ in range(rng.randint(4, 8)):
+            d = rng.choice((1, 2, 3, 3, 4))
+            x = rng.randint(0 if d == 1 else 10 ** (d - 1), 10 ** d - 1)
+            lines.append(rng.choice(zh if i % 2 else en).format(n=rng.choice(names), x=x))
+        docs.append("\n".join(lines))
+    return docs
+
+
 def _split(key):
     """'heldout' for about 2 in 5 questions, by a stable hash of the question (not Python's salted hash). With 1 in 5
     the held-out set had 71 questions: a standard error of 0.06 on its accuracy, more than most effects measured on it."""
@@ -187,6 +208,18 @@ def check_answer_strictly(response, answer):
             named.add(value)
             text = re.sub(pattern, " ", text)
     return float(named == {answer})
+
+
+def digit_credit(response, answer):
+    """Partial credit for a number: the share of the answer's digits that the response's last number gets right, each
+    in its place counted from the ones (a missing or extra digit is wrong), so a sum with one column wrong is worth more
+    than no answer. GRPO's --rewards digits: a foothold where whole right answers are too rare to learn from.
+    Example: digit_credit("So 478 + 356 = 34.", "834") -> 2/3; digit_credit("... = 1834", "834") -> 3/4"""
+    numbers = re.findall(r"\d+", response)
+    if not numbers or not answer.isdigit():
+        return 0.0
+    got, want = numbers[-1][::-1], answer[::-1]  # ones first
+    return sum(a == b for a, b in zip(got, want)) / max(len(got), len(want))
 
 
 def arithmetic_prompts(n=4000, seed=0, digits=(2, 3)):
@@ -327,11 +360,14 @@ def _column_digits(n, width):
     return [(n // 10 ** i) % 10 for i in range(width)]  # ones first
 
 
-def worked_steps(op, a, b, lang="en"):
+def worked_steps(op, a, b, lang="en", scratch=False):
     """The school method for a op b as lines, ones column first. add: any sizes; sub: a >= b (borrows said; a 0
     that lends becomes -1 and borrows in turn, so every line is true arithmetic); mul: b has one digit (carries said).
     Example: worked_steps("add", 478, 356) -> ['8 + 6 = 14, write 4, carry 1.', '7 + 5 + 1 = 13, write 3, carry 1.',
-    '4 + 3 + 1 = 8, write 8.', 'So 478 + 356 = 834.']"""
+    '4 + 3 + 1 = 8, write 8.', 'So 478 + 356 = 834.']
+    scratch (add and sub): each column line also says what is left of the numbers and the answer so far, so the next
+    column is always the last digits of what is left, whatever the length: '8 + 6 = 14, write 4, carry 1. Left: 47 +
+    35. So far: 4.' (a scratchpad: Nye et al. 2021; it is what lets 2-digit traces reach 3 digits, BENCHMARKS.md)"""
     zh = lang == "zh"
     word, zh_word, sign = ARITHMETIC_OPS[op]
     lines, carry = [], 0
@@ -376,6 +412,17 @@ def worked_steps(op, a, b, lang="en"):
             else:
                 lines.append(f"{product} = {total}, write {written}" + (f", carry {carry}." if carry else "."))
     result = _result(op, a, b)
+    if scratch and op in ("add", "sub"):
+        width = len(lines)
+        top, bottom = str(a).zfill(width), str(b).zfill(width)
+        written = [re.search(r"(?:write |写)(\d+)", line).group(1) for line in lines]
+        for i in range(width):
+            so_far = "".join(reversed(written[:i + 1]))
+            left = (top[:width - i - 1], bottom[:width - i - 1])
+            if zh:
+                lines[i] += (f"还剩{left[0]}{zh_word}{left[1]}。" if left[0] else "") + f"已得{so_far}。"
+            else:
+                lines[i] += (f" Left: {left[0]} {sign} {left[1]}." if left[0] else "") + f" So far: {so_far}."
     lines.append(f"所以{a}{zh_word}{b}等于{result}。" if zh else f"So {a} {sign} {b} = {result}.")
     return lines
 
@@ -387,7 +434,7 @@ def _held_out(op, a, b):
 def arithmetic_items(split="train", n=2000, seed=0, ops=("add", "sub"), digits=3):
     """Questions whose answers a program checks, with the worked steps, the calculator expression and the answer
     sentence: [{"prompt", "answer", "lang", "op", "a", "b", "reasoning", "expression", "response"}]. add and sub
-    use two `digits`-digit numbers (a tuple: each item picks one of its counts; sub: the larger first), mul a 2-digit
+    use two `digits`-digit numbers (a tuple: each operand picks one of its counts; sub: the larger first), mul a 2-digit
     by a 1-digit number. split 'train' never holds a 'heldout' operand pair (1 in 5 pairs, fixed by a hash of the pair)."""
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
@@ -395,9 +442,11 @@ def arithmetic_items(split="train", n=2000, seed=0, ops=("add", "sub"), digits=3
     rng, items = random.Random(f"arithmetic {seed} {split}" + ("" if counts == (3,) else f" {counts}")), []
     while len(items) < n:
         op = ops[len(items) % len(ops)]
-        d = counts[0] if len(counts) == 1 else rng.choice(counts)
-        low, high = (0 if d == 1 else 10 ** (d - 1)), 10 ** d - 1
-        a, b = (rng.randint(10, 99), rng.randint(2, 9)) if op == "mul" else (rng.randint(low, high), rng.randint(low, high))
+        # several counts: each operand picks its own, so a digit's place is not fixed by its position in the prompt
+        # (7 plus 45, 38 plus 6): a model must find the ones digit before the operator, whatever the lengths
+        da, db = (counts[0], counts[0]) if len(counts) == 1 else (rng.choice(counts), rng.choice(counts))
+        number = lambda d: rng.randint(0 if d == 1 else 10 ** (d - 1), 10 ** d - 1)  # noqa: E731
+        a, b = (rng.randint(10, 99), rng.randint(2, 9)) if op == "mul" else (number(da), number(db))
         if op == "sub" and a < b:
             a, b = b, a
         if _held_out(op, a, b) != (split == "heldout"):
@@ -409,26 +458,52 @@ def arithmetic_items(split="train", n=2000, seed=0, ops=("add", "sub"), digits=3
             "prompt": f"What is {a} {word} {b}?" if lang == "en" else f"{a}{zh_word}{b}等于多少？",
             "answer": str(result), "lang": lang, "op": op, "a": a, "b": b,
             "reasoning": "\n".join(worked_steps(op, a, b, lang)), "expression": f"{a} {sign} {b}",
+            "scratchpad": "\n".join(worked_steps(op, a, b, lang, scratch=True)),
             "response": f"{a} {word} {b} is {result}." if lang == "en" else f"{a}{zh_word}{b}等于{result}。"})
+    return items
+
+
+def digit_chores(n=10000, seed=0, digits=(2, 3, 4)):
+    """One chore on pairs of numbers of 2-4 digits, with no arithmetic: what is left of both without their last
+    digits, written as the scratchpad writes it ('Left: 78 + 47.'). The 1-2 digit traces only ever leave one digit,
+    so on its own SFT never writes a longer 'Left'; with this chore it can, and GRPO has a 3-digit sum it may finish
+    (BENCHMARKS.md). No sum or column is computed, and held-out operand pairs are skipped. [{"prompt", "response"}]"""
+    rng, items = random.Random(f"digit chores {seed}"), []
+    while len(items) < n:
+        op = ("add", "sub")[len(items) % 2]
+        a, b = (rng.randint(10 ** (d - 1), 10 ** d - 1) for d in (rng.choice(digits), rng.choice(digits)))
+        if op == "sub" and a < b:
+            a, b = b, a
+        if _held_out(op, a, b):
+            continue
+        word, zh_word, sign = ARITHMETIC_OPS[op]
+        width = len(str(max(a, b)))
+        top, bottom = str(a).zfill(width)[:-1], str(b).zfill(width)[:-1]
+        if (len(items) // 2) % 2:
+            items.append({"prompt": f"{a}{zh_word}{b}去掉个位还剩多少？", "response": f"还剩{top}{zh_word}{bottom}。"})
+        else:
+            items.append({"prompt": f"What is left of {a} {sign} {b} without the last digits?",
+                          "response": f"Left: {top} {sign} {bottom}."})
     return items
 
 
 def arithmetic_conversation(item, way):
     """One item as an OpenAI-style conversation, answered the `way` a chain trains: 'direct' (the answer sentence),
-    'think' (the worked steps as reasoning_content, then the answer) or 'tool' (a calculator call, its result as a
-    tool message, then the answer)."""
+    'think' (the worked steps as reasoning_content, then the answer), 'scratch' (the same steps, each saying what is
+    left and the answer so far) or 'tool' (a calculator call, its result as a tool message, then the answer)."""
     user = {"role": "user", "content": item["prompt"]}
     if way == "direct":
         return [user, {"role": "assistant", "content": item["response"]}]
-    if way == "think":
-        return [user, {"role": "assistant", "reasoning_content": item["reasoning"], "content": item["response"]}]
+    if way in ("think", "scratch"):
+        steps = item["reasoning"] if way == "think" else item["scratchpad"]
+        return [user, {"role": "assistant", "reasoning_content": steps, "content": item["response"]}]
     if way == "tool":
         call = {"id": "call_0", "type": "function", "function": {
             "name": tools.CALCULATOR_TOOL["function"]["name"], "arguments": json.dumps({"expression": item["expression"]})}}
         return [user, {"role": "assistant", "content": "", "tool_calls": [call]},
                 {"role": "tool", "tool_call_id": "call_0", "content": tools.calculate(item["expression"])},
                 {"role": "assistant", "content": item["response"]}]
-    raise ValueError(f"way must be 'direct', 'think' or 'tool', got {way!r}")
+    raise ValueError(f"way must be 'direct', 'think', 'scratch' or 'tool', got {way!r}")
 
 
 if __name__ == "__main__":

@@ -415,13 +415,14 @@ def builtin_records(kind):
     return prompt_records(builtin_data.checkable_prompts(split="train"))
 
 
-ARITHMETIC_SOURCE = re.compile(r"arithmetic-(direct|think|tool)((?:-[1-9])*)")  # arithmetic-think-1-2: 1 or 2 digits
+ARITHMETIC_SOURCE = re.compile(r"arithmetic-(direct|think|scratch|tool)((?:-[1-9])*)")  # arithmetic-think-1-2: 1 or 2 digits
 ARITHMETIC_TRAIN_ITEMS = 20000  # distinct operand pairs are ~650k: the model sees few twice
 
 
 def arithmetic_records(source, kind, split, n=None):
     """builtin_data.arithmetic_items as SFT conversations (kind chat) or as prompts with answers (kind prompt), answered
-    the way the source names: arithmetic-direct (the answer), -think (worked steps as reasoning, then the answer), -tool
+    the way the source names: arithmetic-direct (the answer), -think (worked steps as reasoning, then the answer),
+    -scratch (the same steps with what is left and the answer so far on each line), -tool
     (a calculator call, its result, the answer; the calculator is offered in the system turn). Numbers have 3 digits,
     or the digit counts the source lists (arithmetic-think-1-2: 1 or 2). split 'heldout': operand pairs no training
     split holds."""
@@ -466,6 +467,15 @@ def load_datasets(specs, kind, seed=0, val_split=0.05, global_ratio=1.0, max_rec
             records = builtin_records(kind)
         elif ARITHMETIC_SOURCE.fullmatch(src.path):  # worked sums and differences, answered one of three ways
             records = arithmetic_records(src.path, kind, "train")
+        elif src.path == "builtin-numbers":  # numbers of 1-4 digits mentioned and repeated, no arithmetic
+            if kind != "text":
+                raise DataError(f"--data builtin-numbers: documents, for train_pretrain.py; this stage needs {kind}")
+            records = builtin_data.number_texts()
+        elif src.path == "digit-chores":  # the last digit of a number, and what is left without it (2-4 digits)
+            if kind != "chat":
+                raise DataError(f"--data digit-chores: conversations, for train_sft.py; this stage needs {kind}")
+            records = [[{"role": "user", "content": it["prompt"]}, {"role": "assistant", "content": it["response"]}]
+                       for it in builtin_data.digit_chores()]
         elif re.fullmatch(r"arithmetic(-[1-9])*", src.path):  # sums made on the fly, with answers a program checks
             if kind != "prompt":
                 raise DataError(f"--data {src.path}: prompts with answers, for train_grpo.py / train_ppo.py; this stage needs {kind}")

@@ -35,7 +35,7 @@ from model import entropy_from_logits, load_model, load_value_model, token_logpr
 from tokenizer import BPETokenizer
 from tools import AVAILABLE, final_answer
 
-REWARDS = ("correct", "format", "model")
+REWARDS = ("correct", "format", "model", "digits")
 
 
 # ----------------------------------------------------------------------------- 1. flags
@@ -60,7 +60,8 @@ def parse_args(argv=None):
                    help="divide advantages by the group's std (default: group; none for dr_grpo, as Dr. GRPO argues)")
     p.add_argument("--rewards", nargs="+", default=["correct", "format"], choices=REWARDS,
                    help="correct: 1 if the answer is right (builtin_data.check_answer_strictly); format: 1 for one "
-                        "finished sentence; model: a reward model's score")
+                        "finished sentence; model: a reward model's score; digits: the share of the answer's digits "
+                        "right, in place (builtin_data.digit_credit), partial credit where whole answers are rare")
     p.add_argument("--reward-weights", type=float, nargs="+", default=None, help="one per --rewards (default 1, 0.25, 1)")
     p.add_argument("--reward-model", default=None, help="reward model run directory, for --rewards model")
     p.add_argument("--eval-batch", type=int, default=128, help="held-out prompts answered greedily at each eval")
@@ -72,7 +73,7 @@ def parse_args(argv=None):
     tu.check_flags(args, at_least=dict(num_generations=2, prompts_per_step=1, micro_batch=1, num_iterations=1,
                                        max_new_tokens=1, eval_batch=1, beta=0, max_tool_calls=0),
                    above=dict(temperature=0, epsilon=0, epsilon_high=0))
-    defaults = {"correct": 1.0, "format": 0.25, "model": 1.0}
+    defaults = {"correct": 1.0, "format": 0.25, "model": 1.0, "digits": 1.0}
     args.reward_weights = args.reward_weights or [defaults[r] for r in args.rewards]
     if len(args.reward_weights) != len(args.rewards):
         raise ValueError(f"--reward-weights: {len(args.reward_weights)} weights for {len(args.rewards)} --rewards")
@@ -149,9 +150,9 @@ def main(argv=None):
     held_out = None if args.val_data else heldout_prompts(args.data)  # built-in data: questions never trained on
     val_prompts = held_out or val_prompts
     val_prompts = (val_prompts or train_prompts)[:args.eval_batch]
-    if "correct" in args.rewards and any(p["answer"] is None for p in train_prompts):
-        raise ValueError("--rewards correct needs prompts with an 'answer' field (the built-in and arithmetic data have "
-                         "them; files in the 'prompt' format may)")
+    if {"correct", "digits"} & set(args.rewards) and any(p["answer"] is None for p in train_prompts):
+        raise ValueError("--rewards correct/digits needs prompts with an 'answer' field (the built-in and arithmetic "
+                         "data have them; files in the 'prompt' format may)")
     offered = [AVAILABLE[name] for name in args.tools] or None  # --tools: offered to every prompt that offers none
     # prompts that leave no room for --max-new-tokens in --seq-len are cut from the left (the latest turn is kept)
     keep = max(args.seq_len // 2, args.seq_len - args.max_new_tokens)
@@ -192,6 +193,8 @@ def main(argv=None):
         for name in args.rewards:
             if name == "correct":
                 values = [builtin_data.check_answer_strictly(t, r["answer"]) for t, r in zip(texts, records)]
+            elif name == "digits":
+                values = [builtin_data.digit_credit(t, r["answer"]) for t, r in zip(texts, records)]
             elif name == "format":
                 values = [format_reward(t, f) for t, f in zip(texts, finished)]
             else:

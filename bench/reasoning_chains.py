@@ -3,6 +3,8 @@ Three ways to answer 3-digit sums and differences (issue 30), side by side on th
   direct  SFT on the answer alone, then GRPO                           (today's way)
   think   SFT on worked steps inside <think>...</think>, then GRPO      (reasoning)
   tool    SFT on a calculator call and its result, then GRPO with the calculator in the rollouts (tools)
+  2to3    SFT on worked steps for numbers of 1-2 digits only, then GRPO on 3-digit sums: RL with no demonstration
+          (issue 36; not in the default --ways: make reasoning-2to3)
 Each chain is the project's own commands: train_pretrain.py --tokenizer-digits split (the built-in data, one token per
 digit; shared by the three ways of a seed),
 train_sft.py --data arithmetic-WAY, train_grpo.py --data arithmetic-WAY [--tools calculator]. Held-out accuracy is on
@@ -29,23 +31,29 @@ sys.path.insert(0, ROOT)
 from train_utils import cli, read_metrics  # noqa: E402
 
 WAYS = ("direct", "think", "tool")
+# 2to3 (issue 36): worked traces of numbers of 1-2 digits only (each operand its own length) in SFT, then GRPO on the
+# 3-digit prompts with the checker as the only supervision for them
+EXTRA_WAYS = ("2to3",)
+SFT_DATA = {"2to3": "arithmetic-think-1-2"}  # the others: arithmetic-WAY
+GRPO_DATA = {"2to3": "arithmetic-think"}
 # the same steps of SFT and the same seconds of GRPO for every way: the same budget, whatever each token costs
 SFT = ["--config", "tiny", "--max-steps", "1500", "--lr", "1e-3", "--eval-interval", "500"]
 GRPO = ["--config", "tiny", "--max-steps", "10000", "--time-budget", "150", "--eval-interval", "10", "--eval-batch",
         "200", "--prompts-per-step", "8", "--num-generations", "8"]
-MAX_NEW = {"direct": 24, "think": 160, "tool": 96}  # the model writes up to ~15, ~150 and ~65 tokens (tool: the call and the answer)
+MAX_NEW = {"direct": 24, "think": 160, "tool": 96, "2to3": 160}  # the model writes up to ~15, ~150 and ~65 tokens (tool: the call and the answer)
 
 
 def commands(out, seed, way):
     """[(stage, run dir, argv)] of one chain."""
     pre, sft, grpo = (os.path.join(out, f"seed_{seed}", name) for name in ("pretrain", f"sft_{way}", f"grpo_{way}"))
-    data = ["--data", f"arithmetic-{way}", "--seed", str(seed)]
+    sft_data = ["--data", SFT_DATA.get(way, f"arithmetic-{way}"), "--seed", str(seed)]
+    grpo_data = ["--data", GRPO_DATA.get(way, f"arithmetic-{way}"), "--seed", str(seed)]
     tools = ["--tools", "calculator"] if way == "tool" else []
     # one token per digit: the worked steps and the copy into a calculator call go digit by digit
     return [("pretrain", pre, ["train_pretrain.py", "--config", "tiny", "--tokenizer-digits", "split", "--seed", str(seed),
                                "--out-dir", pre]),
-            ("sft", sft, ["train_sft.py", *SFT, "--init-from", pre, *data, "--out-dir", sft]),
-            ("grpo", grpo, ["train_grpo.py", *GRPO, "--init-from", sft, *data, *tools,
+            ("sft", sft, ["train_sft.py", *SFT, "--init-from", pre, *sft_data, "--out-dir", sft]),
+            ("grpo", grpo, ["train_grpo.py", *GRPO, "--init-from", sft, *grpo_data, *tools,
                             "--max-new-tokens", str(MAX_NEW[way]), "--out-dir", grpo])]
 
 
@@ -76,7 +84,7 @@ def evals(run_dir):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    p.add_argument("--ways", nargs="+", default=list(WAYS), choices=WAYS)
+    p.add_argument("--ways", nargs="+", default=list(WAYS), choices=WAYS + EXTRA_WAYS)
     p.add_argument("--seeds", nargs="+", type=int, default=[1])
     p.add_argument("--out", default="checkpoints/reasoning")
     p.add_argument("--report-only", action="store_true", help="read the runs in --out; train nothing")
@@ -133,7 +141,7 @@ def plot(curves, path):
         steps = sorted(set.intersection(*[{r["step"] for r in run} for run in runs]))
         at = lambda key: [statistics.mean(next(r[key] for r in run if r["step"] == s) for run in runs) for s in steps]  # noqa: E731
         acc.plot(steps, at("val_strict_accuracy"), marker=".", label=way)
-        length.plot(steps, at("val_reasoning_length" if way == "think" else "val_response_length"), marker=".", label=way)
+        length.plot(steps, at("val_reasoning_length" if way in ("think", "2to3") else "val_response_length"), marker=".", label=way)
     acc.set(xlabel="GRPO step", ylabel="held-out accuracy", ylim=(-0.02, 1.02), title="accuracy")
     length.set(xlabel="GRPO step", ylabel="tokens", title="reasoning length (think) / answer length")
     acc.legend()

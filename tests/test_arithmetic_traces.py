@@ -62,3 +62,36 @@ def test_the_three_ways_as_conversations():
     assert tool[2]["content"] == item["answer"] and tool[3]["content"] == item["response"]
     with pytest.raises(ValueError, match="way must be"):
         arithmetic_conversation(item, "guess")
+
+
+def test_the_scratchpad_says_what_is_left_and_the_answer_so_far_on_every_line():
+    assert worked_steps("add", 478, 356, scratch=True) == [
+        "8 + 6 = 14, write 4, carry 1. Left: 47 + 35. So far: 4.", "7 + 5 + 1 = 13, write 3, carry 1. Left: 4 + 3. So far: 34.",
+        "4 + 3 + 1 = 8, write 8. So far: 834.", "So 478 + 356 = 834."]
+    assert worked_steps("add", 45, 38, "zh", scratch=True)[0] == "5加8等于13，写3，进1。还剩4加3。已得3。"
+    for item in arithmetic_items("train", 200, digits=(1, 2, 3)):
+        a, b, lines = item["a"], item["b"], worked_steps(item["op"], item["a"], item["b"], scratch=True)
+        plain = worked_steps(item["op"], a, b)
+        width = len(plain) - 1
+        for i, (line, original) in enumerate(zip(lines[:-1], plain)):
+            assert line.startswith(original)  # the scratchpad only adds to the school method's line
+            so_far = int(re.search(r"(?:So far: )(\d+)\.$", line).group(1))
+            assert so_far == (int(item["answer"]) % 10 ** (i + 1) if i < width - 1 else int(item["answer"])), line
+            if i < width - 1:
+                assert f"Left: {str(a).zfill(width)[:width - i - 1]} " in line
+        assert item["scratchpad"] == "\n".join(worked_steps(item["op"], a, b, item["lang"], scratch=True))
+
+
+def test_digit_counts_mix_per_operand_and_partial_credit_counts_digits_in_place():
+    items = arithmetic_items("train", 400, digits=(1, 2))
+    assert {(len(str(i["a"])), len(str(i["b"]))) for i in items if i["op"] == "add"} == {(1, 1), (1, 2), (2, 1), (2, 2)}
+    assert builtin_data.digit_credit("So 478 + 356 = 34.", "834") == pytest.approx(2 / 3)
+    assert builtin_data.digit_credit("1834", "834") == 0.75 and builtin_data.digit_credit("834.", "834") == 1.0
+    assert builtin_data.digit_credit("no number", "834") == 0.0
+
+
+def test_number_texts_read_long_numbers_and_do_no_arithmetic():
+    docs = builtin_data.number_texts()
+    numbers = [n for d in docs for n in re.findall(r"\d+", d)]
+    assert {len(n) for n in numbers} >= {1, 2, 3, 4} and not any(re.search(r"[+\-*=]|plus|minus|加|减", d) for d in docs)
+    assert all(re.findall(r"\d+", line)[0] == re.findall(r"\d+", line)[-1] for d in docs for line in d.splitlines())

@@ -144,6 +144,19 @@ def test_pass_at_k_is_the_unbiased_estimator_of_chen_et_al():
         module.pass_at_k(4, 1, 8)
 
 
+def test_the_2to3_chain_trains_sft_on_two_digit_traces_and_grpo_on_three_digit_prompts(tmp_path):
+    """make reasoning-2to3: SFT's data holds traces of 1-2 digit numbers only; GRPO asks 3-digit sums, checked."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("reasoning_chains", os.path.join(ROOT, "bench", "reasoning_chains.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (_, _, pre), (_, _, sft), (_, _, grpo) = module.commands(str(tmp_path), 1, "2to3")
+    assert sft[sft.index("--data") + 1] == "arithmetic-think-1-2" and grpo[grpo.index("--data") + 1] == "arithmetic-think"
+    assert "--tools" not in grpo and "--tokenizer-digits" in pre
+    think_sft = module.commands(str(tmp_path), 1, "think")[1][2]
+    assert think_sft[think_sft.index("--data") + 1] == "arithmetic-think"  # the think chain's SFT is unchanged
+
+
 def test_reward_hacking_runs_both_ppo_runs_and_plots_proxy_and_gold_against_kl(stage_dirs, tmp_path):
     """make reward-hacking: a weak reward model, PPO against it without KL penalty, the default run beside it; the
     figure and a results file with KL, proxy and gold at each eval of both runs."""

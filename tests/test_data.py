@@ -360,3 +360,18 @@ def test_arithmetic_sources_can_name_their_digit_counts_and_keep_other_sizes_out
     three = [int(n) for r in heldout_prompts(["arithmetic-think"]) for n in re.findall(r"\d+", r["prompt"][-1]["content"])]
     assert min(three) >= 100
     assert arithmetic_records("arithmetic-think", "chat", "train", n=3) == arithmetic_records("arithmetic-think-3", "chat", "train", n=3)
+
+
+def test_the_2to3_chain_s_extra_sources_teach_no_three_digit_sum():
+    """digit-chores (what is left of two numbers without their last digits) and builtin-numbers (numbers of 1-4
+    digits repeated in sentences) hold 3-digit numbers but no sum, difference or column, and only where they belong."""
+    from data import load_datasets
+    chores, _, _ = load_datasets(["digit-chores"], "chat")
+    assert all(c[1]["content"].startswith(("Left: ", "还剩")) and "=" not in c[1]["content"] for c in chores)
+    assert any(len(n) == 3 for c in chores for n in re.findall(r"\d+", c[0]["content"]))
+    numbers, _, _ = load_datasets(["builtin-numbers"], "text")
+    assert numbers and not any("plus" in d or "=" in d for d in numbers)
+    with pytest.raises(DataError, match="digit-chores: conversations"):
+        load_datasets(["digit-chores"], "text")
+    with pytest.raises(DataError, match="builtin-numbers: documents"):
+        load_datasets(["builtin-numbers"], "chat")

@@ -152,6 +152,15 @@ def test_grpo_runs_with_a_likelihood_reward_model_as_its_only_reward(stage_dirs,
     assert "rewards/model/mean" in trained[0] and trained[0]["reward"] == pytest.approx(trained[0]["rewards/model/mean"])
 
 
+def test_grpo_partial_credit_reward_is_the_share_of_digits_in_place(stage_dirs, tmp_path):
+    """--rewards digits (the foothold measured for 3-digit sums): each answer's reward is builtin_data.digit_credit."""
+    out = str(tmp_path / "digits")
+    train_grpo.main(GRPO + ["--init-from", stage_dirs["sft"], "--data", "arithmetic-think-1-2", "--rewards", "digits",
+                            "--max-steps", "1", "--eval-interval", "1", "--out-dir", out])
+    trained = [r for r in rows(out) if "reward" in r][0]
+    assert 0 <= trained["rewards/digits/mean"] <= 1 and trained["reward"] == pytest.approx(trained["rewards/digits/mean"])
+
+
 def test_grpo_inspect_shows_one_group_with_rewards_and_advantages(stage_dirs, tmp_path, capsys):
     train_grpo.main(GRPO + ["--init-from", stage_dirs["sft"], "--out-dir", str(tmp_path / "i"), "--inspect"])
     out = capsys.readouterr().out
