@@ -41,6 +41,21 @@ def test_transformers_loads_the_f32_file_with_our_logits_and_our_token_ids(tmp_p
         assert torch.allclose(hf(ids).logits, model(ids).logits, atol=1e-4)
 
 
+def test_a_one_token_per_digit_tokenizer_exports_with_the_same_ids(tmp_path):
+    """--tokenizer-digits split (the reasoning chains'): no token joins a digit to anything, so GPT-2's split gives
+    our ids; transformers reads the file's tokenizer back with them."""
+    pytest.importorskip("transformers", reason="optional: pip install -r requirements-extras.txt")
+    from transformers import AutoTokenizer
+    make_run_dir(str(tmp_path / "run"))
+    split = BPETokenizer.train(["What is 478 plus 356? 12 cats  7 dogs, 孙悟空 1998"] * 5, 317, verbose=False,
+                               pattern=DIGITS_PATTERN)
+    split.save(str(tmp_path / "run" / "tokenizer.json"))
+    export(str(tmp_path / "run"), str(tmp_path / "m.gguf"))
+    hf_tok = AutoTokenizer.from_pretrained(str(tmp_path), gguf_file="m.gguf")
+    for text in CORPUS + ["What is 478 plus 356?", "a   7 b  12", "x12y 3.5"]:
+        assert hf_tok(text, add_special_tokens=False)["input_ids"] == split.encode(text, allow_special=True), text
+
+
 @pytest.mark.parametrize("out_type,tolerance", [("f16", 2e-3), ("bf16", 2e-2), ("q8_0", 2e-2)])
 def test_every_type_reads_back_to_the_weights_norms_stay_f32(tmp_path, out_type, tolerance):
     model, tok = make_run_dir(str(tmp_path / "run"))
@@ -80,11 +95,11 @@ def test_what_cannot_be_exported_exactly_is_refused_in_one_line(tmp_path):
     make_run_dir(str(tmp_path / "moe"), n_experts=4, experts_per_token=2)
     with pytest.raises(ValueError, match="mixture-of-experts .* refused"):
         export(str(tmp_path / "moe"), str(tmp_path / "moe.gguf"))
-    _, tok = make_run_dir(str(tmp_path / "digits"))
-    split = BPETokenizer.train(["12345 the fox"] * 3, 300, verbose=False, pattern=DIGITS_PATTERN)
-    split.save(str(tmp_path / "digits" / "tokenizer.json"))
-    with pytest.raises(ValueError, match="one token per digit.*refused"):
-        export(str(tmp_path / "digits"), str(tmp_path / "d.gguf"))
+    make_run_dir(str(tmp_path / "own"))
+    own = BPETokenizer.train(["12345 the fox"] * 3, 300, verbose=False, pattern=r"\p{L}+|\p{N}+|\s+|[^\s\p{L}\p{N}]+")
+    own.save(str(tmp_path / "own" / "tokenizer.json"))
+    with pytest.raises(ValueError, match="splits with its own pattern.*refused"):
+        export(str(tmp_path / "own"), str(tmp_path / "d.gguf"))
     assert not os.path.exists(tmp_path / "moe.gguf") and not os.path.exists(tmp_path / "d.gguf")
 
 
@@ -136,3 +151,15 @@ def test_llama_cpp_runs_the_file_with_our_tokens_and_our_greedy_continuations(tm
                     break
             assert got == want, (out_type, p, got, want)
         del llm
+
+
+def test_llama_cpp_tokenizes_a_one_token_per_digit_vocabulary_as_we_do(tmp_path):
+    llama_cpp = pytest.importorskip("llama_cpp", reason="optional: pip install llama-cpp-python (builds llama.cpp)")
+    make_run_dir(str(tmp_path / "run"))
+    split = BPETokenizer.train(["What is 478 plus 356? 12 cats  7 dogs, 孙悟空 1998"] * 5, 317, verbose=False,
+                               pattern=DIGITS_PATTERN)
+    split.save(str(tmp_path / "run" / "tokenizer.json"))
+    llm = llama_cpp.Llama(model_path=export(str(tmp_path / "run"), str(tmp_path / "m.gguf")), n_ctx=64, n_threads=1,
+                          verbose=False)
+    for text in CORPUS + ["What is 478 plus 356?", "a   7 b  12", "x12y 3.5", "\t42\n\n 7"]:
+        assert llm.tokenize(text.encode(), add_bos=False, special=False) == split.encode(text), text
