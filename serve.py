@@ -299,6 +299,11 @@ def chat_turns(messages):
             turn = {"role": role, "content": message_text(m, i)}
         if role == "assistant" and isinstance(m.get("reasoning_content"), str):
             turn["reasoning_content"] = m["reasoning_content"]
+        if role == "tool":  # as OpenAI: a tool message answers a call an earlier assistant message made, by its id
+            asked = {c.get("id") for t in turns if t["role"] == "assistant" for c in t.get("tool_calls", [])}
+            if m.get("tool_call_id") not in asked:
+                raise BadRequest(f"messages[{i}].tool_call_id {json.dumps(m.get('tool_call_id'))} answers no tool call of "
+                                 f"an earlier assistant message", f"messages[{i}].tool_call_id")
         turns.append(turn)
     return turns
 
@@ -575,7 +580,7 @@ class Reply:
 
     def parsed(self, i):
         """(choice i's text so far read as an assistant turn, its readable tool calls)."""
-        parsed = parse_assistant(self.forced + self.texts[i])
+        parsed = parse_assistant(self.forced + self.texts[i], final=self.finish[i] is not None)
         return parsed, [c for c in parsed["tool_calls"] if c["name"] is not None]
 
     def message(self, i):
@@ -628,11 +633,9 @@ class Reply:
         delta.reasoning_content, delta.content, or delta.tool_calls (one whole call, with its index, once closed)."""
         self.take(event)
         i = event[1]
-        if event[0] != "text":
-            return [self._chunk(i, finish_reason=self.finish_reason(i) if self.kind == "chat" else event[2])]
         if self.kind != "chat":
-            return [self._chunk(i, text=event[2])]
-        (parsed, calls), sent, out = self.parsed(i), self.sent[i], []
+            return [self._chunk(i, text=event[2]) if event[0] == "text" else self._chunk(i, finish_reason=event[2])]
+        (parsed, calls), sent, out = self.parsed(i), self.sent[i], []  # at "done" the turn is final: held text goes out
         for key in ("reasoning_content", "content"):
             now = parsed[key] or ""
             if len(now) > len(sent[key]) and now.startswith(sent[key]):
@@ -641,6 +644,8 @@ class Reply:
         for j in range(sent["tool_calls"], len(calls)):
             out.append(self._chunk(i, delta={"tool_calls": [{"index": j, **self.tool_call(i, j, calls[j])}]}))
         sent["tool_calls"] = len(calls)
+        if event[0] != "text":
+            out.append(self._chunk(i, finish_reason=self.finish_reason(i)))
         return out
 
     def usage_chunk(self):

@@ -157,11 +157,14 @@ AVAILABLE = {"calculator": CALCULATOR_TOOL}  # what --tools can name
 MAX_RESULT_CHARS = 200  # a tool response longer than this is cut: it goes back into the model's context
 
 
-def parse_assistant(text):
+def parse_assistant(text, final=True):
     """One assistant turn as the model wrote it (decoded with its special tokens) -> {"reasoning_content": str or
     None, "content": str, "tool_calls": [{"name", "arguments" (JSON text)}, both None when unreadable], "finished"}.
-    Example: parse_assistant('<think>\\nAdd.\\n</think>\\n\\n<tool_call>\\n{"name": "calculator", "arguments":
-    {"expression": "2+3"}}\\n</tool_call><|im_end|>') -> reasoning 'Add.', content '', one calculator call."""
+    Nothing the model wrote is dropped: a <tool_call> block that is not a call ({"name", "arguments"} JSON) stays in
+    content as raw text (and is listed with name None, so a tool loop can answer it with an error), and so does an
+    unclosed one once the turn is `final` (while streaming, not final, it may still close, so it is held back).
+    Example: parse_assistant('<think>\nAdd.\n</think>\n\n<tool_call>\n{"name": "calculator", "arguments":
+    {"expression": "2+3"}}\n</tool_call><|im_end|>') -> reasoning 'Add.', content '', one calculator call."""
     finished = "<|im_end|>" in text
     text = text.split("<|im_end|>")[0]
     reasoning = None
@@ -170,17 +173,27 @@ def parse_assistant(text):
         reasoning = inside.strip("\n")
         if not closed:  # stopped while thinking: no answer yet
             return {"reasoning_content": reasoning, "content": "", "tool_calls": [], "finished": finished}
-    content, calls = text.split("<tool_call>")[0], []
-    for block in re.findall(r"<tool_call>(.*?)</tool_call>", text, re.S):
+    content, *blocks = text.split("<tool_call>")
+    if reasoning is not None:
+        content = content.lstrip("\n")  # the template's blank line after </think>
+    if blocks:
+        content = content.rstrip("\n")  # the newline before a call that follows some text
+    calls, kept = [], []  # kept: what is not a well-formed call, in the order written
+    for block in blocks:
+        body, closed, after = block.partition("</tool_call>")
+        if not closed:
+            if final:
+                kept.append("<tool_call>" + block)
+            continue
         try:
-            call = json.loads(block)
+            call = json.loads(body)
             calls.append({"name": call["name"], "arguments": json.dumps(call["arguments"], ensure_ascii=False)})
         except (json.JSONDecodeError, KeyError, TypeError):
             calls.append({"name": None, "arguments": None})
-    if reasoning is not None:
-        content = content.lstrip("\n")  # the template's blank line after </think>
-    if "<tool_call>" in text:
-        content = content.rstrip("\n")  # the newline before a call that follows some text
+            kept.append(f"<tool_call>{body}</tool_call>")
+        if after.strip():
+            kept.append(after.strip("\n"))
+    content = "\n".join([content] * bool(content) + kept)
     return {"reasoning_content": reasoning, "content": content, "tool_calls": calls, "finished": finished}
 
 

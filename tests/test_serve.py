@@ -386,6 +386,34 @@ def test_bad_tool_requests_are_400s_naming_the_field(tool_server, extra, param, 
     assert status == 400 and body["error"]["param"] == param and message in body["error"]["message"]
 
 
+def test_a_tool_call_that_does_not_parse_comes_back_as_content_streamed_or_not(tool_server):
+    """tool_choice forces the turn to open a call; 3 tokens later it stops (length) inside it: what the model wrote is
+    the content, as vLLM returns it, with finish_reason length, and the stream sends the same text."""
+    from tiny_runs import TOOL_QUESTION
+    body = ask(TOOL_QUESTION, max_tokens=3, tools=[{"type": "function", "function": {"name": "calculator"}}],
+               tool_choice="required")
+    status, reply = call(tool_server, "/v1/chat/completions", body)
+    message, finish = reply["choices"][0]["message"], reply["choices"][0]["finish_reason"]
+    assert status == 200 and finish == "length" and "tool_calls" not in message
+    assert message["content"].startswith('<tool_call>\n{"name": "') and len(message["content"]) > len('<tool_call>\n{"name": "')
+    events = [json.loads(e) for e in stream(tool_server, body)[:-1]]
+    deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
+    assert "".join(d.get("content", "") for d in deltas) == message["content"]
+    assert [e["choices"][0]["finish_reason"] for e in events if e["choices"]][-1] == "length"
+
+
+def test_a_tool_message_must_answer_an_earlier_call(tool_server):
+    lone = {"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "content": "5"}], "max_tokens": 4}
+    status, body = call(tool_server, "/v1/chat/completions", lone)
+    assert status == 400 and body["error"]["param"] == "messages[1].tool_call_id" and "answers no tool call" in body["error"]["message"]
+    asked = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "calculator", "arguments": "{}"}}]}
+    wrong = {**lone, "messages": [lone["messages"][0], asked, {"role": "tool", "tool_call_id": "call_2", "content": "5"}]}
+    assert call(tool_server, "/v1/chat/completions", wrong)[0] == 400
+    right = {**lone, "messages": [lone["messages"][0], asked, {"role": "tool", "tool_call_id": "call_1", "content": "5"}]}
+    assert call(tool_server, "/v1/chat/completions", right)[0] == 200
+
+
 def test_the_chat_page_shows_tool_calls_and_folded_reasoning_in_a_real_browser(tool_server):
     from tiny_runs import THINK_ANSWER, THINK_QUESTION, THINK_STEPS, TOOL_ANSWER, TOOL_QUESTION
     with chat_page(tool_server, "tools_tiny") as page:

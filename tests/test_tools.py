@@ -62,3 +62,17 @@ def test_the_cli_prints_the_value():
     r = subprocess.run([sys.executable, "tools.py", "3 + 4 * (2 - 1)"], capture_output=True, text=True,
                        cwd=__file__.rsplit("/tests/", 1)[0])
     assert r.returncode == 0 and r.stdout == "7\n"
+
+
+def test_nothing_the_model_writes_is_dropped_when_a_tool_call_does_not_parse():
+    """A <tool_call> block that is not a call stays in content as raw text (and is listed with name None, for a tool
+    loop to answer); an unclosed one too once the turn is final, but not while it may still close (streaming)."""
+    from tools import parse_assistant
+    broken = '<tool_call>\n{"name": "calculator", "arguments": {"eulcame"637 +'
+    assert parse_assistant(broken)["content"] == broken and parse_assistant(broken)["tool_calls"] == []
+    assert parse_assistant(broken, final=False)["content"] == ""
+    turn = parse_assistant("Let me see.\n<tool_call>\n{not json}\n</tool_call> and more<|im_end|>")
+    assert turn["content"] == "Let me see.\n<tool_call>\n{not json}\n</tool_call>\n and more"
+    assert turn["tool_calls"] == [{"name": None, "arguments": None}]
+    good = parse_assistant('<tool_call>\n{"name": "calculator", "arguments": {"expression": "2+3"}}\n</tool_call><|im_end|>')
+    assert good["content"] == "" and good["tool_calls"][0]["name"] == "calculator"
