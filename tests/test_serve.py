@@ -438,6 +438,39 @@ def test_the_chat_page_shows_tool_calls_and_folded_reasoning_in_a_real_browser(t
         assert reasoning.locator(".reasoning-text").text_content() == THINK_STEPS
 
 
+def test_the_chat_page_says_when_it_cannot_run_a_tool_the_model_calls(tool_server):
+    """The model calls a tool the page has no code for (a weather tool: faked replies from /v1/chat/completions, so
+    the call is certain): the page shows the call with an error saying so, sends that back as the tool's result, and
+    shows the model's next answer; it does not send the call to the calculator."""
+    replies = iter([
+        {"tool_calls": [{"index": 0, "id": "call_w", "type": "function",
+                         "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]},
+        {"content": "I cannot look up the weather."}])
+    sent, calculator = [], []
+
+    def fake_model(route):
+        sent.append(json.loads(route.request.post_data))
+        delta = next(replies)
+        chunk = {"id": "x", "object": "chat.completion.chunk", "choices": [
+            {"index": 0, "delta": delta, "finish_reason": "tool_calls" if "tool_calls" in delta else "stop"}]}
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"},
+                      body=f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n")
+
+    with chat_page(tool_server, "tools_tiny") as page:
+        page.route("**/v1/chat/completions", fake_model)
+        page.on("request", lambda r: calculator.append(r.url) if "/tools/calculator" in r.url else None)
+        page.check("#calculator")
+        page.fill("#message", "What is the weather in Paris?")
+        page.press("#message", "Enter")
+        page.wait_for_function("!document.getElementById('send').disabled && "
+                               "document.querySelectorAll('.turn.assistant .content').length === 2", timeout=30000)
+        assert page.locator(".tool-call").all_text_contents() == [
+            'weather({"city": "Paris"}) → error: this page has no implementation of the tool \'weather\'']
+        assert page.locator(".turn.assistant .content").all_text_contents()[-1] == "I cannot look up the weather."
+    assert not calculator and sent[1]["messages"][-1] == {
+        "role": "tool", "tool_call_id": "call_w", "content": "error: this page has no implementation of the tool 'weather'"}
+
+
 def test_the_pages_calculator_endpoint_is_the_safe_calculator(tool_server):
     assert call(tool_server, "/tools/calculator", {"expression": "478 + 356"}) == (200, {"result": "834"})
     assert call(tool_server, "/tools/calculator", {"expression": "__import__('os')"})[1]["result"].startswith("error:")
