@@ -154,11 +154,12 @@ def apply_rope(x, cos, sin):
     return x * cos + rotated * sin
 
 
-def grouped_attention(q, k, v, causal=True, dropout_p=0.0):
+def grouped_attention(q, k, v, causal=True, dropout_p=0.0, key_mask=None):
     """Attention as two batched matmuls, the g query heads of each kv head stacked along time so they share K and V
     without copying them; for causal, scale and mask are folded into the first matmul (baddbmm). On CPU this is
     ~2x faster than SDPA's flash kernel for bf16 training at T <= 512 and for one-token decode steps
-    (bench/bench_model.py); it materialises the (T, S) scores. causal=False: every key is visible (decoding)."""
+    (bench/bench_model.py); it materialises the (T, S) scores. causal=False: every key is visible (decoding), except
+    where key_mask (B, 1, 1, S), True = visible, hides a left-padded batch's padding (one query per row)."""
     B, n_heads, T, hd = q.shape
     n_kv, S = k.shape[1], k.shape[2]
     g = n_heads // n_kv
@@ -168,6 +169,8 @@ def grouped_attention(q, k, v, causal=True, dropout_p=0.0):
         scores = torch.baddbmm(mask, q3, k3, alpha=hd ** -0.5)  # (B*nkv, g*T, S)
     else:
         scores = torch.bmm(q3, k3) * hd ** -0.5
+        if key_mask is not None:  # (B, 1, 1, S) -> (B * n_kv, 1, S), the same for the g heads of a kv head
+            scores = scores.masked_fill(~key_mask.reshape(B, 1, S).expand(B, n_kv, S).reshape(B * n_kv, 1, S), float("-inf"))
     probs = F.dropout(scores.softmax(-1), dropout_p) if dropout_p else scores.softmax(-1)  # fp32 accumulation inside
     return torch.bmm(probs, v.reshape(B * n_kv, S, hd)).reshape(B, n_heads, T, hd)
 
@@ -251,9 +254,11 @@ class Attention(nn.Module):
         on_cpu = q.device.type == "cpu" and attn_mask is None
         if on_cpu and cache is None and q.dtype != torch.float32 and T <= 512:
             y = grouped_attention(q, k, v, causal=True, dropout_p=self.dropout if self.training else 0.0)
-        elif on_cpu and cache is not None and T == 1:  # a decode step: the new token sees every cached key
-            # in the cache's dtype: generate.py keeps it fp32 on CPU, where a one-query bf16 bmm costs ~14 us, fp32 ~3
-            y = grouped_attention(q.to(k.dtype), k, v, causal=False).to(q.dtype)
+        elif q.device.type == "cpu" and cache is not None and T == 1:  # a decode step: the new token sees the cache
+            # in the cache's dtype: generate.py keeps it fp32 on CPU, where a one-query bf16 bmm costs ~14 us, fp32 ~3;
+            # a left-padded batch's mask goes in too (through SDPA, with the cache cast to bf16 each step, GRPO's
+            # 64-row sampling spent 60% of its time here)
+            y = grouped_attention(q.to(k.dtype), k, v, causal=False, key_mask=attn_mask).to(q.dtype)
         else:
             k, v = k.to(q.dtype), v.to(q.dtype)  # no-op unless the cache's dtype differs from the model's
             # causal without a mask (forward_hidden passes one whenever cached keys precede these T queries); written

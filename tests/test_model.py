@@ -138,6 +138,10 @@ def test_grouped_cpu_attention_matches_sdpa():
     assert torch.allclose(grouped_attention(q, k, v), reference, atol=1e-5)
     bf16 = grouped_attention(q.bfloat16(), k.bfloat16(), v.bfloat16()).float()
     assert torch.allclose(bf16, reference, atol=0.05)
+    # a decode step of a left-padded batch: one query per row, the padding keys hidden by key_mask
+    q1, visible = torch.randn(2, 8, 1, 32), torch.arange(16)[None, None, None, :] >= torch.tensor([0, 5])[:, None, None, None]
+    reference = F.scaled_dot_product_attention(q1, k, v, attn_mask=visible, enable_gqa=True)
+    assert torch.allclose(grouped_attention(q1, k, v, causal=False, key_mask=visible), reference, atol=1e-5)
 
 
 def test_bf16_autocast_loss_matches_fp32_loss():
