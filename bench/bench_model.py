@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from export_hf import hf_config, to_hf_state_dict  # noqa: E402
 from generate import GenerationConfig, TextGenerator  # noqa: E402
-from model import MiniGPT, get_config, quantize_int8  # noqa: E402
+from model import Int8Linear, MiniGPT, get_config, quantize_int8  # noqa: E402
 from common import cli, cpu_has_fast_bf16, keep_freed_memory, resolve_device  # noqa: E402
 
 
@@ -114,6 +114,26 @@ def generation_runner(model, is_hf, batch, new_tokens, vocab, device, compile=Fa
 
 
 @torch.no_grad()
+def read_bandwidth(device, mib=512, reps=5):
+    """GB/s at which this machine reads memory now: the best of `reps` sums over a buffer far larger than the caches."""
+    x = torch.ones(mib * 2 ** 20 // 4, device=device)
+    best = float("inf")
+    for _ in range(reps + 1):  # the first touches the pages
+        sync(device)
+        t = time.perf_counter()
+        x.sum().item()
+        best = min(best, time.perf_counter() - t)
+    return x.numel() * 4 / best / 1e9
+
+
+def weight_bytes(model):
+    """Bytes a one-token decode step reads: every matrix a Linear multiplies by (the lm_head too, tied or not); the
+    embedding lookup reads one row and the norms are tiny, so they are left out."""
+    return sum(t.numel() * t.element_size() for m in model.modules() if isinstance(m, (torch.nn.Linear, Int8Linear))
+               for t in list(m.parameters(recurse=False)) + list(m.buffers(recurse=False)))
+
+
+@torch.no_grad()
 def tokens_per_sec(run, batch, new_tokens, device, reps=2):
     sync(device)
     t = time.perf_counter()
@@ -194,6 +214,7 @@ def main():
     print("MiniGPT in fp32 (the same weights), bf16 weights, int8 weights with bf16 activations" +
           (", and int8 compiled" if args.compile else "") + "; agree: greedy tokens equal to fp32's (fp32's: to HF's)")
     variants = ["fp32", "bf16", "int8"] + (["int8 compiled"] if args.compile else [])
+    limits = []  # batch 1 against the weight-bandwidth limit: (config, variant, tok/s, MB a token, limit tok/s)
     print(f"{'config':<8}{'batch':>6}{'HF fp32 tok/s':>14}" + "".join(f"{v:>14}{'ratio':>7}{'agree':>6}" for v in variants))
     for name in args.configs:
         cfg = get_config(name, vocab_size=args.vocab, max_seq_len=512)
@@ -220,7 +241,17 @@ def main():
                 a = statistics.median(speed[v])
                 agree = (tokens[v] == tokens["HF" if v == "fp32" else "fp32"]).float().mean().item()
                 line += f"{a:>14,.0f}{a / b:>7.2f}{agree:>6.2f}"
+                if batch == 1:
+                    limits.append((name, v, a, weight_bytes(models[v.split()[0]]) / 1e6))
             print(line, flush=True)
+    bandwidth = read_bandwidth(device)
+    # batch 1 reads every weight once a token: at best bandwidth / bytes tokens a second (issue 38's target: >= 50%)
+    print(f"\nbatch 1 against the weight-bandwidth limit (memory read {bandwidth:.1f} GB/s, measured now; weights that fit "
+          "the caches can beat it):")
+    print(f"{'config':<8}{'weights':>8}{'MB/token':>10}{'tok/s':>8}{'limit':>8}{'% of limit':>11}")
+    for name, v, speed, mb in limits:
+        limit = bandwidth * 1e3 / mb
+        print(f"{name:<8}{v:>8}{mb:>10.1f}{speed:>8,.0f}{limit:>8,.0f}{100 * speed / limit:>10.0f}%")
 
 
 if __name__ == "__main__":

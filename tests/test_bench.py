@@ -37,6 +37,9 @@ def test_bench_model_prints_training_and_generation_ratios_against_hf():
     # batch 1 and 8; fp32 ratio > 0, and fp32's greedy tokens identical to HF's (agree 1.00): same weights, same argmax
     assert [b for b, _, _ in generation_rows] == ["1", "8"], out
     assert all(float(ratio) > 0 and agree == "1.00" for _, ratio, agree in generation_rows), out
+    limit_rows = re.findall(r"^tiny\s+(fp32|bf16|int8)\s+([\d.]+)\s+[\d,]+\s+[\d,]+\s+(\d+)%", out, re.M)
+    assert [v for v, _, _ in limit_rows] == ["fp32", "bf16", "int8"] and all(float(mb) > 0 for _, mb, _ in limit_rows), out
+    assert float(limit_rows[1][1]) == pytest.approx(float(limit_rows[0][1]) / 2, rel=0.01)  # bf16: half fp32's bytes
 
 
 def test_bench_tokenizer_trains_both_and_round_trips(corpus):
