@@ -360,6 +360,12 @@ def _column_digits(n, width):
     return [(n // 10 ** i) % 10 for i in range(width)]  # ones first
 
 
+def _left_of(op, top, bottom, lang):
+    """The scratchpad's 'what is left' of two numbers (digits as strings): 'Left: 47 + 35.' / '还剩47加35。'"""
+    word, zh_word, sign = ARITHMETIC_OPS[op]
+    return f"还剩{top}{zh_word}{bottom}。" if lang == "zh" else f"Left: {top} {sign} {bottom}."
+
+
 def worked_steps(op, a, b, lang="en", scratch=False):
     """The school method for a op b as lines, ones column first. add: any sizes; sub: a >= b (borrows said; a 0
     that lends becomes -1 and borrows in turn, so every line is true arithmetic); mul: b has one digit (carries said).
@@ -418,11 +424,11 @@ def worked_steps(op, a, b, lang="en", scratch=False):
         written = [re.search(r"(?:write |写)(\d+)", line).group(1) for line in lines]
         for i in range(width):
             so_far = "".join(reversed(written[:i + 1]))
-            left = (top[:width - i - 1], bottom[:width - i - 1])
+            left = _left_of(op, top[:width - i - 1], bottom[:width - i - 1], lang) if i < width - 1 else ""
             if zh:
-                lines[i] += (f"还剩{left[0]}{zh_word}{left[1]}。" if left[0] else "") + f"已得{so_far}。"
+                lines[i] += left + f"已得{so_far}。"
             else:
-                lines[i] += (f" Left: {left[0]} {sign} {left[1]}." if left[0] else "") + f" So far: {so_far}."
+                lines[i] += "".join(" " + piece for piece in (left, f"So far: {so_far}.") if piece)
     lines.append(f"所以{a}{zh_word}{b}等于{result}。" if zh else f"So {a} {sign} {b} = {result}.")
     return lines
 
@@ -478,12 +484,10 @@ def digit_chores(n=10000, seed=0, digits=(2, 3, 4)):
             continue
         word, zh_word, sign = ARITHMETIC_OPS[op]
         width = len(str(max(a, b)))
-        top, bottom = str(a).zfill(width)[:-1], str(b).zfill(width)[:-1]
-        if (len(items) // 2) % 2:
-            items.append({"prompt": f"{a}{zh_word}{b}去掉个位还剩多少？", "response": f"还剩{top}{zh_word}{bottom}。"})
-        else:
-            items.append({"prompt": f"What is left of {a} {sign} {b} without the last digits?",
-                          "response": f"Left: {top} {sign} {bottom}."})
+        response = _left_of(op, str(a).zfill(width)[:-1], str(b).zfill(width)[:-1], "zh" if (len(items) // 2) % 2 else "en")
+        prompt = (f"{a}{zh_word}{b}去掉个位还剩多少？" if (len(items) // 2) % 2 else
+                  f"What is left of {a} {sign} {b} without the last digits?")
+        items.append({"prompt": prompt, "response": response})
     return items
 
 

@@ -471,7 +471,7 @@ def load_datasets(specs, kind, seed=0, val_split=0.05, global_ratio=1.0, max_rec
             if kind != "text":
                 raise DataError(f"--data builtin-numbers: documents, for train_pretrain.py; this stage needs {kind}")
             records = builtin_data.number_texts()
-        elif src.path == "digit-chores":  # the last digit of a number, and what is left without it (2-4 digits)
+        elif src.path == "digit-chores":  # what is left of two 2-4 digit numbers without their last digits
             if kind != "chat":
                 raise DataError(f"--data digit-chores: conversations, for train_sft.py; this stage needs {kind}")
             records = [[{"role": "user", "content": it["prompt"]}, {"role": "assistant", "content": it["response"]}]

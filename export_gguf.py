@@ -16,9 +16,9 @@ import os
 import unicodedata
 
 import numpy as np
-import torch
 
 from common import cli
+from export_hf import to_hf_state_dict
 from model import load_model
 from tokenizer import BYTE_TO_CHAR, DIGITS_PATTERN, GPT2_PATTERN, BPETokenizer
 
@@ -41,26 +41,30 @@ def rotary_rows(w, n_heads):
     return w.reshape(n_heads, 2, rows // n_heads // 2, cols).transpose(1, 2).reshape(rows, cols)
 
 
+# Hugging Face Llama names (export_hf.to_hf_state_dict, which splits our fused qkv and gate_up) -> llama.cpp's
+GGUF_NAMES = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+              "lm_head.weight": "output.weight", "input_layernorm.weight": "attn_norm.weight",
+              "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
+              "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
+              "post_attention_layernorm.weight": "ffn_norm.weight", "mlp.gate_proj.weight": "ffn_gate.weight",
+              "mlp.up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight"}
+
+
 def gguf_tensors(model):
-    """(llama.cpp name, float32 array) for every weight, in llama.cpp's order and orientation (out x in)."""
-    cfg, sd = model.config, {k: v.detach().float() for k, v in model.state_dict().items()}
-    q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-    out = [("token_embd.weight", sd["embed.weight"])]
-    for i in range(cfg.n_layers):
-        ours, blk = f"layers.{i}.", f"blk.{i}."
-        wq, wk, wv = sd[ours + "attn.qkv.weight"].split([q, kv, kv], dim=0)
-        gate, up = sd[ours + "mlp.gate_up.weight"].chunk(2, dim=0)
-        out += [(blk + "attn_norm.weight", sd[ours + "attn_norm.weight"]),
-                (blk + "attn_q.weight", rotary_rows(wq, cfg.n_heads)),
-                (blk + "attn_k.weight", rotary_rows(wk, cfg.n_kv_heads)),
-                (blk + "attn_v.weight", wv), (blk + "attn_output.weight", sd[ours + "attn.proj.weight"]),
-                (blk + "ffn_norm.weight", sd[ours + "mlp_norm.weight"]),
-                (blk + "ffn_gate.weight", gate), (blk + "ffn_up.weight", up),
-                (blk + "ffn_down.weight", sd[ours + "mlp.down.weight"])]
-    out.append(("output_norm.weight", sd["norm.weight"]))
-    if not cfg.tie_embeddings:  # tied: llama.cpp reuses token_embd for the output, as we do
-        out.append(("output.weight", sd["lm_head.weight"]))
-    return [(name, t.contiguous().numpy()) for name, t in out]
+    """(llama.cpp name, float32 array) for every weight (out x in), from the Hugging Face layout export_hf.py writes:
+    model.layers.N.<name> becomes blk.N.<llama.cpp name>, and Q and K rows are reordered for llama.cpp's rotary layout.
+    A tied lm_head is left out (export_hf leaves it out too): llama.cpp reuses token_embd for the output, as we do."""
+    cfg, out = model.config, []
+    for name, t in to_hf_state_dict(model).items():
+        if name.startswith("model.layers."):
+            layer, rest = name[len("model.layers."):].split(".", 1)
+            name = f"blk.{layer}.{GGUF_NAMES[rest]}"
+        else:
+            name = GGUF_NAMES[name]
+        if name.endswith("attn_q.weight") or name.endswith("attn_k.weight"):
+            t = rotary_rows(t, cfg.n_heads if name.endswith("attn_q.weight") else cfg.n_kv_heads)
+        out.append((name, t.contiguous().numpy()))
+    return out
 
 
 def vocabulary(tokenizer, vocab_size, gguf):
@@ -121,7 +125,7 @@ def export(run_dir, out_path, out_type="f32", which="best", overwrite=False):
         raise ValueError(f"{run_dir}: the tokenizer splits with its own pattern, which no llama.cpp pre-tokenizer is "
                          "known to reproduce exactly; refused rather than tokenized differently (the default pattern "
                          "and --tokenizer-digits split export as 'gpt-2')")
-    if getattr(tokenizer, "ignore_merges", False):
+    if tokenizer.ignore_merges:
         raise ValueError(f"{run_dir}: the tokenizer ignores merges for whole words (Llama 3's rule), which llama.cpp's "
                          "gpt-2 pre-tokenizer does not do; refused rather than tokenized differently")
     qtype = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,

@@ -163,8 +163,8 @@ def parse_assistant(text, final=True):
     Nothing the model wrote is dropped: a <tool_call> block that is not a call ({"name", "arguments"} JSON) stays in
     content as raw text (and is listed with name None, so a tool loop can answer it with an error), and so does an
     unclosed one once the turn is `final` (while streaming, not final, it may still close, so it is held back).
-    Example: parse_assistant('<think>\nAdd.\n</think>\n\n<tool_call>\n{"name": "calculator", "arguments":
-    {"expression": "2+3"}}\n</tool_call><|im_end|>') -> reasoning 'Add.', content '', one calculator call."""
+    Example: parse_assistant('<think>\\nAdd.\\n</think>\\n\\n<tool_call>\\n{"name": "calculator", "arguments":
+    {"expression": "2+3"}}\\n</tool_call><|im_end|>') -> reasoning 'Add.', content '', one calculator call."""
     finished = "<|im_end|>" in text
     text = text.split("<|im_end|>")[0]
     reasoning = None
@@ -193,7 +193,7 @@ def parse_assistant(text, final=True):
             kept.append(f"<tool_call>{body}</tool_call>")
         if after.strip():
             kept.append(after.strip("\n"))
-    content = "\n".join([content] * bool(content) + kept)
+    content = "\n".join(([content] if content else []) + kept)
     return {"reasoning_content": reasoning, "content": content, "tool_calls": calls, "finished": finished}
 
 
