@@ -70,22 +70,39 @@ def process_logits(logits, cfg, seen=None):
     return logits
 
 
+def sample_from(probs, generator=None):
+    """One token per row of probs (B, V), drawn by inverting the row's cumulative distribution at one uniform number:
+    exact, and on CPU ~30x faster than torch.multinomial, which draws an exponential per vocabulary entry (64 rows of
+    2,048: 2 ms -> 65 us a step, a third of GRPO's sampling time). Never picks a token of probability 0."""
+    cdf = probs.float().cumsum(-1)
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device) * cdf[:, -1:]
+    index = torch.searchsorted(cdf, u, right=True).squeeze(1)  # the first token whose cdf exceeds u
+    return torch.where(index < probs.shape[1], index, probs.argmax(-1))  # u rounded up to the total: the likeliest
+
+
 class TextGenerator:
-    def __init__(self, model, tokenizer, compile=False):
+    def __init__(self, model, tokenizer, compile=False, freeze=True):
         """model: a MiniGPT in the dtype to decode in. For speed on CPU cast a copy to bf16 once
         (load_generator(..., dtype=torch.bfloat16)): decoding reads every weight per token, so half the bytes is
         ~2x the tokens/s, where autocast would re-cast the fp32 weights at every step; int8 weights
-        (quantize_int8) halve them again. compile=True runs the model through torch.compile."""
+        (quantize_int8) halve them again. compile=True runs each decode step through torch.compile; freeze=False
+        for a model that goes on training between generations (RL), whose compiled step reads the current weights."""
         self.model, self.tokenizer = model.eval(), tokenizer
         self.warned = False  # whether a prompt and max_new_tokens have overflowed max_seq_len yet (see _prefill)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
-        # compiling fuses the ~400 small ops of a decode step (CPU, small preset, int8, batch 1: 6-9x HF, eager 3.4-4x) after
-        # ~45 s of compiling; dynamic=True makes one graph serve every cache length instead of one per step.
-        # freezing bakes the weights into the graph as constants (so compile only a model that is done training);
-        # cpp_wrapper calls the kernels from C++ instead of Python; skipping the guards on the modules saves ~0.1 ms.
-        options = {"freezing": True, "cpp_wrapper": True,
+        # compile=True: one decode step (model.decode_step, a static cache: the same shapes at every step) is compiled
+        # once per batch size (5-15 s) and the prompt itself runs eagerly. Fusing the step's ~400 small ops, its
+        # one-row matmuls and its attention into passes over memory gives 2-3x the tokens/s (bench/bench_decode.py).
+        # freezing bakes the weights into the graph as constants (a model done training); cpp_wrapper calls the
+        # kernels from C++ instead of Python; skipping the guards on the modules (their weights change in place, the
+        # modules do not) saves ~0.1 ms a step.
+        options = {"freezing": freeze, "cpp_wrapper": True,
                    "guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe}
+        self.step = torch.compile(model.decode_step, dynamic=False, options=options) if compile else None
+        self.step_ran = False  # whether the compiled step has run once (compiled fine)
+        # serve.py's continuous batching changes the batch and the cache at every step: it calls the whole model,
+        # compiled with dynamic shapes (dynamic=True: one graph for every cache length instead of one per step)
         self.forward = torch.compile(model, dynamic=True, options=options) if compile else model
 
     def _prefill(self, prompts, max_new):
@@ -101,11 +118,31 @@ class TextGenerator:
                   f"{kept}generating at most {max_new}", file=sys.stderr)
         pad_lens = torch.tensor([L - len(p) for p in prompts], device=self.device)
         idx = torch.tensor([[self.tokenizer.pad_id] * (L - len(p)) + p for p in prompts], device=self.device)
-        # an fp32 cache on CPU even for a bf16 model: fp32 attention over it is ~4x faster there for one new token
-        cache_dtype = torch.float32 if self.device.type == "cpu" else self.dtype
-        cache = KVCache(self.model.config, len(prompts), L + max_new, self.device, cache_dtype, pad_lens)
-        logits = self.forward(idx, cache=cache, last_logits_only=True).logits[:, -1]
+        # the cache in the dtype the keys are computed in (bf16 under autocast or for a bf16 model: no rounding), except
+        # eagerly on CPU, where fp32 attention over an fp32 cache is ~4x faster for one new token than bf16's bmm
+        kind = self.device.type
+        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else self.dtype
+        cache_dtype = torch.float32 if self.device.type == "cpu" and self.step is None else dtype
+        # the compiled step's cache always has max_seq_len slots, so that every generation has the same shapes
+        slots = self.model.config.max_seq_len if self.step is not None else L + max_new
+        cache = KVCache(self.model.config, len(prompts), slots, self.device, cache_dtype, pad_lens)
+        logits = self.model(idx, cache=cache, last_logits_only=True).logits[:, -1]
         return cache, logits, max_new
+
+    def _decode(self, token, cache):
+        """Next-token logits (B, V) after feeding one token per row, token (B,), through the cache."""
+        if self.step is not None:
+            try:
+                logits = self.step(token, cache, torch.tensor([cache.pos], device=self.device))  # position as a tensor
+                cache.pos, self.step_ran = cache.pos + 1, True
+                return logits
+            except Exception as e:  # no C++ compiler, an op the compiler cannot take...: go on without it
+                if self.step_ran:
+                    raise  # it compiled and ran before: this is not a compile failure
+                print(f"warning: torch.compile failed, decoding without it ({type(e).__name__}: "
+                      f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})", file=sys.stderr)
+                self.step = None
+        return self.model(token[:, None], cache=cache, last_logits_only=True).logits[:, -1]
 
     @torch.no_grad()
     def stream_ids(self, prompts, cfg):
@@ -122,7 +159,7 @@ class TextGenerator:
             if cfg.greedy:
                 next_token = scores.argmax(-1)
             else:
-                next_token = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)
+                next_token = sample_from(scores.softmax(-1), generator)
             next_token = torch.where(done, torch.full_like(next_token, self.tokenizer.pad_id), next_token)
             seen[torch.arange(B), next_token] = True
             yield next_token
@@ -130,7 +167,7 @@ class TextGenerator:
                 done |= next_token == self.tokenizer.eos_id
             if bool(done.all()):
                 return
-            logits = self.forward(next_token[:, None], cache=cache, last_logits_only=True).logits[:, -1]
+            logits = self._decode(next_token, cache)
 
     @staticmethod
     def _cut_at_stop(text, cfg):
@@ -221,7 +258,7 @@ class TextGenerator:
             if cfg.greedy:
                 sampled = scores.argmax(-1).tolist()
             else:
-                sampled = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1).tolist()
+                sampled = sample_from(scores.softmax(-1), generator).tolist()
             tokens = []
             for i in range(B):
                 if done[i]:
@@ -250,7 +287,7 @@ class TextGenerator:
                 break
             next_token = torch.tensor(tokens, device=self.device)
             seen[torch.arange(B), next_token] = True
-            logits = self.forward(next_token[:, None], cache=cache, last_logits_only=True).logits[:, -1]
+            logits = self._decode(next_token, cache)
         return rows, by_model, calls
 
     @torch.no_grad()
@@ -284,7 +321,7 @@ class TextGenerator:
             cache.reorder(torch.tensor(rows, device=self.device))
             beams, scores = new_beams, torch.tensor(new_scores, device=self.device)
             last = torch.tensor([b[-1] for b in beams], device=self.device)
-            logits = self.forward(last[:, None], cache=cache, last_logits_only=True).logits[:, -1]
+            logits = self._decode(last, cache)
         else:
             finished += [(s / max(1, len(b)) ** cfg.length_penalty, b) for s, b in zip(scores.tolist(), beams)]
         return max(finished, key=lambda f: f[0])[1] if finished else []

@@ -168,10 +168,15 @@ def grouped_attention(q, k, v, causal=True, dropout_p=0.0, key_mask=None):
         mask = torch.full((T, S), float("-inf"), device=q.device).triu(1).repeat(g, 1).to(q.dtype)  # (g*T, S): 0 or -inf
         scores = torch.baddbmm(mask, q3, k3, alpha=hd ** -0.5)  # (B*nkv, g*T, S)
     else:
-        scores = torch.bmm(q3, k3) * hd ** -0.5
+        if torch.compiler.is_compiling() and T == 1:  # one query: multiply-and-sum, fused by the compiler (see Linear)
+            scores = (q3.unsqueeze(2) * k.reshape(B * n_kv, 1, S, hd)).sum(-1) * hd ** -0.5
+        else:
+            scores = torch.bmm(q3, k3) * hd ** -0.5
         if key_mask is not None:  # (B, 1, 1, S) -> (B * n_kv, 1, S), the same for the g heads of a kv head
             scores = scores.masked_fill(~key_mask.reshape(B, 1, S).expand(B, n_kv, S).reshape(B * n_kv, 1, S), float("-inf"))
     probs = F.dropout(scores.softmax(-1), dropout_p) if dropout_p else scores.softmax(-1)  # fp32 accumulation inside
+    if torch.compiler.is_compiling() and T == 1 and not causal:
+        return (probs.unsqueeze(-1) * v.reshape(B * n_kv, 1, S, hd)).sum(-2).reshape(B, n_heads, T, hd)
     return torch.bmm(probs, v.reshape(B * n_kv, S, hd)).reshape(B, n_heads, T, hd)
 
 
@@ -230,23 +235,38 @@ def quantize_int8(model):
     return model
 
 
+class Linear(nn.Linear):
+    """nn.Linear (same weights, same state dict) that inside torch.compile multiplies a single row (a batch-1 decode
+    step) as multiply-and-sum: the compiler fuses that into one pass over the weight, where MKL's one-row GEMV reads
+    it at about half the speed (small preset on a Zen 4: fp32 17 -> 37 GB/s, bf16 24 -> 33; bench/bench_decode.py)."""
+
+    def forward(self, x):
+        if torch.compiler.is_compiling() and x.numel() == x.shape[-1] and self.bias is None:
+            return (x.float().unsqueeze(-2) * self.weight.float()).sum(-1).to(x.dtype)  # fp32 sums, as F.linear's
+        return F.linear(x, self.weight, self.bias)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         # one matmul for q, k and v (rows: n_heads q heads, then n_kv_heads k heads, then v heads)
-        self.qkv = nn.Linear(cfg.dim, (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, bias=False)
-        self.proj = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.qkv = Linear(cfg.dim, (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, bias=False)
+        self.proj = Linear(cfg.dim, cfg.dim, bias=False)
         self.dropout = cfg.attn_dropout
 
-    def forward(self, x, cos, sin, cache=None, layer=0, attn_mask=None):
+    def forward(self, x, cos, sin, cache=None, layer=0, attn_mask=None, position=None):
         B, T, _ = x.shape
         n_qk = self.n_heads + self.n_kv_heads
         qkv = self.qkv(x).unflatten(-1, (n_qk + self.n_kv_heads, self.head_dim)).transpose(1, 2)  # (B, nh+2nkv, T, hd)
         # split, not slicing: a slice's backward zero-fills the whole tensor and then copies into it (~2% of a step)
         qk, v = qkv.split([n_qk, self.n_kv_heads], dim=1)
         q, k = apply_rope(qk, cos, sin).split([self.n_heads, self.n_kv_heads], dim=1)  # RoPE on q and k in one pass
-        if cache is not None:
+        if cache is not None and position is not None:  # decode_step: write at a position tensor, read every slot
+            cache.k[layer].index_copy_(2, position, k.to(cache.k[layer].dtype))
+            cache.v[layer].index_copy_(2, position, v.to(cache.v[layer].dtype))
+            k, v = cache.k[layer], cache.v[layer]
+        elif cache is not None:
             start = cache.pos
             cache.k[layer][:, :, start:start + T] = k
             cache.v[layer][:, :, start:start + T] = v
@@ -273,8 +293,8 @@ class Attention(nn.Module):
 class SwiGLU(nn.Module):
     def __init__(self, dim, hidden):
         super().__init__()
-        self.gate_up = nn.Linear(dim, 2 * hidden, bias=False)  # gate and up projections in one matmul
-        self.down = nn.Linear(hidden, dim, bias=False)
+        self.gate_up = Linear(dim, 2 * hidden, bias=False)  # gate and up projections in one matmul
+        self.down = Linear(hidden, dim, bias=False)
 
     def forward(self, x):
         gate, up = self.gate_up(x).chunk(2, dim=-1)
@@ -319,8 +339,8 @@ class Block(nn.Module):
         self.mlp = MoE(cfg) if cfg.n_experts else SwiGLU(cfg.dim, cfg.ffn_hidden)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, cos, sin, cache=None, layer=0, attn_mask=None):
-        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, cache, layer, attn_mask))
+    def forward(self, x, cos, sin, cache=None, layer=0, attn_mask=None, position=None):
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, cache, layer, attn_mask, position))
         h = self.mlp(self.mlp_norm(x))
         h, aux = h if isinstance(h, tuple) else (h, x.new_zeros(()))
         return x + self.dropout(h), aux
@@ -390,7 +410,7 @@ class MiniGPT(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
-        self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_theta)
@@ -444,6 +464,23 @@ class MiniGPT(nn.Module):
         if cache is not None:
             cache.pos += T
         return self.norm(x), aux_total
+
+    def decode_step(self, token, cache, position):
+        """Next-token logits (B, V) for one new token per row, token (B,), at `position` ((1,) long tensor, = cache.pos;
+        the caller advances cache.pos). Every step has the same shapes and no changing Python number: the keys are
+        written into the cache by index and the attention reads all cache.max_len slots, the unfilled (and left-padding)
+        ones masked. So torch.compile makes one graph for a whole generation (gpt-fast's static cache); eager, it
+        gives forward()'s logits."""
+        B, S = token.shape[0], cache.max_len
+        pad = cache.pad_lens if cache.pad_lens is not None else torch.zeros(B, dtype=torch.long, device=token.device)
+        rope_pos = position - pad                                    # (B,): a row's positions count from its first token
+        slots = torch.arange(S, device=token.device)
+        key_mask = ((slots <= position) & (slots >= pad[:, None]))[:, None, None]  # (B, 1, 1, S), True = visible
+        x = self.embed(token[:, None])                               # (B, 1, dim)
+        cos, sin = self.rope_cos[rope_pos][:, None, None].to(x.dtype), self.rope_sin[rope_pos][:, None, None].to(x.dtype)
+        for i, layer in enumerate(self.layers):
+            x, _ = layer(x, cos, sin, cache, i, key_mask, position)
+        return self.lm_head(self.norm(x))[:, -1]
 
     def forward(self, idx, targets=None, loss_mask=None, cache=None, last_logits_only=False):
         """idx, targets, loss_mask: (B, T). A target of -100 or a loss_mask of 0 carries no loss."""

@@ -38,7 +38,7 @@ import torch
 
 from common import cli, cpu_threads, keep_freed_memory, resolve_device
 from export_hf import read_hf_folder
-from generate import GenerationConfig, TextGenerator, load_generator, process_logits
+from generate import GenerationConfig, TextGenerator, load_generator, process_logits, sample_from
 from model import KVCache, hf_folder_message, quantize_int8
 from tools import calculate, parse_assistant
 
@@ -175,7 +175,7 @@ class Engine:
             if seq.cfg.greedy:
                 token = int(logits.argmax(-1))
             else:
-                token = int(torch.multinomial(logits.softmax(-1), 1, generator=seq.rng))
+                token = int(sample_from(logits.softmax(-1), seq.rng))
             self.emit(seq, token)
             self.served["tokens"] += 1
             if seq.finish_reason is None:

@@ -49,6 +49,9 @@ def parse_args(argv=None):
     p.add_argument("--minibatch-size", type=int, default=16)
     p.add_argument("--ppo-epochs", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--compile-sampling", action="store_true",
+                   help="torch.compile the rollouts' decode step: ~2x the sampling speed on CPU after ~10 s of compiling "
+                        "per batch size (bench/bench_decode.py); without a working compiler, one warning and eager")
     p.add_argument("--temperature", type=float, default=1.0)
     # KL control as TRL's classic PPO defaults (adaptive, initial 0.2), with a target and horizon for tiny runs: TRL's
     # horizon of 10,000 samples barely moves the coefficient in 150 updates of 64. Target 3 nats a reply: the SFT model
@@ -186,7 +189,7 @@ def main(argv=None):
     policy, critic = tu.wrap_model(policy, run, args), tu.wrap_model(critic, run, args)
     log = tu.MetricsLog(args.out_dir, enabled=run.master, tensorboard=args.tensorboard,
                         resume_step=ckpt["step"] if ckpt else None)
-    generator = TextGenerator(raw_policy, tokenizer)
+    generator = TextGenerator(raw_policy, tokenizer, compile=args.compile_sampling, freeze=False)  # the policy trains on
 
     @torch.no_grad()
     def score(records, ids, lengths, prompt_lengths, responses):

@@ -39,7 +39,7 @@ GRPO_DATA = {"2to3": "arithmetic-think"}
 # the same steps of SFT and the same seconds of GRPO for every way: the same budget, whatever each token costs
 SFT = ["--config", "tiny", "--max-steps", "1500", "--lr", "1e-3", "--eval-interval", "500"]
 GRPO = ["--config", "tiny", "--max-steps", "10000", "--time-budget", "150", "--eval-interval", "10", "--eval-batch",
-        "200", "--prompts-per-step", "8", "--num-generations", "8"]
+        "200", "--prompts-per-step", "8", "--num-generations", "8", "--compile-sampling"]
 MAX_NEW = {"direct": 24, "think": 160, "tool": 96, "2to3": 160}  # the model writes up to ~15, ~150 and ~65 tokens (tool: the call and the answer)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from generate import GenerationConfig, TextGenerator, process_logits
+from generate import GenerationConfig, TextGenerator, process_logits, sample_from
 from model import MiniGPT, MiniGPTConfig
 from tokenizer import BPETokenizer
 
@@ -126,6 +126,54 @@ def test_compiled_generator_gives_the_same_tokens(gen):
     cfg = GenerationConfig(max_new_tokens=6, greedy=True, stop_on_eos=False)
     prompts = [[1] + gen.tokenizer.encode("the quick"), [1] + gen.tokenizer.encode("hello world, the")]
     assert compiled.generate_ids(prompts, cfg) == gen.generate_ids(prompts, cfg)
+    assert compiled.step_ran  # the compiled decode step ran (no silent fall back to eager)
+    one = [[1] + gen.tokenizer.encode("the lazy")]  # batch 1: the one-row matmuls as multiply-and-sum (model.Linear)
+    assert compiled.generate_ids(one, cfg) == gen.generate_ids(one, cfg)
+
+
+def test_compiled_sampling_for_rl_reads_the_weights_as_they_train(gen):
+    """freeze=False (train_grpo/train_ppo --compile-sampling): the compiled step reads the weights an optimizer has
+    changed in place since, where freezing would have baked the old ones into the graph."""
+    import copy
+    model = copy.deepcopy(gen.model)
+    compiled, eager = TextGenerator(model, gen.tokenizer, compile=True, freeze=False), TextGenerator(model, gen.tokenizer)
+    cfg = GenerationConfig(max_new_tokens=6, greedy=True, stop_on_eos=False)
+    prompts = [[1] + gen.tokenizer.encode("the quick"), [1] + gen.tokenizer.encode("hello world, the")]
+    before = eager.generate_ids(prompts, cfg)
+    assert compiled.generate_ids(prompts, cfg) == before
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))  # a (large) optimizer step, in place
+    after = eager.generate_ids(prompts, cfg)
+    assert after != before and compiled.generate_ids(prompts, cfg) == after
+
+
+def test_a_step_that_cannot_compile_falls_back_to_eager_with_one_warning(gen, capsys):
+    compiled = TextGenerator(gen.model, gen.tokenizer, compile=True)
+
+    def cannot_compile(*args):
+        raise RuntimeError("InductorError: no C++ compiler found\n(the rest of a long message)")
+
+    compiled.step = cannot_compile
+    cfg = GenerationConfig(max_new_tokens=5, greedy=True, stop_on_eos=False)
+    prompts = [[1] + gen.tokenizer.encode("the quick"), [1] + gen.tokenizer.encode("lazy dog")]
+    assert compiled.generate_ids(prompts, cfg) == gen.generate_ids(prompts, cfg)
+    err = capsys.readouterr().err
+    assert err.count("warning: torch.compile failed, decoding without it") == 1 and "no C++ compiler" in err
+    assert "the rest of a long message" not in err and compiled.step is None
+
+
+def test_sample_from_draws_each_token_at_its_probability_and_never_an_impossible_one(monkeypatch):
+    probs = torch.tensor([[0.0, 0.1, 0.2, 0.0, 0.3, 0.4, 0.0]]).repeat(40000, 1)
+    draws = sample_from(probs, torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=7) / len(draws)
+    assert freq[[0, 3, 6]].sum() == 0  # probability 0 (top-k/top-p's cut): never drawn
+    assert torch.allclose(freq, probs[0], atol=0.01)  # 40,000 draws: each share within 4 standard deviations
+    rows = torch.rand(50, 7).softmax(-1)
+    assert torch.equal(*[sample_from(rows, torch.Generator().manual_seed(3)) for _ in range(2)])  # seeded: repeatable
+    # a uniform number that rounds up to the row's total would index past the end: the likeliest token instead
+    monkeypatch.setattr(torch, "rand", lambda *shape, generator=None, device=None: torch.ones(*shape))
+    assert sample_from(probs[:2]).tolist() == [5, 5]
 
 
 def make_run_dir(path, gen):

@@ -131,6 +131,29 @@ def test_grpo_run_logs_trl_s_metrics_and_resumes_exactly(stage_dirs, tmp_path):
     assert key(a) == key(b)
 
 
+def test_compiled_sampling_gives_the_rollouts_of_eager_sampling(stage_dirs, tmp_path, capsys, monkeypatch):
+    """--compile-sampling: the same greedy held-out answers and the same first batch of sampled answers (the sampler
+    and its seeded RNG sit outside the compiled step), with the compiled step really used."""
+    made = []
+
+    class Recorded(train_grpo.TextGenerator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(train_grpo, "TextGenerator", Recorded)
+    runs = {}
+    for name, extra in (("eager", []), ("compiled", ["--compile-sampling"])):
+        out = str(tmp_path / name)
+        train_grpo.main(GRPO + ["--init-from", stage_dirs["sft"], "--max-steps", "2", "--eval-interval", "2",
+                                "--out-dir", out, *extra])
+        runs[name] = rows(out)
+    assert "torch.compile failed" not in capsys.readouterr().err
+    assert [g.step is not None and g.step_ran for g in made] == [False, True]
+    first = {name: (r[0]["val_reward"], [x for x in r if "reward" in x][0]["reward"]) for name, r in runs.items()}
+    assert first["compiled"] == first["eager"]
+
+
 def test_grpo_on_arithmetic_and_each_loss_type(stage_dirs, tmp_path):
     for loss_type in ("dr_grpo", "dapo", "cispo"):
         out = str(tmp_path / loss_type)

@@ -40,6 +40,26 @@ def test_left_padded_rows_match_unpadded_rows():
     assert torch.allclose(logits_padded, model(short).logits[:, -1], atol=1e-5)
 
 
+def test_decode_step_with_its_static_cache_matches_forward_on_a_left_padded_batch():
+    """decode_step (the compiled generator's step: position as a tensor, every cache slot read, masked) gives the
+    logits of forward() with the sliced cache, row by row, on rows of different lengths."""
+    torch.manual_seed(0)
+    model = MiniGPT(tiny()).eval()
+    idx = torch.tensor([[5, 6, 7, 8, 9], [0, 0, 0, 3, 4]])  # the second row is left-padded by 3
+    pad = torch.tensor([0, 3])
+    static = KVCache(model.config, 2, model.config.max_seq_len, "cpu", torch.float32, pad_lens=pad)
+    sliced = KVCache(model.config, 2, 9, "cpu", torch.float32, pad_lens=pad)
+    model(idx, cache=static), model(idx, cache=sliced)
+    for pair in ([10, 11], [12, 13], [14, 15], [16, 17]):
+        token = torch.tensor(pair)
+        step = model.decode_step(token, static, torch.tensor([static.pos]))
+        static.pos += 1
+        assert torch.allclose(step, model(token[:, None], cache=sliced).logits[:, -1], atol=1e-5)
+    # and the padded row is the unpadded sequence alone
+    alone = model(torch.tensor([[3, 4, 11, 13, 15, 17]])).logits[0, -1]
+    assert torch.allclose(step[1], alone, atol=1e-5)
+
+
 def test_loss_mask_and_ignore_index_exclude_positions():
     torch.manual_seed(0)
     model = MiniGPT(tiny()).eval()
