@@ -168,15 +168,16 @@ def grouped_attention(q, k, v, causal=True, dropout_p=0.0, key_mask=None):
         mask = torch.full((T, S), float("-inf"), device=q.device).triu(1).repeat(g, 1).to(q.dtype)  # (g*T, S): 0 or -inf
         scores = torch.baddbmm(mask, q3, k3, alpha=hd ** -0.5)  # (B*nkv, g*T, S)
     else:
-        if torch.compiler.is_compiling() and T == 1:  # one query: multiply-and-sum, fused by the compiler (see Linear)
-            scores = (q3.unsqueeze(2) * k.reshape(B * n_kv, 1, S, hd)).sum(-1) * hd ** -0.5
+        if torch.compiler.is_compiling() and T == 1:  # one query: multiply-and-sum in fp32, fused by the compiler (see
+            scores = (q3.float().unsqueeze(2) * k.float().reshape(B * n_kv, 1, S, hd)).sum(-1) * hd ** -0.5  # Linear)
         else:
             scores = torch.bmm(q3, k3) * hd ** -0.5
         if key_mask is not None:  # (B, 1, 1, S) -> (B * n_kv, 1, S), the same for the g heads of a kv head
             scores = scores.masked_fill(~key_mask.reshape(B, 1, S).expand(B, n_kv, S).reshape(B * n_kv, 1, S), float("-inf"))
     probs = F.dropout(scores.softmax(-1), dropout_p) if dropout_p else scores.softmax(-1)  # fp32 accumulation inside
     if torch.compiler.is_compiling() and T == 1 and not causal:
-        return (probs.unsqueeze(-1) * v.reshape(B * n_kv, 1, S, hd)).sum(-2).reshape(B, n_heads, T, hd)
+        out = (probs.unsqueeze(-1) * v.float().reshape(B * n_kv, 1, S, hd)).sum(-2)
+        return out.to(q.dtype).reshape(B, n_heads, T, hd)
     return torch.bmm(probs, v.reshape(B * n_kv, S, hd)).reshape(B, n_heads, T, hd)
 
 
@@ -238,7 +239,7 @@ def quantize_int8(model):
 class Linear(nn.Linear):
     """nn.Linear (same weights, same state dict) that inside torch.compile multiplies a single row (a batch-1 decode
     step) as multiply-and-sum: the compiler fuses that into one pass over the weight, where MKL's one-row GEMV reads
-    it at about half the speed (small preset on a Zen 4: fp32 17 -> 37 GB/s, bf16 24 -> 33; bench/bench_decode.py)."""
+    it at about half the speed (the small preset's 33 matrices alone on a Zen 4: fp32 17 -> 37 GB/s, bf16 24 -> 33)."""
 
     def forward(self, x):
         if torch.compiler.is_compiling() and x.numel() == x.shape[-1] and self.bias is None:
@@ -396,6 +397,12 @@ def masked_mean(x, mask):
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
+def compute_dtype(x):
+    """The dtype the matmuls run in: autocast's where it is on, else x's."""
+    on = torch.is_autocast_enabled(x.device.type)
+    return torch.get_autocast_dtype(x.device.type) if on else x.dtype
+
+
 class ModelOutput(NamedTuple):
     logits: torch.Tensor             # (B, T, vocab), or (B, 1, vocab) with last_logits_only
     loss: Optional[torch.Tensor]     # mean next-token cross-entropy over positions that carry loss
@@ -451,9 +458,7 @@ class MiniGPT(nn.Module):
             q_pos = torch.arange(start, start + T, device=idx.device)
             attn_mask = torch.arange(start + T, device=idx.device)[None, :] <= q_pos[:, None]
         x = self.dropout(self.embed(idx))  # (B, T, dim)
-        autocast = torch.is_autocast_enabled(idx.device.type)
-        dtype = torch.get_autocast_dtype(idx.device.type) if autocast else x.dtype  # RoPE in q/k's dtype
-        cos, sin = cos.to(dtype), sin.to(dtype)
+        cos, sin = cos.to(compute_dtype(x)), sin.to(compute_dtype(x))  # RoPE in q/k's dtype
         aux_total = x.new_zeros(())
         for i, layer in enumerate(self.layers):
             if self.config.gradient_checkpointing and self.training and cache is None:
@@ -477,7 +482,7 @@ class MiniGPT(nn.Module):
         slots = torch.arange(S, device=token.device)
         key_mask = ((slots <= position) & (slots >= pad[:, None]))[:, None, None]  # (B, 1, 1, S), True = visible
         x = self.embed(token[:, None])                               # (B, 1, dim)
-        cos, sin = self.rope_cos[rope_pos][:, None, None].to(x.dtype), self.rope_sin[rope_pos][:, None, None].to(x.dtype)
+        cos, sin = (t[rope_pos][:, None, None].to(compute_dtype(x)) for t in (self.rope_cos, self.rope_sin))  # (B,1,1,hd)
         for i, layer in enumerate(self.layers):
             x, _ = layer(x, cos, sin, cache, i, key_mask, position)
         return self.lm_head(self.norm(x))[:, -1]

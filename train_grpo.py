@@ -51,7 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--num-iterations", type=int, default=1, help="optimizer steps on each batch of answers (mu)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="longest answer sampled")
     p.add_argument("--compile-sampling", action="store_true",
-                   help="torch.compile the rollouts' decode step: ~2x the sampling speed on CPU after ~10 s of compiling "
+                   help="torch.compile the rollouts' decode step: ~1.7x the sampling speed on CPU after ~10 s of compiling "
                         "per batch size (bench/bench_decode.py); without a working compiler, one warning and eager")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--loss-type", default="grpo", choices=["grpo", "dr_grpo", "dapo", "cispo"])

@@ -50,8 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--ppo-epochs", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--compile-sampling", action="store_true",
-                   help="torch.compile the rollouts' decode step: ~2x the sampling speed on CPU after ~10 s of compiling "
-                        "per batch size (bench/bench_decode.py); without a working compiler, one warning and eager")
+                   help="torch.compile the rollouts' decode step (~10 s per batch size); it pays on GRPO's long rollouts, "
+                        "hardly on PPO's 32-token ones, where training is 80%% of an update (BENCHMARKS.md)")
     p.add_argument("--temperature", type=float, default=1.0)
     # KL control as TRL's classic PPO defaults (adaptive, initial 0.2), with a target and horizon for tiny runs: TRL's
     # horizon of 10,000 samples barely moves the coefficient in 150 updates of 64. Target 3 nats a reply: the SFT model
