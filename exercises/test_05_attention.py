@@ -30,7 +30,7 @@ def test_attention_values_and_gradients_equal_sdpa_for_training_decoding_and_chu
 
 def forward_using(attention):
     """model.Attention.forward with the attention itself replaced (no padding masks: every row is full)."""
-    def forward(self, x, cos, sin, cache=None, layer=0, attn_mask=None):
+    def forward(self, x, cos, sin, cache=None, layer=0, attn_mask=None, position=None):  # position: decode_step only
         B, T, _ = x.shape
         qkv = self.qkv(x).unflatten(-1, (self.n_heads + 2 * self.n_kv_heads, self.head_dim)).transpose(1, 2)
         q, k, v = qkv.split([self.n_heads, self.n_kv_heads, self.n_kv_heads], dim=1)
