@@ -352,6 +352,37 @@ def preference_pairs(seed=0, split="train", per_question=4):
 ARITHMETIC_OPS = {"add": ("plus", "加", "+"), "sub": ("minus", "减", "-"), "mul": ("times", "乘", "*")}
 
 
+# Ways to ask for the same sum (issue 37). The first of each list is the one question every chain trained on before;
+# the last HELD_OUT_PHRASINGS never reach training (arithmetic_items(phrasing="heldout") asks with them only): a model
+# that learned to read the question, not one sentence, answers them too.
+PHRASINGS = {
+    ("en", "add"): ["What is {a} plus {b}?", "What's {a} + {b}?", "How much is {a} plus {b}?", "Calculate {a} + {b}.",
+                    "Add {a} and {b}.", "What do you get when you add {a} and {b}?", "Compute the sum of {a} and {b}.",
+                    "{a} + {b} = ?", "Please work out {a} plus {b}.", "What is the total of {a} and {b}?"],
+    ("en", "sub"): ["What is {a} minus {b}?", "What's {a} - {b}?", "How much is {a} minus {b}?", "Calculate {a} - {b}.",
+                    "Subtract {b} from {a}.", "What do you get when you take {b} away from {a}?",
+                    "Compute the difference of {a} and {b}.", "{a} - {b} = ?", "Please work out {a} minus {b}.",
+                    "How much is left if you take {b} from {a}?"],
+    ("en", "mul"): ["What is {a} times {b}?", "What's {a} * {b}?", "How much is {a} times {b}?", "Calculate {a} * {b}.",
+                    "Multiply {a} by {b}.", "What do you get when you multiply {a} by {b}?",
+                    "Compute the product of {a} and {b}.", "{a} * {b} = ?", "Please work out {a} times {b}.",
+                    "What is {a} multiplied by {b}?"],
+    ("zh", "add"): ["{a}加{b}等于多少？", "{a}+{b}=？", "{a}加上{b}是多少？", "计算{a}+{b}。", "把{a}和{b}加起来。",
+                    "{a}与{b}相加得多少？", "求{a}和{b}的和。", "{a}加{b}是几？", "请算一下{a}加{b}。", "{a}和{b}的和是多少？"],
+    ("zh", "sub"): ["{a}减{b}等于多少？", "{a}-{b}=？", "{a}减去{b}是多少？", "计算{a}-{b}。", "从{a}里减去{b}。",
+                    "{a}与{b}相减得多少？", "求{a}和{b}的差。", "{a}减{b}是几？", "请算一下{a}减{b}。", "{a}比{b}多多少？"],
+    ("zh", "mul"): ["{a}乘{b}等于多少？", "{a}*{b}=？", "{a}乘以{b}是多少？", "计算{a}*{b}。", "把{a}和{b}乘起来。",
+                    "{a}与{b}相乘得多少？", "求{a}和{b}的积。", "{a}乘{b}是几？", "请算一下{a}乘{b}。", "{a}的{b}倍是多少？"],
+}
+HELD_OUT_PHRASINGS = 2
+
+
+def phrasings(lang, op, split):
+    """The question templates of a split: 'train' (all but the last HELD_OUT_PHRASINGS) or 'heldout' (those)."""
+    templates = PHRASINGS[lang, op]
+    return templates[:-HELD_OUT_PHRASINGS] if split == "train" else templates[-HELD_OUT_PHRASINGS:]
+
+
 def _result(op, a, b):
     return {"add": a + b, "sub": a - b, "mul": a * b}[op]
 
@@ -437,13 +468,17 @@ def _held_out(op, a, b):
     return zlib.crc32(f"{op} {a} {b}".encode()) % 5 == 0  # the same pair is held out whatever the seed
 
 
-def arithmetic_items(split="train", n=2000, seed=0, ops=("add", "sub"), digits=3):
+def arithmetic_items(split="train", n=2000, seed=0, ops=("add", "sub"), digits=3, phrasing=None):
     """Questions whose answers a program checks, with the worked steps, the calculator expression and the answer
     sentence: [{"prompt", "answer", "lang", "op", "a", "b", "reasoning", "expression", "response"}]. add and sub
     use two `digits`-digit numbers (a tuple: each operand picks one of its counts; sub: the larger first), mul a 2-digit
-    by a 1-digit number. split 'train' never holds a 'heldout' operand pair (1 in 5 pairs, fixed by a hash of the pair)."""
+    by a 1-digit number. split 'train' never holds a 'heldout' operand pair (1 in 5 pairs, fixed by a hash of the pair).
+    phrasing: None asks every question one way ("What is 12 plus 34?"); 'train' or 'heldout' picks each question's
+    wording at random from that split of PHRASINGS (the operand pairs still follow `split`)."""
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    if phrasing not in (None, "train", "heldout"):
+        raise ValueError(f"phrasing must be None, 'train' or 'heldout', got {phrasing!r}")
     counts = (digits,) if isinstance(digits, int) else tuple(digits)
     rng, items = random.Random(f"arithmetic {seed} {split}" + ("" if counts == (3,) else f" {counts}")), []
     while len(items) < n:
@@ -460,8 +495,10 @@ def arithmetic_items(split="train", n=2000, seed=0, ops=("add", "sub"), digits=3
         lang = "en" if (len(items) // len(ops)) % 2 == 0 else "zh"
         word, zh_word, sign = ARITHMETIC_OPS[op]
         result = _result(op, a, b)
+        # (the default draws nothing more from rng, so the one-way data stays what it was)
+        template = PHRASINGS[lang, op][0] if phrasing is None else rng.choice(phrasings(lang, op, phrasing))
         items.append({
-            "prompt": f"What is {a} {word} {b}?" if lang == "en" else f"{a}{zh_word}{b}等于多少？",
+            "prompt": template.format(a=a, b=b),
             "answer": str(result), "lang": lang, "op": op, "a": a, "b": b,
             "reasoning": "\n".join(worked_steps(op, a, b, lang)), "expression": f"{a} {sign} {b}",
             "scratchpad": "\n".join(worked_steps(op, a, b, lang, scratch=True)),

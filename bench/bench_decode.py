@@ -64,8 +64,9 @@ def bandwidths(n=3):
 
 
 def batch1(args, out):
-    print(f"\n1. batch 1, small preset, {args.new_tokens} greedy tokens after 16 prompt tokens, median of {args.rounds} rounds")
-    cfg = get_config("small", vocab_size=6400, max_seq_len=512)
+    print(f"\n1. batch 1, {args.config} preset, {args.new_tokens} greedy tokens after 16 prompt tokens, median of "
+          f"{args.rounds} rounds")
+    cfg = get_config(args.config, vocab_size=6400)
     torch.manual_seed(0)
     fp32 = MiniGPT(cfg).eval()
     models = {"fp32": fp32, "bf16": copy.deepcopy(fp32).to(torch.bfloat16),
@@ -74,11 +75,12 @@ def batch1(args, out):
     gcfg = GenerationConfig(max_new_tokens=args.new_tokens, greedy=True, stop_on_eos=False)
     bw_before = bandwidths()
     torch._dynamo.reset()  # compiled graphs of earlier parts would count toward the recompile limit (8)
-    runners, tokens, first = {}, {}, {}
+    runners, tokens, first, gens = {}, {}, {}, {}
     for name, model in models.items():
         for compiled in (False, True):
             key = f"{name} {'compiled' if compiled else 'eager'}"
-            runners[key] = runner(TextGenerator(model, FakeTokenizer, compile=compiled), prompt, gcfg)
+            gens[key] = TextGenerator(model, FakeTokenizer, compile=compiled)
+            runners[key] = runner(gens[key], prompt, gcfg)
             tokens[key], first[key] = first_call(runners[key])
     seconds = timed_runs(runners, args.rounds)
     bw = max(bw_before + bandwidths())  # the best read seen: the limit is not flattered by a slow moment
@@ -94,7 +96,8 @@ def batch1(args, out):
         same_as_eager = tokens[f"{name} compiled"] == tokens[f"{name} eager"]
         print(f"{name:<8}{mb:>9.1f}{limit:>7.0f}{e:>7.0f}{100 * e / limit:>4.0f}%{c:>10.0f}{100 * c / limit:>4.0f}%"
               f"{c / e:>8.2f}{agree:>7.2f}{first[f'{name} compiled']:>8.1f}"
-              + ("" if same_as_eager else "  (compiled tokens differ from eager's)"))
+              + ("" if same_as_eager else "  (compiled tokens differ from eager's)")
+              + ("" if gens[f"{name} compiled"].step_ran else "  (did not compile: eager)"))
         out[f"batch1/{name}"] = {"mb_per_token": mb, "limit_tok_s": limit, "eager_tok_s": e, "compiled_tok_s": c,
                                  "agree_with_fp32": agree, "compiled_equals_eager": same_as_eager,
                                  "first_call_s": first[f"{name} compiled"], "bandwidth_gb_s": bw}
@@ -105,7 +108,7 @@ def batched(args, out):
           f"median of {args.rounds} rounds")
     print(f"{'config':<7}{'batch':>6}{'limit':>8}{'eager':>8}{'%':>5}{'compiled':>10}{'%':>5}{'x eager':>8}{'same':>6}{'first s':>8}")
     bw = max(bandwidths())
-    for config in ("tiny", "small"):
+    for config in args.batched_configs:
         cfg = get_config(config, vocab_size=2048 if config == "tiny" else 6400)
         torch.manual_seed(0)
         model = MiniGPT(cfg).eval().to(torch.bfloat16)
@@ -127,14 +130,14 @@ def batched(args, out):
 
 
 def rl_sampling(args, out):
-    print(f"\n3. RL sampling in GRPO's think-chain shape: tiny preset, 64 rows, 160 tokens at temperature 1, fp32 "
-          f"policy under bf16 autocast, median of {args.rounds} rounds")
+    print(f"\n3. RL sampling in GRPO's think-chain shape: tiny preset, 64 rows, {args.rl_new_tokens} tokens at temperature 1, "
+          f"fp32 policy under bf16 autocast, median of {args.rounds} rounds")
     cfg = get_config("tiny", vocab_size=2048)
     torch.manual_seed(0)
     model = MiniGPT(cfg).eval()
     prompts = [torch.randint(3, 2000, (int(n),)).tolist() for n in torch.randint(40, 70, (64,))]
-    gcfg = GenerationConfig(max_new_tokens=160, temperature=1.0, seed=0, stop_on_eos=False)
-    greedy = GenerationConfig(max_new_tokens=160, greedy=True, stop_on_eos=False)
+    gcfg = GenerationConfig(max_new_tokens=args.rl_new_tokens, temperature=1.0, seed=0, stop_on_eos=False)
+    greedy = GenerationConfig(max_new_tokens=args.rl_new_tokens, greedy=True, stop_on_eos=False)
     sample_from = generate.sample_from
 
     def multinomial(probs, rng=None):  # the sampler before: an exponential drawn per vocabulary entry
@@ -170,6 +173,9 @@ def main():
     p.add_argument("--parts", nargs="+", default=["batch1", "batched", "rl"], choices=["batch1", "batched", "rl"])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--config", default="small", help="preset of part 1")
+    p.add_argument("--batched-configs", nargs="+", default=["tiny", "small"], help="presets of part 2")
+    p.add_argument("--rl-new-tokens", type=int, default=160, help="tokens sampled per answer in part 3")
     p.add_argument("--json", default=None, help="also write the figures to this file")
     args = p.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")

@@ -95,3 +95,30 @@ def test_number_texts_read_long_numbers_and_do_no_arithmetic():
     numbers = [n for d in docs for n in re.findall(r"\d+", d)]
     assert {len(n) for n in numbers} >= {1, 2, 3, 4} and not any(re.search(r"[+\-*=]|plus|minus|加|减", d) for d in docs)
     assert all(re.findall(r"\d+", line)[0] == re.findall(r"\d+", line)[-1] for d in docs for line in d.splitlines())
+
+
+def test_phrased_sources_train_on_many_wordings_and_hold_some_out():
+    """arithmetic-WAY-phrased (issue 37): training asks each sum in one of the training wordings, every one of them
+    used; the held-out set asks only in wordings no training item has, on operand pairs no training item has; the
+    one-way sources keep their single wording."""
+    from data import arithmetic_records
+    train = builtin_data.arithmetic_items("train", 2000, phrasing="train")
+    heldout = builtin_data.arithmetic_items("heldout", 400, phrasing="heldout")
+
+    def wording(item):  # the template the prompt was made from
+        return next(t for t in builtin_data.PHRASINGS[item["lang"], item["op"]] if t.format(a=item["a"], b=item["b"]) == item["prompt"])
+
+    used = {(it["lang"], it["op"], wording(it)) for it in train}
+    assert used == {(lang, op, t) for (lang, op), ts in builtin_data.PHRASINGS.items() if op in ("add", "sub")
+                    for t in builtin_data.phrasings(lang, op, "train")}
+    held = {(it["lang"], it["op"], wording(it)) for it in heldout}
+    assert held and not held & used and all(w in builtin_data.phrasings(lang, op, "heldout") for lang, op, w in held)
+    assert not {(it["op"], it["a"], it["b"]) for it in train} & {(it["op"], it["a"], it["b"]) for it in heldout}
+    for it in train[:50] + heldout[:50]:  # the wording changes, the sum and its answer do not
+        assert str(it["a"]) in it["prompt"] and str(it["b"]) in it["prompt"]
+        assert it["answer"] == tools.calculate(it["expression"])
+    records = arithmetic_records("arithmetic-think-phrased", "chat", "train", n=40)
+    assert {m["content"] for r in records for m in r if m["role"] == "user"} == {it["prompt"] for it in
+                                                                                builtin_data.arithmetic_items("train", 40, phrasing="train")}
+    one_way = arithmetic_records("arithmetic-think", "prompt", "heldout", n=20)
+    assert all(r["prompt"][-1]["content"].startswith(("What is ",)) or "等于多少" in r["prompt"][-1]["content"] for r in one_way)

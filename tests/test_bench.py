@@ -181,3 +181,18 @@ def test_reward_hacking_runs_both_ppo_runs_and_plots_proxy_and_gold_against_kl(s
     weak = json.load(open(runs / "ppo_hacking_tiny" / "config.json"))["args"]
     assert weak["kl_coef"] == 0 and not weak["adaptive_kl"] and weak["reward_model"].endswith("reward_weak_tiny")
     assert not json.load(open(runs / "reward_weak_tiny" / "config.json"))["args"]["likelihood"]
+
+
+def test_bench_decode_prints_every_ratio_with_compiled_tokens_equal_to_eager():
+    out = bench("bench_decode.py", "--parts", "batch1", "rl", "--config", "tiny", "--rounds", "1", "--new-tokens", "6",
+                "--rl-new-tokens", "6", timeout=400)  # part 2 (batched) is part 1's code at other batch sizes
+    batch1 = re.findall(r"^(fp32|bf16|int8)\s+[\d.]+\s+\d+\s+\d+\s+\d+%\s+\d+\s+\d+%\s+([\d.]+)\s+([\d.]+)\s+[\d.]+(.*)$", out, re.M)
+    assert [r[0] for r in batch1] == ["fp32", "bf16", "int8"] and all(float(r[1]) > 0 for r in batch1), out
+    assert all(r[3] == "" for r in batch1), out  # neither "(compiled tokens differ ...)" nor "(did not compile ...)"
+    assert "greedy rows identical, compiled vs eager: True" in out and "compiled + sample_from" in out, out
+
+
+def test_phrasings_bench_asks_held_out_pairs_three_ways(stage_dirs):
+    out = bench("phrasings.py", "--runs", stage_dirs["sft"], "--n", "4", "--max-new-tokens", "8")
+    row = re.search(r"sft\S*\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", out, re.M)
+    assert row and all(0 <= float(v) <= 1 for v in row.groups()), out
