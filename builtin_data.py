@@ -375,6 +375,10 @@ PHRASINGS = {
                     "{a}与{b}相乘得多少？", "求{a}和{b}的积。", "{a}乘{b}是几？", "请算一下{a}乘{b}。", "{a}的{b}倍是多少？"],
 }
 HELD_OUT_PHRASINGS = 2
+# around a training wording, half the time: what people put before and after a question (never in the held-out set)
+WRAPPERS = {"en": (["Quick question: ", "Hi! ", "Can you help me? ", "Homework: ", "I have a sum for you. "],
+                   [" Thanks!", " Please answer.", " Show your steps.", " I need it fast."]),
+            "zh": (["问一下：", "你好！", "帮我算算：", "作业题：", "请问，"], ["谢谢！", "请回答。", "要写出步骤。", "急用。"])}
 
 
 def phrasings(lang, op, split):
@@ -468,13 +472,14 @@ def _held_out(op, a, b):
     return zlib.crc32(f"{op} {a} {b}".encode()) % 5 == 0  # the same pair is held out whatever the seed
 
 
-def arithmetic_items(split="train", n=2000, seed=0, ops=("add", "sub"), digits=3, phrasing=None):
+def arithmetic_items(split="train", n=2000, seed=0, ops=("add", "sub"), digits=3, phrasing=None, wrap=False):
     """Questions whose answers a program checks, with the worked steps, the calculator expression and the answer
     sentence: [{"prompt", "answer", "lang", "op", "a", "b", "reasoning", "expression", "response"}]. add and sub
     use two `digits`-digit numbers (a tuple: each operand picks one of its counts; sub: the larger first), mul a 2-digit
     by a 1-digit number. split 'train' never holds a 'heldout' operand pair (1 in 5 pairs, fixed by a hash of the pair).
     phrasing: None asks every question one way ("What is 12 plus 34?"); 'train' or 'heldout' picks each question's
-    wording at random from that split of PHRASINGS (the operand pairs still follow `split`)."""
+    wording at random from that split of PHRASINGS (the operand pairs still follow `split`); wrap: half of the 'train'
+    wordings get a greeting before or a request after them (WRAPPERS)."""
     if split not in ("train", "heldout"):
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
     if phrasing not in (None, "train", "heldout"):
@@ -497,6 +502,9 @@ def arithmetic_items(split="train", n=2000, seed=0, ops=("add", "sub"), digits=3
         result = _result(op, a, b)
         # (the default draws nothing more from rng, so the one-way data stays what it was)
         template = PHRASINGS[lang, op][0] if phrasing is None else rng.choice(phrasings(lang, op, phrasing))
+        if phrasing == "train" and wrap and rng.random() < 0.5:
+            before, after = WRAPPERS[lang]
+            template = rng.choice([""] + before) + template + rng.choice([""] + after)
         items.append({
             "prompt": template.format(a=a, b=b),
             "answer": str(result), "lang": lang, "op": op, "a": a, "b": b,

@@ -433,7 +433,7 @@ def arithmetic_records(source, kind, split, n=None):
     way, phrased, digit_list = ARITHMETIC_SOURCE.fullmatch(source).groups()
     digits = tuple(int(d) for d in digit_list.split("-")[1:]) or (3,)
     items = builtin_data.arithmetic_items(split, n or (ARITHMETIC_TRAIN_ITEMS if split == "train" else 200), digits=digits,
-                                          phrasing=split if phrased else None)
+                                          phrasing=split if phrased else None, wrap=bool(phrased))
     tools = {"tools": [CALCULATOR_TOOL]} if way == "tool" else {}
     if kind == "chat":
         return [_with_tools(builtin_data.arithmetic_conversation(it, way), tools) for it in items]

@@ -102,11 +102,15 @@ def test_phrased_sources_train_on_many_wordings_and_hold_some_out():
     used; the held-out set asks only in wordings no training item has, on operand pairs no training item has; the
     one-way sources keep their single wording."""
     from data import arithmetic_records
-    train = builtin_data.arithmetic_items("train", 2000, phrasing="train")
+    train = builtin_data.arithmetic_items("train", 2000, phrasing="train", wrap=True)
     heldout = builtin_data.arithmetic_items("heldout", 400, phrasing="heldout")
 
-    def wording(item):  # the template the prompt was made from
-        return next(t for t in builtin_data.PHRASINGS[item["lang"], item["op"]] if t.format(a=item["a"], b=item["b"]) == item["prompt"])
+    def wording(item):  # the template the prompt was made from (inside any wrapper)
+        return next(t for t in builtin_data.PHRASINGS[item["lang"], item["op"]] if t.format(a=item["a"], b=item["b"]) in item["prompt"])
+
+    wrapped = [it for it in train if it["prompt"] != wording(it).format(a=it["a"], b=it["b"])]
+    assert 0.3 < len(wrapped) / len(train) < 0.6  # about half get a greeting before or a request after
+    assert all(it["prompt"] == wording(it).format(a=it["a"], b=it["b"]) for it in heldout)  # held out: bare
 
     used = {(it["lang"], it["op"], wording(it)) for it in train}
     assert used == {(lang, op, t) for (lang, op), ts in builtin_data.PHRASINGS.items() if op in ("add", "sub")
@@ -119,6 +123,6 @@ def test_phrased_sources_train_on_many_wordings_and_hold_some_out():
         assert it["answer"] == tools.calculate(it["expression"])
     records = arithmetic_records("arithmetic-think-phrased", "chat", "train", n=40)
     assert {m["content"] for r in records for m in r if m["role"] == "user"} == {it["prompt"] for it in
-                                                                                builtin_data.arithmetic_items("train", 40, phrasing="train")}
+                                                                                builtin_data.arithmetic_items("train", 40, phrasing="train", wrap=True)}
     one_way = arithmetic_records("arithmetic-think", "prompt", "heldout", n=20)
     assert all(r["prompt"][-1]["content"].startswith(("What is ",)) or "等于多少" in r["prompt"][-1]["content"] for r in one_way)
