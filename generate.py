@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from builtin_data import check_answer
 from common import cli, keep_freed_memory, resolve_device, warn_slow_cpu_bf16
-from model import KVCache, load_model, quantize_int8
+from model import KVCache, compute_dtype, load_model, quantize_int8
 from tokenizer import BPETokenizer
 from tools import AVAILABLE, parse_assistant, run_tool_call, tool_turn_ids
 
@@ -120,9 +120,8 @@ class TextGenerator:
         idx = torch.tensor([[self.tokenizer.pad_id] * (L - len(p)) + p for p in prompts], device=self.device)
         # the cache in the dtype the keys are computed in (bf16 under autocast or for a bf16 model: no rounding), except
         # eagerly on CPU, where fp32 attention over an fp32 cache is ~4x faster for one new token than bf16's bmm
-        kind = self.device.type
-        dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else self.dtype
-        cache_dtype = torch.float32 if self.device.type == "cpu" and self.step is None else dtype
+        eager_cpu = self.device.type == "cpu" and self.step is None
+        cache_dtype = torch.float32 if eager_cpu else compute_dtype(next(self.model.parameters()))
         slots = L + max_new
         if self.step is not None:  # the compiled step reads every slot: a power of two, so that one graph serves many calls
             slots = min(max_len, 2 ** math.ceil(math.log2(slots)))

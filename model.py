@@ -164,18 +164,20 @@ def grouped_attention(q, k, v, causal=True, dropout_p=0.0, key_mask=None):
     n_kv, S = k.shape[1], k.shape[2]
     g = n_heads // n_kv
     q3, k3 = q.reshape(B * n_kv, g * T, hd), k.reshape(B * n_kv, S, hd).transpose(1, 2)
+    # one query under torch.compile: both products as multiply-and-sum in fp32, which the compiler fuses (see Linear)
+    fused = torch.compiler.is_compiling() and T == 1 and not causal
     if causal:
         mask = torch.full((T, S), float("-inf"), device=q.device).triu(1).repeat(g, 1).to(q.dtype)  # (g*T, S): 0 or -inf
         scores = torch.baddbmm(mask, q3, k3, alpha=hd ** -0.5)  # (B*nkv, g*T, S)
     else:
-        if torch.compiler.is_compiling() and T == 1:  # one query: multiply-and-sum in fp32, fused by the compiler (see
-            scores = (q3.float().unsqueeze(2) * k.float().reshape(B * n_kv, 1, S, hd)).sum(-1) * hd ** -0.5  # Linear)
+        if fused:
+            scores = (q3.float().unsqueeze(2) * k.float().reshape(B * n_kv, 1, S, hd)).sum(-1) * hd ** -0.5
         else:
             scores = torch.bmm(q3, k3) * hd ** -0.5
         if key_mask is not None:  # (B, 1, 1, S) -> (B * n_kv, 1, S), the same for the g heads of a kv head
             scores = scores.masked_fill(~key_mask.reshape(B, 1, S).expand(B, n_kv, S).reshape(B * n_kv, 1, S), float("-inf"))
     probs = F.dropout(scores.softmax(-1), dropout_p) if dropout_p else scores.softmax(-1)  # fp32 accumulation inside
-    if torch.compiler.is_compiling() and T == 1 and not causal:
+    if fused:
         out = (probs.unsqueeze(-1) * v.float().reshape(B * n_kv, 1, S, hd)).sum(-2)
         return out.to(q.dtype).reshape(B, n_heads, T, hd)
     return torch.bmm(probs, v.reshape(B * n_kv, S, hd)).reshape(B, n_heads, T, hd)
@@ -276,7 +278,8 @@ class Attention(nn.Module):
         if on_cpu and cache is None and q.dtype != torch.float32 and T <= 512:
             y = grouped_attention(q, k, v, causal=True, dropout_p=self.dropout if self.training else 0.0)
         elif q.device.type == "cpu" and cache is not None and T == 1:  # a decode step: the new token sees the cache
-            # in the cache's dtype: generate.py keeps it fp32 on CPU, where a one-query bf16 bmm costs ~14 us, fp32 ~3;
+            # in the cache's dtype: generate.py keeps it fp32 when eager on CPU, where a one-query bf16 bmm costs ~14 us,
+            # fp32 ~3 (its compiled step fuses the products, so there the cache stays in the keys' dtype);
             # a left-padded batch's mask goes in too (through SDPA, with the cache cast to bf16 each step, GRPO's
             # 64-row sampling spent 60% of its time here)
             y = grouped_attention(q.to(k.dtype), k, v, causal=False, key_mask=attn_mask).to(q.dtype)
@@ -458,7 +461,8 @@ class MiniGPT(nn.Module):
             q_pos = torch.arange(start, start + T, device=idx.device)
             attn_mask = torch.arange(start + T, device=idx.device)[None, :] <= q_pos[:, None]
         x = self.dropout(self.embed(idx))  # (B, T, dim)
-        cos, sin = cos.to(compute_dtype(x)), sin.to(compute_dtype(x))  # RoPE in q/k's dtype
+        dtype = compute_dtype(x)
+        cos, sin = cos.to(dtype), sin.to(dtype)  # RoPE in q/k's dtype
         aux_total = x.new_zeros(())
         for i, layer in enumerate(self.layers):
             if self.config.gradient_checkpointing and self.training and cache is None:
@@ -482,7 +486,8 @@ class MiniGPT(nn.Module):
         slots = torch.arange(S, device=token.device)
         key_mask = ((slots <= position) & (slots >= pad[:, None]))[:, None, None]  # (B, 1, 1, S), True = visible
         x = self.embed(token[:, None])                               # (B, 1, dim)
-        cos, sin = (t[rope_pos][:, None, None].to(compute_dtype(x)) for t in (self.rope_cos, self.rope_sin))  # (B,1,1,hd)
+        dtype = compute_dtype(x)
+        cos, sin = self.rope_cos[rope_pos][:, None, None].to(dtype), self.rope_sin[rope_pos][:, None, None].to(dtype)
         for i, layer in enumerate(self.layers):
             x, _ = layer(x, cos, sin, cache, i, key_mask, position)
         return self.lm_head(self.norm(x))[:, -1]

@@ -24,14 +24,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import generate  # noqa: E402
-from bench_model import read_bandwidth, weight_bytes  # noqa: E402
+from bench_model import FakeTokenizer, read_bandwidth, weight_bytes  # noqa: E402
 from common import cli  # noqa: E402
 from generate import GenerationConfig, TextGenerator  # noqa: E402
 from model import MiniGPT, get_config, quantize_int8  # noqa: E402
-
-
-class FakeTokenizer:  # generation needs only these ids
-    bos_id, eos_id, pad_id = 1, 2, 0
 
 
 def timed_runs(runners, rounds):

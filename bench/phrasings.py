@@ -27,10 +27,11 @@ SETS = {"first wording": None, "other training wordings": "train", "held-out wor
 
 def questions(phrasing, n, way):
     """[(messages, answer)]: held-out operand pairs asked with the set's wordings (the first wording: the old one)."""
-    items = builtin_data.arithmetic_items("heldout", n, phrasing=phrasing)
     if phrasing == "train":  # the other training wordings: leave out the first, which the first set asks with
         items = [it for it in builtin_data.arithmetic_items("heldout", 3 * n, phrasing="train")
                  if it["prompt"] != builtin_data.PHRASINGS[it["lang"], it["op"]][0].format(a=it["a"], b=it["b"])][:n]
+    else:
+        items = builtin_data.arithmetic_items("heldout", n, phrasing=phrasing)
     tools = {"tools": [CALCULATOR_TOOL]} if way == "tool" else {}  # in the system turn, as the tool chain trains
     return [(_with_tools([{"role": "user", "content": it["prompt"]}], tools), it["answer"]) for it in items]
 
