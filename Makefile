@@ -21,7 +21,7 @@ DONE = $(OUT)/$(1)_$(CONFIG)/done.json
 RESUME = $(if $(wildcard $(@D)/ckpt_latest.pt),--resume)
 
 .PHONY: pipeline chain pretrain sft reward dpo ppo grpo lora generate report eval test upgrade-check clean \
-	reasoning reasoning-direct reasoning-think reasoning-tool reasoning-2to3 reward-hacking
+	reasoning reasoning-direct reasoning-think reasoning-tool reasoning-2to3 tool-use reward-hacking
 
 ifeq ($(strip $(SEEDS)),)
 pipeline: chain
@@ -89,6 +89,11 @@ reasoning-2to3:
 	$(REASONING_CHAIN)
 reasoning-tool:
 	$(REASONING_CHAIN)
+
+# Tools the model reads instead of memorising (issue 37): pretrain at 512 tokens -> SFT on --data tool-use, then the
+# table: in-template vs held-out tool definitions and wordings, with distractors (BENCHMARKS.md has it)
+tool-use:
+	$(PY) bench/tool_use.py --seeds $(or $(SEEDS),1) --out $(OUT)/tool_use
 
 # Reward hacking on purpose (Gao et al. 2022): PPO against a weak reward model with no KL penalty, beside the
 # default PPO run, proxy reward and gold accuracy against KL to SFT; needs the sft and reward stages (make pipeline)

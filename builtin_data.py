@@ -555,6 +555,321 @@ def arithmetic_conversation(item, way):
     raise ValueError(f"way must be 'direct', 'think', 'scratch' or 'tool', got {way!r}")
 
 
+
+# ----------------------------------------------------------------------------- a world of tools (issue 37)
+# A tool-using model must read the tool list, not learn one system prompt. Each kind of tool below can be defined
+# many ways (names, descriptions, parameter names) and asked for many ways; the last TOOL_HELD_OUT of every list
+# never reach training, so a test can offer tools defined and asked in ways the model never saw. Kinds with no
+# questions are distractors only (the held-out ones are never offered in training at all).
+# Argument values are made up from parts (thousands of towns, names, messages and phrases), so a model must copy
+# them from the question: from a list of 14 towns it learned the towns, and called the weather in Rome for Sunport.
+_EN_SYLLABLES = ["ka", "lo", "mi", "ra", "ten", "vor", "sel", "dun", "bri", "ha", "no", "pe", "qui", "sta", "wen", "zo",
+                 "fal", "gri", "mor", "tu", "ash", "el", "ven", "dor"]
+_ZH_SYLLABLES = "安北城川东都丰港海河湖华江金京兰林龙梅南宁平青泉山石水松塔田湾西溪阳宜云州"
+LANGUAGES = [("French", "法语"), ("German", "德语"), ("Spanish", "西班牙语"), ("Japanese", "日语"), ("Korean", "韩语"),
+             ("Italian", "意大利语"), ("Russian", "俄语"), ("Arabic", "阿拉伯语"), ("Dutch", "荷兰语"), ("Greek", "希腊语"),
+             ("Turkish", "土耳其语"), ("Polish", "波兰语"), ("Swedish", "瑞典语"), ("Thai", "泰语"), ("Hindi", "印地语"),
+             ("Portuguese", "葡萄牙语"), ("Vietnamese", "越南语"), ("Finnish", "芬兰语"), ("Czech", "捷克语"), ("Irish", "爱尔兰语")]
+_THINGS = [("meeting", "会议"), ("package", "包裹"), ("train", "火车"), ("dinner", "晚饭"), ("car", "车"), ("report", "报告"),
+           ("party", "聚会"), ("shop", "商店"), ("class", "课"), ("bus", "公交车")]
+_STATES = [("late", "晚了"), ("ready", "好了"), ("open", "开了"), ("closed", "关了"), ("moved to Friday", "改到周五"),
+           ("cancelled", "取消了"), ("done", "完成了"), ("early", "提前了"), ("here", "到了"), ("full", "满了")]
+_ADJECTIVES = [("good", "好的"), ("big", "大"), ("small", "小"), ("red", "红色的"), ("old", "老"), ("new", "新"),
+               ("happy", "快乐的"), ("cold", "冷的"), ("warm", "暖和的"), ("quiet", "安静的")]
+_NOUNS = [("morning", "早晨"), ("house", "房子"), ("dog", "狗"), ("river", "河"), ("friend", "朋友"), ("book", "书"),
+          ("day", "日子"), ("road", "路"), ("garden", "花园"), ("song", "歌")]
+
+
+def _made_up(rng, lang, kind):
+    """One argument value of a kind ('place', 'person', 'message', 'phrase', 'language', 'minutes') in a language."""
+    i = 0 if lang == "en" else 1
+    if kind in ("place", "person"):
+        if lang == "zh":
+            return "".join(rng.choice(_ZH_SYLLABLES) for _ in range(rng.randint(2, 3)))
+        return "".join(rng.choice(_EN_SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+    if kind == "message":
+        thing, state = rng.choice(_THINGS), rng.choice(_STATES)
+        return f"the {thing[0]} is {state[0]}" if lang == "en" else thing[1] + state[1]
+    if kind == "phrase":
+        adjective, noun = rng.choice(_ADJECTIVES), rng.choice(_NOUNS)
+        return f"{adjective[0]} {noun[0]}" if lang == "en" else adjective[1] + noun[1]
+    if kind == "language":
+        return rng.choice(LANGUAGES)[i]
+    return str(rng.randint(1, 120))  # minutes
+
+
+
+def made_up_texts(seed=0, n_docs=1500):
+    """Documents in which made-up names, towns, messages and phrases come back a line or two later: to predict the
+    second mention a model must copy the first (induction), which the built-in stories, with their 24 fixed names,
+    never ask. `--data builtin builtin-made-up` in the tool-use chain, whose calls copy values from the question
+    (only training-split values: the held-out ones stay unseen)."""
+    rng = random.Random(f"made up {seed}")
+    en = ["A traveller named {p} came to {c}. Everyone in {c} met {p}.", "{p} wrote to {q}: {m}. {q} read it: {m}. {q} thanked {p}.",
+          "The sign in {c} says '{f}'. People in {c} read '{f}' every day.", "{p} lives in {c}. Ask {p} about {c}.",
+          "Note from {p}: {m}. Again, {m}, says {p}.", "{q} taught {p} to say '{f}'. Now {p} says '{f}' like {q}."]
+    zh = ["一个叫{p}的旅人来到{c}。{c}的人都见过{p}。", "{p}给{q}写信：{m}。{q}读到：{m}。{q}谢了{p}。", "{c}的牌子上写着“{f}”。{c}的人每天都读“{f}”。",
+          "{p}住在{c}。去问{p}关于{c}的事。", "{p}留言：{m}。{p}又说了一遍：{m}。", "{q}教{p}说“{f}”。现在{p}像{q}一样会说“{f}”了。"]
+    docs = []
+    for i in range(n_docs):
+        lang = "zh" if i % 2 else "en"
+        lines = []
+        for _ in range(rng.randint(3, 6)):
+            values = {key: tool_value(rng, lang, kind, "train") for key, kind in  # held-out values stay unseen
+                      (("p", "person"), ("q", "person"), ("c", "place"), ("m", "message"), ("f", "phrase"))}
+            lines.append(rng.choice(zh if lang == "zh" else en).format(**values))
+            # and a list said twice: every word of the second half is predictable only by copying the first, the
+            # densest copying signal (600 pretraining steps of the sentences alone left the tiny model unable to copy)
+            words = [tool_value(rng, lang, rng.choice(("person", "place")), "train") for _ in range(rng.randint(2, 5))]
+            listed = ("、" if lang == "zh" else ", ").join(words)
+            lines.append(f"跟我说：{listed}。{listed}。" if lang == "zh" else f"Say after me: {listed}. {listed}.")
+        docs.append("\n".join(lines))
+    return docs
+
+def tool_value(rng, lang, kind, split):
+    """A made-up value of the split: 1 in 4 values (by a stable hash of the value) is held out of training."""
+    while True:
+        value = _made_up(rng, lang, kind)
+        if (zlib.crc32(value.encode()) % 4 == 0) == (split == "heldout"):
+            return value
+
+
+TOOL_HELD_OUT = 2  # of names, descriptions and question templates (per language); 1 of parameter names
+TOOL_KINDS = {
+    "calculator": dict(
+        names=["calculator", "calc", "compute", "evaluate", "math", "do_math", "arithmetic", "math_eval"],
+        descriptions=["Compute an arithmetic expression with + - * / and parentheses, exactly.", "Evaluate a math expression.",
+                      "Add, subtract, multiply or divide numbers.", "A calculator: gives the value of a sum.",
+                      "计算一个算术表达式。", "Exact arithmetic on numbers.", "Work out the value of an expression of numbers.",
+                      "算术工具：加减乘除。"],
+        params={"expression": ["expression", "expr", "formula", "equation"]}),  # questions: arithmetic_items' PHRASINGS
+    "weather": dict(
+        names=["get_weather", "weather", "current_weather", "weather_report", "check_weather", "weather_now"],
+        descriptions=["Get the current weather in a city.", "Weather and temperature for a place.",
+                      "Look up today's weather.", "查询一个城市的天气。", "Tells the weather in a city right now.", "天气查询。"],
+        params={"city": ["city", "location", "place"]},
+        questions={"en": ["What is the weather in {city}?", "How is the weather in {city} today?", "Is it sunny in {city}?",
+                          "Weather in {city}, please.", "Tell me today's weather for {city}.", "Do I need an umbrella in {city}?"],
+                   "zh": ["{city}的天气怎么样？", "{city}今天天气好吗？", "{city}现在是晴天吗？", "查一下{city}的天气。",
+                          "请告诉我{city}的天气。", "去{city}要带伞吗？"]},
+        values={"city": "place"}),
+    "time": dict(
+        names=["get_time", "current_time", "clock", "time_now", "local_time", "what_time"],
+        descriptions=["Get the current local time in a city.", "Tells what time it is in a place.", "查询城市的当地时间。",
+                      "The clock time now, anywhere.", "Returns the local time of a city.", "当地时间查询。"],
+        params={"city": ["city", "location", "place"]},
+        questions={"en": ["What time is it in {city}?", "What is the time in {city} now?", "Tell me the local time in {city}.",
+                          "Current time in {city}?", "Is it late in {city} right now?", "What hour is it in {city}?"],
+                   "zh": ["{city}现在几点？", "{city}的当地时间是多少？", "查一下{city}现在的时间。", "{city}几点了？",
+                          "请告诉我{city}的时间。", "{city}现在是几点钟？"]},
+        values={"city": "place"}),
+    "translate": dict(
+        names=["translate", "translator", "translate_text", "to_language", "say_in", "language_tool"],
+        descriptions=["Translate a text into another language.", "Translates words between languages.",
+                      "把文字翻译成另一种语言。", "Say a phrase in a foreign language.", "Turn a sentence into a different language.",
+                      "翻译工具。"],
+        params={"text": ["text", "sentence", "phrase"], "language": ["language", "target_language", "target"]},
+        questions={"en": ["Translate '{text}' into {language}.", "How do you say '{text}' in {language}?",
+                          "What is '{text}' in {language}?", "'{text}' in {language}, please.",
+                          "Can you put '{text}' in {language}?", "I need '{text}' in {language}."],
+                   "zh": ["把“{text}”翻译成{language}。", "“{text}”用{language}怎么说？", "“{text}”的{language}是什么？",
+                          "请用{language}说“{text}”。", "请将“{text}”译成{language}。", "“{text}”翻成{language}是什么？"]},
+        values={"text": "phrase", "language": "language"}),
+    "email": dict(
+        names=["send_email", "email", "send_message", "write_email", "mail_to", "notify"],
+        descriptions=["Send an email to a person.", "Email someone a short message.", "给某人发一封邮件。",
+                      "Deliver a message by email.", "Writes a note to someone by mail.", "发送消息。"],
+        params={"to": ["to", "recipient", "person"], "message": ["message", "body", "note"]},
+        questions={"en": ["Email {to} that {message}.", "Send {to} a message: {message}.", "Tell {to} by email that {message}.",
+                          "Write an email to {to}: {message}.", "Let {to} know that {message}.", "Drop {to} a line: {message}."],
+                   "zh": ["给{to}发邮件说{message}。", "发邮件告诉{to}：{message}。", "帮我给{to}写信：{message}。",
+                          "通知{to}：{message}。", "跟{to}说一声{message}。", "给{to}留个言：{message}。"]},
+        values={"to": "person", "message": "message"}),
+    "timer": dict(
+        names=["set_timer", "timer", "start_timer", "alarm", "countdown", "remind_in"],
+        descriptions=["Set a timer for some minutes.", "Start a countdown in minutes.", "设置一个计时器。",
+                      "A kitchen timer.", "Rings after the given number of minutes.", "倒计时工具。"],
+        params={"minutes": ["minutes", "duration", "length"]},
+        questions={"en": ["Set a timer for {minutes} minutes.", "Start a {minutes} minute timer.",
+                          "Remind me in {minutes} minutes.", "Timer: {minutes} minutes.", "Ring me after {minutes} minutes.",
+                          "Count down {minutes} minutes for me."],
+                   "zh": ["设一个{minutes}分钟的计时器。", "{minutes}分钟后提醒我。", "帮我计时{minutes}分钟。", "定时{minutes}分钟。",
+                          "{minutes}分钟以后叫我。", "倒计时{minutes}分钟。"]},
+        values={"minutes": "minutes"}),
+    "search": dict(names=["search_web", "web_search"], descriptions=["Search the web for pages.", "网页搜索。"],
+                   params={"query": ["query"]}),
+    "music": dict(names=["play_music", "music"], descriptions=["Play songs of a genre.", "播放音乐。"],
+                  params={"genre": ["genre"]}),
+    "flight": dict(names=["book_flight"], descriptions=["Book a flight between two cities."],
+                   params={"origin": ["origin"], "destination": ["destination"]}),
+    "stock": dict(names=["stock_price"], descriptions=["The price of a company's stock today."],
+                  params={"symbol": ["symbol"]}),
+    "currency": dict(names=["convert_currency"], descriptions=["Convert money from one currency to another."],
+                     params={"amount": ["amount"], "source": ["source"], "target": ["target"]}),
+}
+ASKED_KINDS = [k for k in TOOL_KINDS if k == "calculator" or "questions" in TOOL_KINDS[k]]
+DISTRACTOR_KINDS = {"train": ["search", "music"], "heldout": ["flight", "stock", "currency"]}  # never asked for
+NO_TOOL_REPLY = {"en": "None of the tools I have can do that.", "zh": "我现有的工具做不了这件事。"}
+SYSTEM_PROMPTS = ["", "", "You are a helpful assistant.", "Answer briefly.", "你是一个乐于助人的助手。", "Use a tool when it helps."]
+TOOL_CASES = {"calculator": 0.45, "other": 0.30, "none": 0.12, "not_offered": 0.13}  # the training mix
+WEATHER = ["sunny", "cloudy", "rainy", "windy", "snowy"]
+
+
+def _of_split(values, split, held=TOOL_HELD_OUT):
+    """The training part of a list (all but the last `held`) or its held-out part (those)."""
+    return values[:-held] if split == "train" else values[-held:]
+
+
+MADE_UP_NAMES = 0.5  # of training definitions: a made-up tool name (half of them a prefix on a known one), and
+# a made-up parameter name for 1 in 4 parameters: with four names per kind a model memorised them and wrote `calc`
+# where the list offered `math_eval`; with names it cannot have seen it must copy the one the list gives
+
+
+def _made_up_word(rng):
+    return "".join(rng.choice(_EN_SYLLABLES) for _ in range(2))
+
+
+def tool_definition(kind, rng, split="train"):
+    """One way to define a tool of this kind: (OpenAI tool schema, {role: the parameter's name}). Distractor-only kinds
+    have one definition each, whichever the split; in training, MADE_UP_NAMES of the names are made up."""
+    spec, asked = TOOL_KINDS[kind], kind in ASKED_KINDS
+    pick = (lambda values, held=TOOL_HELD_OUT: rng.choice(_of_split(values, split, held) if asked else values))
+    roles = {role: pick(names, 1) for role, names in spec["params"].items()}
+    name = pick(spec["names"])
+    if split == "train" and rng.random() < MADE_UP_NAMES:
+        name = _made_up_word(rng) + ("_" + name if rng.random() < 0.5 else "")
+        roles = {role: _made_up_word(rng) if rng.random() < 0.25 else p for role, p in roles.items()}
+        if len(set(roles.values())) < len(roles):  # two parameters may not share a name
+            roles = {role: pick(names, 1) for role, names in spec["params"].items()}
+    types = {"minutes": "integer", "amount": "number"}
+    schema = {"type": "function", "function": {
+        "name": name, "description": pick(spec["descriptions"]),
+        "parameters": {"type": "object", "properties": {p: {"type": types.get(r, "string")} for r, p in roles.items()},
+                       "required": list(roles.values())}}}
+    return schema, roles
+
+
+def tool_result(kind, arguments):
+    """What a built-in world tool answers (invented, but the same answer for the same arguments): the calculator
+    calculates; the others say something a reply can quote."""
+    if kind == "calculator":
+        return tools.calculate(next(iter(arguments.values()), ""))
+    key = zlib.crc32(json.dumps(arguments, sort_keys=True, ensure_ascii=False).encode())
+    if kind == "weather":
+        return f"{WEATHER[key % len(WEATHER)]}, {key % 31} C"
+    if kind == "time":
+        return f"{key % 24:02d}:{key % 60:02d}"
+    if kind == "translate":
+        return f"({key % 900 + 100}) " + " ".join(w[::-1] for w in str(next(iter(arguments.values()))).split())
+    if kind == "email":
+        return "sent"
+    if kind == "timer":
+        return "timer started"
+    return "done"
+
+
+def run_offered_call(offered, call):
+    """(result, ok) of a parsed call ({"name", "arguments" JSON text}) against the tools a conversation offered
+    ({name: (kind, {role: parameter name})}): an error text for the model, as tools.run_tool_call, on an unknown name,
+    arguments that are not a JSON object, or parameters other than the tool's."""
+    if call.get("name") not in offered:
+        return f"error: there is no tool named {str(call.get('name'))[:40]!r}", False
+    try:
+        arguments = json.loads(call["arguments"])
+    except (json.JSONDecodeError, TypeError):
+        return "error: the arguments are not valid JSON", False
+    kind, roles = offered[call["name"]]
+    if not isinstance(arguments, dict) or set(arguments) != set(roles.values()):
+        return f"error: {call['name']} takes {', '.join(roles.values())}", False
+    result = tool_result(kind, arguments)
+    return result, not result.startswith("error:")
+
+
+def _tool_reply(kind, values, result, lang):
+    """The assistant's answer once the tool has answered."""
+    en = {"weather": "The weather in {city}: {r}.", "time": "It is {r} in {city}.",
+          "translate": "In {language}: {r}", "email": "Done: I emailed {to}.", "timer": "Your {minutes} minute timer is on."}
+    zh = {"weather": "{city}的天气：{r}。", "time": "{city}现在是{r}。", "translate": "{language}：{r}",
+          "email": "好的，已经给{to}发了邮件。", "timer": "{minutes}分钟的计时器开始了。"}
+    return (en if lang == "en" else zh)[kind].format(r=result, **values)
+
+
+def tool_use_items(split="train", n=2000, seed=0, definitions=None, cases=None, distractors=(0, 3)):
+    """Conversations in which tools are offered (the world above): [{"case", "lang", "tools", "messages" (the user's
+    question, with the tool list in a system turn), "call" ({"name", "arguments" dict} the model should make, or None),
+    "answer" (a sum's answer, or None), "conversation" (messages + the whole reference answer, tool turn included)}].
+    case: 'calculator' (a sum or difference; the calculator is offered), 'other' (a question for another offered tool),
+    'none' (a question about the built-in world's facts: no tool needed), 'not_offered' (a question for a tool that
+    is not in the list: say so, call nothing). `split` picks the operand pairs, argument values and facts questions;
+    `definitions` ('train' or 'heldout', default = split) picks tool names, descriptions, parameter names, question
+    wordings and the distractor-only kinds. Each list holds the needed tool (if any) and distractors (their number
+    drawn from the `distractors` range), in random order. `cases`: one case for all, or the TOOL_CASES mix."""
+    definitions = definitions or split
+    rng = random.Random(f"tool use {seed} {split} {definitions}")
+    sums = iter(arithmetic_items(split, n, seed, phrasing=definitions, wrap=definitions == "train"))
+    facts = [it for it in checkable_prompts(split=split) if it["attr"] != "sum"]
+    pool = [k for k in ASKED_KINDS] + DISTRACTOR_KINDS[definitions]
+    items = []
+    while len(items) < n:
+        case = cases or rng.choices(list(TOOL_CASES), weights=list(TOOL_CASES.values()))[0]
+        lang, call, answer, values = ("en", "zh")[len(items) % 2], None, None, {}
+        if case == "calculator":
+            kind, it = "calculator", next(sums)
+            lang, question, answer = it["lang"], it["prompt"], it["answer"]
+        elif case == "none":
+            kind, it = None, rng.choice([f for f in facts if f["lang"] == lang])
+            question = it["prompt"]
+        else:
+            kind = rng.choice([k for k in ASKED_KINDS if k != "calculator"])
+            spec = TOOL_KINDS[kind]
+            values = {role: tool_value(rng, lang, spec["values"][role], split) for role in spec["params"]}
+            question = rng.choice(_of_split(spec["questions"][lang], definitions)).format(**values)
+        offered = [] if case in ("none", "not_offered") else [kind]
+        others = [k for k in pool if k != kind]
+        k = rng.randint(*distractors)
+        offered += rng.sample(others, max(k, 1 if not offered else 0))
+        rng.shuffle(offered)
+        defs = {k: tool_definition(k, rng, definitions) for k in offered}
+        system = rng.choice(SYSTEM_PROMPTS)
+        messages = [{"role": "system", "content": system, "tools": [schema for schema, _ in defs.values()]},
+                    {"role": "user", "content": question}]
+        if case in ("calculator", "other"):
+            schema, roles = defs[kind]
+            if kind == "calculator":
+                arguments = {roles["expression"]: it["expression"]}
+            else:
+                arguments = {roles[r]: int(v) if r == "minutes" else v for r, v in values.items()}
+            call = {"name": schema["function"]["name"], "arguments": arguments}
+            result = tool_result(kind, arguments)
+            reply = it["response"] if kind == "calculator" else _tool_reply(kind, values, result, lang)
+            wire = {"id": "call_0", "type": "function",
+                    "function": {"name": call["name"], "arguments": json.dumps(arguments, ensure_ascii=False)}}
+            conversation = messages + [{"role": "assistant", "content": "", "tool_calls": [wire]},
+                                       {"role": "tool", "tool_call_id": "call_0", "content": result},
+                                       {"role": "assistant", "content": reply}]
+        else:
+            reply = it["response"] if case == "none" else NO_TOOL_REPLY[lang]
+            conversation = messages + [{"role": "assistant", "content": reply}]
+        items.append({"case": case, "lang": lang, "kind": kind, "tools": messages[0]["tools"], "messages": messages,
+                      "call": call, "answer": answer, "conversation": conversation,
+                      "offered": {schema["function"]["name"]: (k, roles) for k, (schema, roles) in defs.items()}})
+    return items
+
+
+def tool_use_conversations(n=20000, seed=0, multi_turn=0.2):
+    """tool_use_items' training conversations; `multi_turn` of them follow an earlier exchange (a question about the
+    world's facts and its answer), so the model also finds the tool list a turn back."""
+    rng = random.Random(f"tool use turns {seed}")
+    items = tool_use_items("train", n, seed)
+    chats = [it["conversation"][1:] for it in items if it["case"] == "none"]  # an earlier turn calls no unoffered tool
+    convs = []
+    for it in items:
+        conv = it["conversation"]
+        if rng.random() < multi_turn:
+            conv = conv[:1] + rng.choice(chats) + conv[1:]
+        convs.append(conv)
+    return convs
+
 if __name__ == "__main__":
     docs = pretrain_texts()
     print(f"pretraining: {len(docs)} documents, {sum(len(d.encode()) for d in docs) / 1e6:.2f} MB")

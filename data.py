@@ -474,6 +474,14 @@ def load_datasets(specs, kind, seed=0, val_split=0.05, global_ratio=1.0, max_rec
             if kind != "text":
                 raise DataError(f"--data builtin-numbers: documents, for train_pretrain.py; this stage needs {kind}")
             records = builtin_data.number_texts()
+        elif src.path == "tool-use":  # tools defined and asked many ways, distractors, questions for no tool
+            if kind != "chat":
+                raise DataError(f"--data tool-use: conversations, for train_sft.py; this stage needs {kind}")
+            records = builtin_data.tool_use_conversations(ARITHMETIC_TRAIN_ITEMS)
+        elif src.path == "builtin-made-up":  # made-up names and phrases said twice: copying, learned in pretraining
+            if kind != "text":
+                raise DataError(f"--data builtin-made-up: documents, for train_pretrain.py; this stage needs {kind}")
+            records = builtin_data.made_up_texts()
         elif src.path == "digit-chores":  # what is left of two 2-4 digit numbers without their last digits
             if kind != "chat":
                 raise DataError(f"--data digit-chores: conversations, for train_sft.py; this stage needs {kind}")

@@ -196,3 +196,27 @@ def test_phrasings_bench_asks_held_out_pairs_three_ways(stage_dirs):
     out = bench("phrasings.py", "--runs", stage_dirs["sft"], "--n", "4", "--max-new-tokens", "8")
     row = re.search(r"sft\S*\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", out, re.M)
     assert row and all(0 <= float(v) <= 1 for v in row.groups()), out
+
+
+def test_tool_use_bench_prints_both_sets_for_every_case(tmp_path):
+    """bench/tool_use.py end to end on a random model with room for the tool lists (the figures are BENCHMARKS.md's);
+    a run whose context cannot hold them gets a one-line error."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import torch
+    from bench_serve import random_run_dir
+    from common import save_checkpoint, write_json
+    from model import MiniGPT, get_config
+    run = random_run_dir("tiny", str(tmp_path))
+    cfg = get_config("tiny", vocab_size=2048, max_seq_len=512)
+    write_json(os.path.join(run, "config.json"), {"stage": "sft", "model": cfg.to_dict()})
+    torch.manual_seed(0)
+    save_checkpoint(os.path.join(run, "ckpt_best.pt"), {"model": MiniGPT(cfg).state_dict(), "model_config": cfg.to_dict()})
+    out = bench("tool_use.py", "--runs", run, "--n", "2", "--json", str(tmp_path / "r.json"))
+    rows = re.findall(r"^(calculator|other tool|no tool|not offered)(: right tool)?\s+([\d.]+) .*?\s+([\d.]+) \[", out, re.M)
+    assert len(rows) == 6 and all(0 <= float(a) <= 1 and 0 <= float(b) <= 1 for *_, a, b in rows), out
+    (tmp_path / "short").mkdir()
+    short = random_run_dir("tiny", str(tmp_path / "short"))
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "tool_use.py"), "--runs", short, "--n", "2"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "max_seq_len 256 is too short for the tool lists" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
