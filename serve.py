@@ -40,7 +40,7 @@ from common import cli, cpu_threads, keep_freed_memory, resolve_device
 from export_hf import read_hf_folder
 from generate import GenerationConfig, TextGenerator, load_generator, process_logits, sample_from
 from model import KVCache, hf_folder_message, quantize_int8
-from tools import calculate, parse_assistant
+from tools import CallConstraint, calculate, parse_assistant
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "chat.html")
 
@@ -65,6 +65,8 @@ def parse_args(argv=None):
     p.add_argument("--quantize", default=None, choices=["int8"], help="int8 weights (faster decoding on CPU)")
     p.add_argument("--num-threads", type=int, default=None, help="CPU threads (default: one per physical core)")
     p.add_argument("--quiet", action="store_true", help="no line per request on stderr")
+    p.add_argument("--free-calls", action="store_true", help="let the model write any tool name and argument name "
+                   "(default: a call's names are kept to the request's tools, as guided decoding does)")
     args = p.parse_args(argv)
     for name, low in (("port", 0), ("max_batch", 1), ("max_queue", 1), ("max_body_kb", 1), ("max_n", 1)):
         if getattr(args, name) < low:
@@ -77,8 +79,10 @@ class Sequence:
     """One choice being generated: its prompt ids, sampling settings, the tokens so far, and the request's event
     queue where its text goes as ("text", index, piece) and finally ("done", index, finish_reason, n_tokens)."""
 
-    def __init__(self, prompt_ids, cfg, index, events):
+    def __init__(self, prompt_ids, cfg, index, events, constraint=None, forced=""):
         self.prompt_ids, self.cfg, self.index, self.events = prompt_ids, cfg, index, events
+        # tools.CallConstraint of the offered tools (None: free), and the text the prompt put in the turn already
+        self.constraint, self.forced = constraint, forced
         self.ids, self.sent = [], ""  # generated token ids; the text already sent
         self.finish_reason = None
         self.cancelled = False  # set by the HTTP thread when the client has gone
@@ -91,8 +95,10 @@ class Engine:
     """Continuous batching over one KV cache. Only the engine thread touches the model and the cache; HTTP threads
     call submit() and read their request's event queue."""
 
-    def __init__(self, generator, max_batch=16, max_queue=256, start=True):
+    def __init__(self, generator, max_batch=16, max_queue=256, start=True, constrain_calls=True):
         self.generator, self.model, self.tokenizer = generator, generator.model, generator.tokenizer
+        self.call_id = self.tokenizer.special_tokens.get("<tool_call>")
+        self.constrain_calls = constrain_calls  # keep tool-call names and argument names to the offered tools
         self.config, self.device = self.model.config, generator.device
         # an fp32 cache on CPU even for a bf16 model, as generate.py: one-query attention is ~4x faster in fp32 there
         self.cache_dtype = torch.float32 if self.device.type == "cpu" else generator.dtype
@@ -172,6 +178,12 @@ class Engine:
                 seq.finish_reason = "cancelled"
                 continue
             logits = process_logits(seq.next_logits, seq.cfg, seq.seen)
+            if seq.constraint is not None and (self.call_id in seq.ids or "<tool_call>" in seq.forced):
+                allowed = seq.constraint.allowed(seq.forced + self.tokenizer.decode(seq.ids))
+                if allowed:  # inside a call's name or an argument's name: only what continues an offered one
+                    keep = torch.full_like(logits, float("-inf"))
+                    keep[:, allowed] = logits[:, allowed]
+                    logits = keep
             if seq.cfg.greedy:
                 token = int(logits.argmax(-1))
             else:
@@ -350,7 +362,7 @@ def parse_request(body, kind, engine, max_n):
     for name, default in IGNORED_AT_DEFAULT.items():
         if body.get(name) not in (None, default):
             raise BadRequest(f"'{name}' is not supported (only {json.dumps(default)})", name, "unsupported_parameter")
-    forced = ""
+    forced, tools = "", None
     if kind == "chat":
         turns = chat_turns(body.get("messages"))
         tools, forced, thinking = tool_settings(body)
@@ -397,7 +409,10 @@ def parse_request(body, kind, engine, max_n):
     stream = field(body, "stream", (bool,), default=False)
     include_usage = bool(field(body, "stream_options", (dict,), default={}).get("include_usage"))
     field(body, "model", (str,))
-    return prompts, configs, stream, include_usage, warnings, forced
+    # a call's name and argument names are kept to the offered tools' (vLLM's guided decoding, OpenAI's strict mode):
+    # the tiny tool model wrote {"expr": ...} for a calculator whose parameter is "expression"
+    constraint = CallConstraint(tokenizer, tools) if kind == "chat" and tools and engine.constrain_calls else None
+    return prompts, configs, stream, include_usage, warnings, forced, constraint
 
 
 # ----------------------------------------------------------------------------- 4. HTTP
@@ -443,10 +458,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         started = time.time()
         try:
-            prompts, configs, stream, include_usage, warnings, forced = parse_request(self.read_json(), kind, self.engine,
-                                                                                      self.max_n)
+            prompts, configs, stream, include_usage, warnings, forced, constraint = parse_request(
+                self.read_json(), kind, self.engine, self.max_n)
             events = queue.Queue()
-            sequences = [Sequence(p, cfg, i * len(configs) + j, events)
+            sequences = [Sequence(p, cfg, i * len(configs) + j, events, constraint, forced)
                          for i, p in enumerate(prompts) for j, cfg in enumerate(configs)]
             self.engine.submit(sequences)
         except BadRequest as e:
@@ -670,11 +685,11 @@ def load_for_serving(checkpoint, which="best", device="cpu", dtype=torch.float32
 
 
 def make_server(generator, host="127.0.0.1", port=0, model_name="mini-llm", api_key=None, max_batch=16,
-                max_queue=256, max_body_kb=256, max_n=8, quiet=False):
+                max_queue=256, max_body_kb=256, max_n=8, quiet=False, constrain_calls=True):
     """The HTTP server (not yet serving: call serve_forever) and its engine, for serve.py and for tests."""
     with open(PAGE, "rb") as f:
         page = f.read()
-    engine = Engine(generator, max_batch, max_queue)
+    engine = Engine(generator, max_batch, max_queue, constrain_calls=constrain_calls)
     handler = type("BoundHandler", (Handler,), dict(engine=engine, model_name=model_name, api_key=api_key, page=page,
                                                     max_body=max_body_kb * 1024, max_n=max_n, quiet=quiet))
     server = ThreadingHTTPServer((host, port), handler)
@@ -691,7 +706,7 @@ def main(argv=None):
     generator = load_for_serving(args.checkpoint, args.which, device, dtype, args.quantize)
     name = args.model_name or os.path.basename(os.path.normpath(args.checkpoint))
     server, _ = make_server(generator, args.host, args.port, name, args.api_key, args.max_batch, args.max_queue,
-                            args.max_body_kb, args.max_n, args.quiet)
+                            args.max_body_kb, args.max_n, args.quiet, not args.free_calls)
     host, port = server.server_address[:2]
     print(f"serving {generator.checkpoint} as '{name}' ({device}, {str(dtype).replace('torch.', '')}, {threads}); "
           f"up to {args.max_batch} sequences decoded together")

@@ -221,6 +221,55 @@ def tool_turn_ids(tokenizer, results):
     return tokenizer.encode("\n") + tokenizer.apply_chat_template(messages, add_generation_prompt=True)[0]
 
 
+class CallConstraint:
+    """Keeps the name and the argument names of a call the model writes to those of the tools offered, as vLLM's
+    guided decoding and OpenAI's strict function calling do: where the turn so far ends inside `{"name": "...` or
+    inside an argument's name, allowed(text) gives the token ids that continue toward an offered one (None elsewhere:
+    the values, the text and everything else are the model's). A tiny model writes the names it trained on
+    (`calc` where the list offers `math_eval`); with this it can only choose among those offered.
+    Example: CallConstraint(tok, [CALCULATOR_TOOL]).allowed('<tool_call>\n{"name": "ca') -> ids of 'l', 'lc', ..."""
+    NAME = re.compile(r'<tool_call>\n\{"name": ("?)([^"]*)$')  # (the opening quote, the name so far)
+    KEY = re.compile(r'<tool_call>\n\{"name": "([^"]*)", "arguments": \{((?:"[^"]*": (?:"[^"]*"|[^,}"]*), )*)("?)([^"]*)$')
+    AFTER_NAME = re.compile(r'<tool_call>\n\{"name": "([^"]*)"([^{]*)$')  # the glue between the name and the first key
+    AFTER_KEY = re.compile(r'<tool_call>\n\{"name": "([^"]*)", "arguments": \{(?:"[^"]*": (?:"[^"]*"|[^,}"]*), )*"([^"]*)"(:?)$')
+
+    def __init__(self, tokenizer, tool_list):
+        fns = [t.get("function", t) for t in tool_list or []]
+        self.params = {fn["name"]: list((fn.get("parameters") or {}).get("properties") or {}) for fn in fns}
+        special = set(tokenizer.special_tokens.values())
+        self.tokens = [(i, b) for i, b in tokenizer.vocab_bytes.items() if i not in special and b]
+
+    def _continuing(self, targets):
+        """Token ids whose bytes start one of the target strings (each: the rest of an allowed name and what follows),
+        or hold all of it and go on (`": ` then ` "` is one token `": "`: what follows is free)."""
+        encoded = [t.encode() for t in targets if t]
+        return [i for i, b in self.tokens if any(t.startswith(b) or b.startswith(t) for t in encoded)] or None
+
+    def allowed(self, text):
+        if "<tool_call>" not in text or not self.params:
+            return None
+        tail = text[text.rindex("<tool_call>"):]
+        if m := self.NAME.search(tail):
+            quote, partial = m.groups()
+            if not quote and partial:
+                return None
+            return self._continuing([("" if quote else '"') + n[len(partial):] + '", "arguments": {'
+                                     for n in self.params if n.startswith(partial)])
+        if (m := self.AFTER_NAME.search(tail)) and m.group(1) in self.params:
+            glue = ', "arguments": {"'
+            return self._continuing([glue[len(m.group(2)):]]) if glue.startswith(m.group(2)) else None
+        if (m := self.AFTER_KEY.search(tail)) and m.group(1) in self.params and m.group(2) in self.params[m.group(1)]:
+            return self._continuing([": "[len(m.group(3)):]])
+        if (m := self.KEY.search(tail)) and m.group(1) in self.params:
+            name, pairs, quote, partial = m.groups()
+            if not quote and partial:
+                return None
+            used = set(re.findall(r'"([^"]*)": ', pairs))
+            return self._continuing([("" if quote else '"') + p[len(partial):] + '": ' for p in self.params[name]
+                                     if p not in used and p.startswith(partial)])
+        return None
+
+
 def final_answer(text):
     """The content of the last assistant turn in a completion that may hold tool turns (decoded with specials)."""
     return parse_assistant(text.split("<|im_start|>assistant\n")[-1])["content"]

@@ -6,6 +6,7 @@ question with both tools (no call expected). The client runs every tool call its
 
     python bench/tool_use_openai.py --run checkpoints/tool_use/seed_1/sft_tool_use
     python bench/tool_use_openai.py --run RUN --n 20 --json out.json
+    python bench/tool_use_openai.py --run RUN --free-calls    # the server lets the model write any name
 
 Needs the optional openai package (pip install -r requirements-extras.txt). Held-out sums (operand pairs no training
 split holds), asked the built-in way ("What is 784 plus 476?"); greedy (temperature 0).
@@ -67,19 +68,20 @@ def main(argv=None):
     p.add_argument("--run", required=True)
     p.add_argument("--n", type=int, default=20, help="held-out sums per tool set")
     p.add_argument("--json", default=None)
+    p.add_argument("--free-calls", action="store_true", help="serve.py --free-calls: names not kept to the offered tools")
     args = p.parse_args(argv)
     try:
         import openai
     except ImportError:
         raise SystemExit("bench/tool_use_openai.py needs the openai package: pip install -r requirements-extras.txt")
-    server = Server(args.run, max_batch=8)
+    server = Server(args.run, max_batch=8, extra=["--free-calls"] if args.free_calls else [])
     results = {}
     try:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
         sums = builtin_data.arithmetic_items("heldout", args.n)
         for name, tool_list in TOOL_SETS.items():
-            right = sum(builtin_data.check_answer_strictly(answer(client, it["prompt"], tool_list)[0], it["answer"])
-                        for it in sums)
+            right = int(sum(builtin_data.check_answer_strictly(answer(client, it["prompt"], tool_list)[0], it["answer"])
+                            for it in sums))
             results[name] = f"{right}/{len(sums)}"
             print(f"{name:<32} {right}/{len(sums)} held-out sums right", flush=True)
         for city in ("Paris", "Tokyo", "Bogotá"):

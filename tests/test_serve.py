@@ -480,3 +480,28 @@ def test_the_chat_page_says_when_it_cannot_run_a_tool_the_model_calls(tool_serve
 def test_the_pages_calculator_endpoint_is_the_safe_calculator(tool_server):
     assert call(tool_server, "/tools/calculator", {"expression": "478 + 356"}) == (200, {"result": "834"})
     assert call(tool_server, "/tools/calculator", {"expression": "__import__('os')"})[1]["result"].startswith("error:")
+
+
+def test_call_names_are_kept_to_the_requests_tools_unless_free_calls(tool_server):
+    """Offered calc(expression) instead of the calculator it learned, the memorized model (off its one known
+    sequence) writes `calcumen...`; the server keeps its call's name and argument name to the offered ones
+    (tools.CallConstraint), and returns what follows as it came; with --free-calls (constrain_calls=False) it does not."""
+    from tiny_runs import TOOL_QUESTION
+    calc = {"type": "function", "function": {"name": "calc", "description": "Adds.",
+                                             "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}}}}
+    body = ask(TOOL_QUESTION, max_tokens=60, tools=[calc])
+
+    def written(reply):
+        message = reply["choices"][0]["message"]
+        return message["content"] or json.dumps(message["tool_calls"])
+    status, kept = call(tool_server, "/v1/chat/completions", body)
+    assert status == 200 and written(kept).startswith('<tool_call>\n{"name": "calc", "arguments": {"expression": ')
+    httpd, _ = serve.make_server(tool_server["generator"], port=0, quiet=True, constrain_calls=False)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        status, free = call({"url": f"http://127.0.0.1:{httpd.server_address[1]}"}, "/v1/chat/completions", body)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert status == 200 and not written(free).startswith('<tool_call>\n{"name": "calc",')
+    assert serve.parse_args(["--checkpoint", "x", "--free-calls"]).free_calls and not serve.parse_args(["--checkpoint", "x"]).free_calls

@@ -126,9 +126,11 @@ def test_the_bench_scores_each_case():
     none = tool_use_items("heldout", 1, definitions="heldout", cases="none")[0]
     assert tool_use.score(none, "Mira is a fox.", []) == 1.0 and tool_use.score(none, "", [(call, "x", True)]) == 0.0
     stages = tool_use.commands("/tmp/out", 2)
-    assert [s for s, _, _ in stages] == ["pretrain", "sft"]
-    assert "--seq-len" in stages[0][2] and stages[0][2][stages[0][2].index("--seq-len") + 1] == "512"
-    assert stages[1][2][stages[1][2].index("--data") + 1] == "tool-use"
+    assert [s for s, _, _ in stages] == ["pretrain", "copy", "sft"]
+    assert all(argv[argv.index("--seq-len") + 1] == "512" for _, _, argv in stages)
+    assert stages[0][2][stages[0][2].index("--data") + 1:][:2] == ["builtin", "builtin-made-up"]
+    assert stages[1][2][stages[1][2].index("--data") + 1] == "builtin-made-up" and stages[1][2][stages[1][2].index("--init-from") + 1] == stages[0][1]
+    assert stages[2][2][stages[2][2].index("--data") + 1] == "tool-use" and stages[2][2][stages[2][2].index("--init-from") + 1] == stages[1][1]
 
 
 def test_generate_with_tools_runs_the_rows_own_tools(memorized):
@@ -165,3 +167,42 @@ def test_made_up_texts_repeat_each_made_up_value_and_hold_out_none():
     assert len(train) > 1000
     with pytest.raises(DataError, match="--data builtin-made-up: documents"):
         load_datasets(["builtin-made-up"], "chat")
+
+
+def test_call_constraint_allows_only_what_continues_an_offered_name_or_parameter(memorized):
+    from generate import load_generator
+    tok = load_generator(memorized).tokenizer
+    offered = [{"type": "function", "function": {"name": "math_eval", "parameters": {"properties": {"equation": {}}}}},
+               {"type": "function", "function": {"name": "local_time", "parameters": {"properties": {"place": {}}}}}]
+    c = tools.CallConstraint(tok, offered)
+
+    def texts(prefix):
+        return {tok.decode([i]) for i in c.allowed(prefix)}
+    start = '<tool_call>\n{"name": '
+    assert texts(start) == {'"'} or all('"math_eval", "arguments": {'.startswith(t) or '"local_time", "arguments": {'.startswith(t)
+                                         for t in texts(start))
+    assert all("math_eval".startswith(t) or "local_time".startswith(t) for t in texts(start + '"'))
+    assert all("_eval".startswith(t) for t in texts(start + '"math'))
+    assert all('"equation": '.startswith(t) for t in texts(start + '"math_eval", "arguments": {'))
+    assert c.allowed(start + '"math_eval", "arguments": {"equation": "7') is None  # the value is the model's
+    assert c.allowed(start + '"zz') is None and c.allowed("no call here") is None
+    assert c.allowed(start + '"local_time", "arguments": {"place": "Oslo", ') is None  # every parameter used
+
+
+def test_constrained_generation_calls_the_offered_name(memorized):
+    """The memorized model writes calculator(expression); offered only calc(expression), constrained decoding makes
+    its call name calc and its argument expression (what follows is free: this memorizer, pushed off the one sequence
+    it knows, then writes a broken value, which parse_assistant keeps as content)."""
+    from generate import GenerationConfig, load_generator
+    from tiny_runs import TOOL_QUESTION
+    gen = load_generator(memorized)
+    offered = [{"type": "function", "function": {"name": "calc", "description": "Adds.",
+                                                 "parameters": {"properties": {"expression": {"type": "string"}}}}}]
+    prompt = gen.tokenizer.apply_chat_template([{"role": "user", "content": TOOL_QUESTION}], add_generation_prompt=True,
+                                               tools=[tools.CALCULATOR_TOOL])[0]
+    greedy = GenerationConfig(greedy=True, max_new_tokens=100)
+    free = gen.generate_with_tools([prompt], greedy, max_tool_calls=1, run_call=lambda r, c: ("834", True))[0][0]
+    kept = gen.generate_with_tools([prompt], greedy, max_tool_calls=1, run_call=lambda r, c: ("834", True),
+                                   constraints=[tools.CallConstraint(gen.tokenizer, offered)])[0][0]
+    assert gen.tokenizer.decode(free).startswith('<tool_call>\n{"name": "calculator", "arguments": {"expression": ')
+    assert gen.tokenizer.decode(kept).startswith('<tool_call>\n{"name": "calc", "arguments": {"expression": ')
