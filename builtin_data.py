@@ -580,12 +580,14 @@ _NOUNS = [("morning", "早晨"), ("house", "房子"), ("dog", "狗"), ("river", 
           ("day", "日子"), ("road", "路"), ("garden", "花园"), ("song", "歌")]
 
 
-def _made_up(rng, lang, kind):
+def _made_up(rng, lang, kind, letters=True):
     """One argument value of a kind ('place', 'person', 'message', 'phrase', 'language', 'minutes') in a language."""
     i = 0 if lang == "en" else 1
     if kind in ("place", "person"):
         if lang == "zh":
             return "".join(rng.choice(_ZH_SYLLABLES) for _ in range(rng.randint(2, 3)))
+        if letters and rng.random() < 0.5:  # random letters too: a value is copied, not written in the syllables' style
+            return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 8))).capitalize()
         return "".join(rng.choice(_EN_SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
     if kind == "message":
         thing, state = rng.choice(_THINGS), rng.choice(_STATES)
@@ -615,21 +617,22 @@ def made_up_texts(seed=0, n_docs=1500):
         lang = "zh" if i % 2 else "en"
         lines = []
         for _ in range(rng.randint(3, 6)):
-            values = {key: tool_value(rng, lang, kind, "train") for key, kind in  # held-out values stay unseen
+            values = {key: tool_value(rng, lang, kind, "train", letters=False) for key, kind in  # held-out stay unseen
                       (("p", "person"), ("q", "person"), ("c", "place"), ("m", "message"), ("f", "phrase"))}
             lines.append(rng.choice(zh if lang == "zh" else en).format(**values))
             # and a list said twice: every word of the second half is predictable only by copying the first, the
             # densest copying signal (600 pretraining steps of the sentences alone left the tiny model unable to copy)
-            words = [tool_value(rng, lang, rng.choice(("person", "place")), "train") for _ in range(rng.randint(2, 5))]
+            words = [tool_value(rng, lang, rng.choice(("person", "place")), "train", letters=False)
+                     for _ in range(rng.randint(2, 5))]
             listed = ("、" if lang == "zh" else ", ").join(words)
             lines.append(f"跟我说：{listed}。{listed}。" if lang == "zh" else f"Say after me: {listed}. {listed}.")
         docs.append("\n".join(lines))
     return docs
 
-def tool_value(rng, lang, kind, split):
+def tool_value(rng, lang, kind, split, letters=True):
     """A made-up value of the split: 1 in 4 values (by a stable hash of the value) is held out of training."""
     while True:
-        value = _made_up(rng, lang, kind)
+        value = _made_up(rng, lang, kind, letters)
         if (zlib.crc32(value.encode()) % 4 == 0) == (split == "heldout"):
             return value
 
@@ -726,7 +729,12 @@ MADE_UP_NAMES = 0.5  # of training definitions: a made-up tool name (half of the
 
 
 def _made_up_word(rng):
-    return "".join(rng.choice(_EN_SYLLABLES) for _ in range(2))
+    """Two syllables, or (half the time) 3-8 random letters: with syllables alone the model learned to write
+    syllable names, not to copy (offered `math_eval` or `xyz`, it wrote `ashno`), so a name must be copied token by
+    token whatever its letters."""
+    if rng.random() < 0.5:
+        return "".join(rng.choice(_EN_SYLLABLES) for _ in range(2))
+    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 8)))
 
 
 def tool_definition(kind, rng, split="train"):
