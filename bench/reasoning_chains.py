@@ -57,16 +57,21 @@ def commands(out, seed, way):
                             "--max-new-tokens", str(MAX_NEW[way]), "--out-dir", grpo])]
 
 
+def run_stage(key, run_dir, argv, timings):
+    """Run one stage's command (python argv, from the repository root) unless its run directory holds done.json;
+    its seconds go to timings[key]. bench/tool_use.py's chain runs its stages with it too."""
+    if os.path.isfile(os.path.join(run_dir, "done.json")):
+        print(f"== {key}: done before, reused ({run_dir})")
+        return
+    print(f"== {key}: python {' '.join(argv)}", flush=True)
+    started = time.time()
+    subprocess.run([sys.executable, *argv], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    timings[key] = time.time() - started
+
+
 def run_chain(out, seed, way, timings):
     for stage, run_dir, argv in commands(out, seed, way):
-        key = f"{seed}/{stage if stage == 'pretrain' else stage + '_' + way}"
-        if os.path.isfile(os.path.join(run_dir, "done.json")):
-            print(f"== {key}: done before, reused ({run_dir})")
-            continue
-        print(f"== {key}: python {' '.join(argv)}", flush=True)
-        started = time.time()
-        subprocess.run([sys.executable, *argv], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        timings[key] = time.time() - started
+        run_stage(f"{seed}/{stage if stage == 'pretrain' else stage + '_' + way}", run_dir, argv, timings)
 
 
 def summary(values):

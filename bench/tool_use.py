@@ -24,16 +24,17 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
 import torch  # noqa: E402
 
 import builtin_data  # noqa: E402
 from generate import GenerationConfig, load_generator  # noqa: E402
+from reasoning_chains import run_stage  # noqa: E402
 from tools import CallConstraint, final_answer  # noqa: E402
 from train_utils import cli  # noqa: E402
 
@@ -59,16 +60,10 @@ def commands(out, seed):
 
 
 def run_chain(out, seed):
-    """Run the stages not done before; {stage: seconds} of those run."""
+    """Run the stages not done before; {"seed/stage": seconds} of those run."""
     timings = {}
     for stage, run_dir, argv in commands(out, seed):
-        if os.path.isfile(os.path.join(run_dir, "done.json")):
-            print(f"== seed {seed} {stage}: done before, reused ({run_dir})")
-            continue
-        print(f"== seed {seed} {stage}: python {' '.join(argv)}", flush=True)
-        started = time.time()
-        subprocess.run([sys.executable, *argv], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        timings[stage] = time.time() - started
+        run_stage(f"{seed}/{stage}", run_dir, argv, timings)
     return timings
 
 
