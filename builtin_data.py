@@ -778,19 +778,15 @@ def tool_result(kind, arguments):
 
 def run_offered_call(offered, call):
     """(result, ok) of a parsed call ({"name", "arguments" JSON text}) against the tools a conversation offered
-    ({name: (kind, {role: parameter name})}): an error text for the model, as tools.run_tool_call, on an unknown name,
-    arguments that are not a JSON object, or parameters other than the tool's."""
-    if call.get("name") not in offered:
-        return f"error: there is no tool named {str(call.get('name'))[:40]!r}", False
-    try:
-        arguments = json.loads(call["arguments"])
-    except (json.JSONDecodeError, TypeError):
-        return "error: the arguments are not valid JSON", False
-    kind, roles = offered[call["name"]]
-    if not isinstance(arguments, dict) or set(arguments) != set(roles.values()):
-        return f"error: {call['name']} takes {', '.join(roles.values())}", False
-    result = tool_result(kind, arguments)
-    return result, not result.startswith("error:")
+    ({name: (kind, {role: parameter name})}), through tools.run_tool_call (its error texts for an unreadable call, an
+    unknown name or arguments that are not a JSON object), and an error for parameters other than the tool's."""
+    def function(name, kind, roles):
+        def run(arguments):
+            if set(arguments) != set(roles.values()):
+                return f"error: {name} takes {', '.join(roles.values())}"
+            return tool_result(kind, arguments)
+        return run
+    return tools.run_tool_call(call, {name: function(name, kind, roles) for name, (kind, roles) in offered.items()})
 
 
 def _tool_reply(kind, values, result, lang):
@@ -816,7 +812,7 @@ def tool_use_items(split="train", n=2000, seed=0, definitions=None, cases=None, 
     rng = random.Random(f"tool use {seed} {split} {definitions}")
     sums = iter(arithmetic_items(split, n, seed, phrasing=definitions, wrap=definitions == "train"))
     facts = [it for it in checkable_prompts(split=split) if it["attr"] != "sum"]
-    pool = [k for k in ASKED_KINDS] + DISTRACTOR_KINDS[definitions]
+    pool = ASKED_KINDS + DISTRACTOR_KINDS[definitions]
     items = []
     while len(items) < n:
         case = cases or rng.choices(list(TOOL_CASES), weights=list(TOOL_CASES.values()))[0]
@@ -834,8 +830,8 @@ def tool_use_items(split="train", n=2000, seed=0, definitions=None, cases=None, 
             question = rng.choice(_of_split(spec["questions"][lang], definitions)).format(**values)
         offered = [] if case in ("none", "not_offered") else [kind]
         others = [k for k in pool if k != kind]
-        k = rng.randint(*distractors)
-        offered += rng.sample(others, max(k, 1 if not offered else 0))
+        n_distractors = rng.randint(*distractors)
+        offered += rng.sample(others, max(n_distractors, 1 if not offered else 0))
         rng.shuffle(offered)
         defs = {k: tool_definition(k, rng, definitions) for k in offered}
         system = rng.choice(SYSTEM_PROMPTS)

@@ -51,6 +51,17 @@ class GenerationConfig:
                 raise ValueError(f"generation: {name} must be {rule}, got {getattr(self, name)}")
 
 
+def keep_to_offered(scores, constraint, text):
+    """scores (..., V) with every token that tools.CallConstraint.allowed(text) leaves out at -inf; unchanged where it
+    gives None (outside a call's name and argument names). generate_with_tools and serve.py call it."""
+    allowed = constraint.allowed(text)
+    if not allowed:
+        return scores
+    kept = torch.full_like(scores, float("-inf"))
+    kept[..., allowed] = scores[..., allowed]
+    return kept
+
+
 def process_logits(logits, cfg, seen=None):
     """Apply repetition penalty, temperature, top-k and top-p to next-token logits (B, V)."""
     logits = logits.float()
@@ -247,7 +258,6 @@ class TextGenerator:
         None) per row: a call's name and argument names are kept to that row's offered tools (values are free)."""
         run_call = run_call or (lambda row, call: run_tool_call(call))
         call_id = self.tokenizer.special_tokens.get("<tool_call>")
-        in_call = [False] * len(prompts)  # the row's turn holds <tool_call>: only then is its constraint consulted
         generator = torch.Generator(device=self.device).manual_seed(cfg.seed) if cfg.seed is not None else None
         cache, logits, room = self._prefill(prompts, cfg.max_new_tokens + max_tool_calls * tool_room)
         B, V = logits.shape
@@ -260,13 +270,10 @@ class TextGenerator:
         turn_start, written, done = [0] * B, [0] * B, [False] * B
         for _ in range(room):
             scores = process_logits(logits, cfg, seen)
-            for i in range(B):
-                if constraints and constraints[i] and in_call[i] and not queued[i] and not done[i]:
-                    allowed = constraints[i].allowed(self.tokenizer.decode(rows[i][turn_start[i]:]))
-                    if allowed:
-                        keep = torch.full_like(scores[i], float("-inf"))
-                        keep[allowed] = scores[i, allowed]
-                        scores[i] = keep
+            for i in range(B):  # a constraint is consulted only once the row's turn holds <tool_call>
+                turn = rows[i][turn_start[i]:]
+                if constraints and constraints[i] and not queued[i] and not done[i] and call_id in turn:
+                    scores[i] = keep_to_offered(scores[i], constraints[i], self.tokenizer.decode(turn))
             if cfg.greedy:
                 sampled = scores.argmax(-1).tolist()
             else:
@@ -285,9 +292,7 @@ class TextGenerator:
                     rows[i].append(sampled[i])
                     by_model[i].append(1)
                     written[i] += 1
-                    in_call[i] = in_call[i] or sampled[i] == call_id
                     if sampled[i] == eos:
-                        in_call[i] = False
                         parsed = parse_assistant(self.tokenizer.decode(rows[i][turn_start[i]:]))
                         if parsed["tool_calls"] and len(calls[i]) < max_tool_calls:
                             results = [run_call(i, c) for c in parsed["tool_calls"]]

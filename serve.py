@@ -38,7 +38,7 @@ import torch
 
 from common import cli, cpu_threads, keep_freed_memory, resolve_device
 from export_hf import read_hf_folder
-from generate import GenerationConfig, TextGenerator, load_generator, process_logits, sample_from
+from generate import GenerationConfig, TextGenerator, keep_to_offered, load_generator, process_logits, sample_from
 from model import KVCache, hf_folder_message, quantize_int8
 from tools import CallConstraint, calculate, parse_assistant
 
@@ -179,11 +179,7 @@ class Engine:
                 continue
             logits = process_logits(seq.next_logits, seq.cfg, seq.seen)
             if seq.constraint is not None and (self.call_id in seq.ids or "<tool_call>" in seq.forced):
-                allowed = seq.constraint.allowed(seq.forced + self.tokenizer.decode(seq.ids))
-                if allowed:  # inside a call's name or an argument's name: only what continues an offered one
-                    keep = torch.full_like(logits, float("-inf"))
-                    keep[:, allowed] = logits[:, allowed]
-                    logits = keep
+                logits = keep_to_offered(logits, seq.constraint, seq.forced + self.tokenizer.decode(seq.ids))
             if seq.cfg.greedy:
                 token = int(logits.argmax(-1))
             else:

@@ -197,11 +197,13 @@ def parse_assistant(text, final=True):
     return {"reasoning_content": reasoning, "content": content, "tool_calls": calls, "finished": finished}
 
 
-def run_tool_call(call):
-    """(result text, ok) of one parsed call: the tool's answer, or an error text for the model; never raises."""
+def run_tool_call(call, functions=None):
+    """(result text, ok) of one parsed call: the tool's answer, or an error text for the model; never raises.
+    functions: {name: f(arguments dict) -> text}, the tools that may be called (default TOOL_FUNCTIONS)."""
+    functions = TOOL_FUNCTIONS if functions is None else functions
     if call.get("name") is None:
         return "error: the tool call is not JSON of the form {\"name\": ..., \"arguments\": {...}}", False
-    if call["name"] not in TOOL_FUNCTIONS:
+    if call["name"] not in functions:
         return f"error: there is no tool named {call['name'][:40]!r}", False
     try:
         arguments = json.loads(call["arguments"])
@@ -209,7 +211,7 @@ def run_tool_call(call):
         return "error: the arguments are not valid JSON", False
     if not isinstance(arguments, dict):
         return "error: the arguments must be a JSON object", False
-    result = TOOL_FUNCTIONS[call["name"]](arguments)[:MAX_RESULT_CHARS]
+    result = functions[call["name"]](arguments)[:MAX_RESULT_CHARS]
     return result, not result.startswith("error:")
 
 
@@ -228,10 +230,12 @@ class CallConstraint:
     the values, the text and everything else are the model's). A tiny model writes the names it trained on
     (`calc` where the list offers `math_eval`); with this it can only choose among those offered.
     Example: CallConstraint(tok, [CALCULATOR_TOOL]).allowed('<tool_call>\n{"name": "ca') -> ids of 'l', 'lc', ..."""
-    NAME = re.compile(r'<tool_call>\n\{"name": ("?)([^"]*)$')  # (the opening quote, the name so far)
-    KEY = re.compile(r'<tool_call>\n\{"name": "([^"]*)", "arguments": \{((?:"[^"]*": (?:"[^"]*"|[^,}"]*), )*)("?)([^"]*)$')
-    AFTER_NAME = re.compile(r'<tool_call>\n\{"name": "([^"]*)"([^{]*)$')  # the glue between the name and the first key
-    AFTER_KEY = re.compile(r'<tool_call>\n\{"name": "([^"]*)", "arguments": \{(?:"[^"]*": (?:"[^"]*"|[^,}"]*), )*"([^"]*)"(:?)$')
+    START, ARGUMENTS = r'<tool_call>\n\{"name": ', r'"([^"]*)", "arguments": \{'  # the template's call, up to its keys
+    PAIRS = r'(?:"[^"]*": (?:"[^"]*"|[^,}"]*), )*'  # the arguments written so far, each followed by ", "
+    NAME = re.compile(START + r'("?)([^"]*)$')  # (the opening quote, the name so far)
+    AFTER_NAME = re.compile(START + r'"([^"]*)"([^{]*)$')  # the glue between the name and the first key
+    AFTER_KEY = re.compile(START + ARGUMENTS + PAIRS + r'"([^"]*)"(:?)$')  # a key written, its ": " not yet
+    KEY = re.compile(START + ARGUMENTS + '(' + PAIRS + r')("?)([^"]*)$')  # (name, pairs, opening quote, key so far)
 
     def __init__(self, tokenizer, tool_list):
         fns = [t.get("function", t) for t in tool_list or []]
