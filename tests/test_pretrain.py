@@ -167,6 +167,16 @@ def test_out_of_range_flags_are_refused_before_training(stage, flag, value, mess
         importlib.import_module(f"train_{stage}").parse_args([flag, value])
 
 
+def test_pretraining_cuts_its_cosine_halfway_unless_told():
+    # the pipeline's later stages were measured from a model whose lr had not annealed (BENCHMARKS.md, issue 36)
+    args = train_pretrain.parse_args(["--max-steps", "300"])
+    assert args.lr_decay_steps == 600
+    lr_at_end = tu.get_lr(300, args)
+    assert args.min_lr < lr_at_end < args.lr and lr_at_end == pytest.approx((args.lr + args.min_lr) / 2, rel=0.15)  # (warmup)
+    assert train_pretrain.parse_args(["--max-steps", "300", "--lr-decay-steps", "300"]).lr_decay_steps == 300
+    assert tu.get_lr(300, train_pretrain.parse_args(["--max-steps", "300", "--lr-decay-steps", "300"])) == args.min_lr
+
+
 def test_non_finite_losses_stop_the_run_with_a_clear_message(tmp_path):
     out = str(tmp_path / "run")
     r = run_script(FAST + ["--lr", "1e30", "--grad-clip", "0", "--warmup-steps", "0", "--max-steps", "30",
