@@ -112,7 +112,9 @@ def main():
         teacher = os.path.join(args.out, f"teacher_{name}")
         tok = (["--tokenizer", args.builtin_tokenizer] if name == "builtin" and os.path.exists(args.builtin_tokenizer)
                else ["--vocab-size", "2048"])
-        run(["train_pretrain.py", *TEACHER, *TEACHER_EXTRA[name], *tok, *data, *steps], teacher, args.reuse)
+        # the whole cosine, as the students get (train_pretrain.py alone cuts it halfway, for the pipeline's later stages)
+        run(["train_pretrain.py", *TEACHER, *TEACHER_EXTRA[name], *tok, *data, "--lr-decay-steps", str(args.steps), *steps],
+            teacher, args.reuse)
         for seed in args.seeds:
             for kind, flags in (("plain", ["--alpha", "0"]), ("distill", ["--teacher-topk", str(args.teacher_topk)])):
                 run(["train_distill.py", "--teacher", teacher, *data, *steps, "--seed", str(seed), *flags],

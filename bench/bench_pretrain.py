@@ -27,7 +27,8 @@ from common import cli  # noqa: E402
 
 BEST_FLAGS = ["--config", "tiny", "--model-override", "dim=256", "n_layers=4", "n_heads=8", "n_kv_heads=4",
               "--vocab-size", "2048", "--seq-len", "256", "--batch-size", "32", "--lr", "2e-3", "--min-lr", "1e-4",
-              "--warmup-steps", "50", "--max-steps", "420", "--eval-interval", "210", "--eval-iters", "5"]
+              "--warmup-steps", "50", "--max-steps", "420", "--eval-interval", "210", "--eval-iters", "5",
+              "--lr-decay-steps", "420"]  # the whole cosine: the lowest val loss in a budget (what this bench measures)
 
 
 def write_chunks(text, path, chunk_chars=4000):
