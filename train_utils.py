@@ -52,7 +52,8 @@ def common_parser(description, stage, **defaults):
       help="resume from a checkpoint file, or with no value from ckpt_latest.pt in --out-dir")
     a("--max-steps", type=int, default=1000)
     a("--time-budget", type=float, default=None, help="stop the loop after this many seconds (then eval and save)")
-    a("--lr-decay-steps", type=int, default=None, help="cosine reaches min-lr here (default: max-steps; train_pretrain.py: 2 x max-steps), as in nanoGPT")
+    a("--lr-decay-steps", type=int, default=None,
+      help="cosine reaches min-lr here (default: max-steps; train_pretrain.py: 2 x max-steps), as in nanoGPT")
     a("--batch-size", type=int, default=32, help="micro-batch size (sequences)")
     a("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     a("--seq-len", type=int, default=256)
