@@ -21,7 +21,8 @@ DONE = $(OUT)/$(1)_$(CONFIG)/done.json
 RESUME = $(if $(wildcard $(@D)/ckpt_latest.pt),--resume)
 
 .PHONY: pipeline chain pretrain sft reward dpo ppo grpo lora generate report eval test upgrade-check clean \
-	reasoning reasoning-direct reasoning-think reasoning-tool reasoning-2to3 tool-use reward-hacking
+	reasoning reasoning-direct reasoning-think reasoning-tool reasoning-2to3 reasoning-reworded tool-use \
+	reward-hacking
 
 ifeq ($(strip $(SEEDS)),)
 pipeline: chain
@@ -86,6 +87,8 @@ reasoning-direct:
 reasoning-think:
 	$(REASONING_CHAIN)
 reasoning-2to3:
+	$(REASONING_CHAIN)
+reasoning-reworded:
 	$(REASONING_CHAIN)
 reasoning-tool:
 	$(REASONING_CHAIN)

@@ -415,8 +415,9 @@ def builtin_records(kind):
     return prompt_records(builtin_data.checkable_prompts(split="train"))
 
 
-# arithmetic-think-1-2: 1 or 2 digits; arithmetic-think-phrased: questions worded many ways (held out: other wordings)
-ARITHMETIC_SOURCE = re.compile(r"arithmetic-(direct|think|scratch|tool)(-phrased)?((?:-[1-9])*)")
+# arithmetic-think-1-2: 1 or 2 digits; arithmetic-think-phrased: questions worded many ways (held out: other wordings);
+# arithmetic-think-reworded: GRPO prompts in the held-out wordings only (RL on wordings SFT never saw)
+ARITHMETIC_SOURCE = re.compile(r"arithmetic-(direct|think|scratch|tool)(-phrased|-reworded)?((?:-[1-9])*)")
 ARITHMETIC_TRAIN_ITEMS = 20000  # distinct operand pairs are ~650k: the model sees few twice
 
 
@@ -427,13 +428,18 @@ def arithmetic_records(source, kind, split, n=None):
     (a calculator call, its result, the answer; the calculator is offered in the system turn). Numbers have 3 digits,
     or the digit counts the source lists (arithmetic-think-1-2: 1 or 2). split 'heldout': operand pairs no training
     split holds. -phrased (arithmetic-think-phrased): each question in one of builtin_data.PHRASINGS' wordings, the
-    training split's for training, the held-out wordings (never trained on) for 'heldout'."""
+    training split's for training, the held-out wordings (never trained on) for 'heldout'. -reworded (prompts only,
+    for GRPO): training operand pairs asked in the held-out wordings, so the checker is all that teaches them; its
+    'heldout' split is -phrased's."""
     if kind not in ("chat", "prompt"):
         raise DataError(f"--data {source}: conversations (train_sft.py) or prompts (train_grpo.py); this stage needs {kind}")
-    way, phrased, digit_list = ARITHMETIC_SOURCE.fullmatch(source).groups()
+    way, wording, digit_list = ARITHMETIC_SOURCE.fullmatch(source).groups()
+    if wording == "-reworded" and kind == "chat":
+        raise DataError(f"--data {source}: prompts for RL (train_grpo.py); SFT on it would show the held-out wordings")
     digits = tuple(int(d) for d in digit_list.split("-")[1:]) or (3,)
+    phrasing = {None: None, "-phrased": split, "-reworded": "heldout"}[wording]
     items = builtin_data.arithmetic_items(split, n or (ARITHMETIC_TRAIN_ITEMS if split == "train" else 200), digits=digits,
-                                          phrasing=split if phrased else None, wrap=bool(phrased))
+                                          phrasing=phrasing, wrap=wording == "-phrased")
     tools = {"tools": [CALCULATOR_TOOL]} if way == "tool" else {}
     if kind == "chat":
         return [_with_tools(builtin_data.arithmetic_conversation(it, way), tools) for it in items]

@@ -5,6 +5,9 @@ Three ways to answer 3-digit sums and differences (issue 30), side by side on th
   tool    SFT on a calculator call and its result, then GRPO with the calculator in the rollouts (tools)
   2to3    SFT on worked steps for numbers of 1-2 digits only, then GRPO on 3-digit sums: RL with no demonstration
           (issue 36; not in the default --ways: make reasoning-2to3)
+  reworded  SFT on the questions in the training wordings (arithmetic-think-phrased), then GRPO on questions in the
+          held-out wordings SFT never saw, the checker their only teacher (not in the default --ways:
+          make reasoning-reworded)
 Each chain is the project's own commands: train_pretrain.py --tokenizer-digits split (the built-in data, one token per
 digit; shared by the three ways of a seed),
 train_sft.py --data arithmetic-WAY, train_grpo.py --data arithmetic-WAY [--tools calculator]. Held-out accuracy is on
@@ -33,14 +36,15 @@ from train_utils import cli, read_metrics  # noqa: E402
 WAYS = ("direct", "think", "tool")
 # 2to3 (issue 36): worked traces of numbers of 1-2 digits only (each operand its own length) in SFT, then GRPO on the
 # 3-digit prompts with the checker as the only supervision for them
-EXTRA_WAYS = ("2to3",)
-SFT_DATA = {"2to3": "arithmetic-think-1-2"}  # the others: arithmetic-WAY
-GRPO_DATA = {"2to3": "arithmetic-think"}
+# reworded: SFT on 8 wordings per language and operation, GRPO on the 2 it never showed (held-out operand pairs test it)
+EXTRA_WAYS = ("2to3", "reworded")
+SFT_DATA = {"2to3": "arithmetic-think-1-2", "reworded": "arithmetic-think-phrased"}  # the others: arithmetic-WAY
+GRPO_DATA = {"2to3": "arithmetic-think", "reworded": "arithmetic-think-reworded"}
 # the same steps of SFT and the same seconds of GRPO for every way: the same budget, whatever each token costs
 SFT = ["--config", "tiny", "--max-steps", "1500", "--lr", "1e-3", "--eval-interval", "500"]
 GRPO = ["--config", "tiny", "--max-steps", "10000", "--time-budget", "150", "--eval-interval", "10", "--eval-batch",
         "200", "--prompts-per-step", "8", "--num-generations", "8", "--compile-sampling"]
-MAX_NEW = {"direct": 24, "think": 160, "tool": 96, "2to3": 160}  # the model writes up to ~15, ~150 and ~65 tokens (tool: the call and the answer)
+MAX_NEW = {"direct": 24, "think": 160, "tool": 96, "2to3": 160, "reworded": 160}  # the model writes up to ~15, ~150 and ~65 tokens (tool: the call and the answer)
 
 
 def commands(out, seed, way):
@@ -147,7 +151,7 @@ def plot(curves, path):
         steps = sorted(set.intersection(*[{r["step"] for r in run} for run in runs]))
         at = lambda key: [statistics.mean(next(r[key] for r in run if r["step"] == s) for run in runs) for s in steps]  # noqa: E731
         acc.plot(steps, at("val_strict_accuracy"), marker=".", label=way)
-        length.plot(steps, at("val_reasoning_length" if way in ("think", "2to3") else "val_response_length"), marker=".", label=way)
+        length.plot(steps, at("val_reasoning_length" if way in ("think", "2to3", "reworded") else "val_response_length"), marker=".", label=way)
     acc.set(xlabel="GRPO step", ylabel="held-out accuracy", ylim=(-0.02, 1.02), title="accuracy")
     length.set(xlabel="GRPO step", ylabel="tokens", title="reasoning length (think) / answer length")
     acc.legend()

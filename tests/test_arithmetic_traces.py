@@ -126,3 +126,22 @@ def test_phrased_sources_train_on_many_wordings_and_hold_some_out():
                                                                                 builtin_data.arithmetic_items("train", 40, phrasing="train", wrap=True)}
     one_way = arithmetic_records("arithmetic-think", "prompt", "heldout", n=20)
     assert all(r["prompt"][-1]["content"].startswith(("What is ",)) or "等于多少" in r["prompt"][-1]["content"] for r in one_way)
+
+
+def test_reworded_source_asks_training_pairs_in_the_held_out_wordings_and_only_as_prompts():
+    """arithmetic-WAY-reworded (issue 36's RL where the checker is the only teacher): GRPO prompts whose operand pairs
+    are training pairs and whose wordings are the held-out ones no SFT source shows; its held-out set is -phrased's;
+    as SFT conversations it is refused in one line."""
+    from data import DataError, arithmetic_records
+    prompts = arithmetic_records("arithmetic-think-reworded", "prompt", "train", n=300)
+    held_out = {t for (lang, op), ts in builtin_data.PHRASINGS.items() for t in builtin_data.phrasings(lang, op, "heldout")}
+    train_pairs = {(it["a"], it["b"]) for it in builtin_data.arithmetic_items("train", 300, phrasing="heldout")}
+    for record, it in zip(prompts, builtin_data.arithmetic_items("train", 300, phrasing="heldout")):
+        question = record["prompt"][-1]["content"]
+        assert question == it["prompt"] and any(t.format(a=it["a"], b=it["b"]) == question for t in held_out)
+        assert not builtin_data._held_out(it["op"], it["a"], it["b"]) and record["answer"] == it["answer"]
+    assert len(train_pairs) > 250
+    assert arithmetic_records("arithmetic-think-reworded", "prompt", "heldout") == \
+        arithmetic_records("arithmetic-think-phrased", "prompt", "heldout")
+    with pytest.raises(DataError, match="prompts for RL"):
+        arithmetic_records("arithmetic-think-reworded", "chat", "train", n=10)

@@ -158,6 +158,9 @@ def test_the_2to3_chain_trains_sft_on_two_digit_traces_and_grpo_on_three_digit_p
     assert "--tools" not in grpo and "--tokenizer-digits" in pre
     think_sft = module.commands(str(tmp_path), 1, "think")[1][2]
     assert think_sft[think_sft.index("--data") + 1] == "arithmetic-think"  # the think chain's SFT is unchanged
+    (_, _, pre), (_, _, sft), (_, _, grpo) = module.commands(str(tmp_path), 1, "reworded")  # make reasoning-reworded
+    assert sft[sft.index("--data") + 1] == "arithmetic-think-phrased"
+    assert grpo[grpo.index("--data") + 1] == "arithmetic-think-reworded" and "--tools" not in grpo
 
 
 def test_reward_hacking_runs_both_ppo_runs_and_plots_proxy_and_gold_against_kl(stage_dirs, tmp_path):
