@@ -134,13 +134,13 @@ def test_reworded_source_asks_training_pairs_in_the_held_out_wordings_and_only_a
     as SFT conversations it is refused in one line."""
     from data import DataError, arithmetic_records
     prompts = arithmetic_records("arithmetic-think-reworded", "prompt", "train", n=300)
-    held_out = {t for (lang, op), ts in builtin_data.PHRASINGS.items() for t in builtin_data.phrasings(lang, op, "heldout")}
-    train_pairs = {(it["a"], it["b"]) for it in builtin_data.arithmetic_items("train", 300, phrasing="heldout")}
-    for record, it in zip(prompts, builtin_data.arithmetic_items("train", 300, phrasing="heldout")):
+    items = builtin_data.arithmetic_items("train", 300, phrasing="heldout")
+    held_out = {t for lang, op in builtin_data.PHRASINGS for t in builtin_data.phrasings(lang, op, "heldout")}
+    for record, it in zip(prompts, items, strict=True):
         question = record["prompt"][-1]["content"]
         assert question == it["prompt"] and any(t.format(a=it["a"], b=it["b"]) == question for t in held_out)
         assert not builtin_data._held_out(it["op"], it["a"], it["b"]) and record["answer"] == it["answer"]
-    assert len(train_pairs) > 250
+    assert len({(it["a"], it["b"]) for it in items}) > 250
     assert arithmetic_records("arithmetic-think-reworded", "prompt", "heldout") == \
         arithmetic_records("arithmetic-think-phrased", "prompt", "heldout")
     with pytest.raises(DataError, match="prompts for RL"):
