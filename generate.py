@@ -103,9 +103,10 @@ class TextGenerator:
         self.warned = False  # whether a prompt and max_new_tokens have overflowed max_seq_len yet (see _prefill)
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
-        # compile=True: one decode step (model.decode_step, a static cache: the same shapes at every step) is compiled
-        # once per batch size (5-15 s) and the prompt itself runs eagerly. Fusing the step's ~400 small ops, its
-        # one-row matmuls and its attention into passes over memory gives 2-3x the tokens/s (bench/bench_decode.py).
+        # compile=True: one decode step (model.decode_step, a static cache: the same shapes at every step but the number
+        # of filled slots it reads, a symbolic size) is compiled once per batch size (5-15 s); the prompt runs eagerly.
+        # Fusing the step's ~400 small ops, its one-row matmuls and its attention into passes over memory gives 2-3x the
+        # tokens/s (bench/bench_decode.py).
         # freezing bakes the weights into the graph as constants (a model done training); cpp_wrapper calls the
         # kernels from C++ instead of Python. (Skipping dynamo's guards on the modules saved ~0.05 ms a step but let a
         # second model of the same class run the first one's graph: KeyError with int8 after bf16.)
@@ -144,7 +145,11 @@ class TextGenerator:
         """Next-token logits (B, V) after feeding one token per row, token (B,), through the cache."""
         if self.step is not None:
             try:
-                logits = self.step(token, cache, torch.tensor([cache.pos], device=self.device))  # position as a tensor
+                # the attention reads the filled slots only; their number, a size marked dynamic, is symbolic in the
+                # one graph (reading all 256 slots of the cache was half of each 64-row decode step in GRPO)
+                slots = torch.arange(cache.pos + 1, device=self.device)
+                torch._dynamo.mark_dynamic(slots, 0)
+                logits = self.step(token, cache, torch.tensor([cache.pos], device=self.device), slots)  # position as a tensor
                 cache.pos, self.step_ran = cache.pos + 1, True
                 return logits
             except Exception as e:  # no C++ compiler, an op the compiler cannot take...: go on without it

@@ -265,10 +265,11 @@ class Attention(nn.Module):
         # split, not slicing: a slice's backward zero-fills the whole tensor and then copies into it (~2% of a step)
         qk, v = qkv.split([n_qk, self.n_kv_heads], dim=1)
         q, k = apply_rope(qk, cos, sin).split([self.n_heads, self.n_kv_heads], dim=1)  # RoPE on q and k in one pass
-        if cache is not None and position is not None:  # decode_step: write at a position tensor, read every slot
+        if cache is not None and position is not None:  # decode_step: write at a position tensor, read the first S slots
             cache.k[layer].index_copy_(2, position, k.to(cache.k[layer].dtype))
             cache.v[layer].index_copy_(2, position, v.to(cache.v[layer].dtype))
-            k, v = cache.k[layer], cache.v[layer]
+            S = attn_mask.shape[-1]  # decode_step's key mask covers the slots it reads
+            k, v = cache.k[layer][:, :, :S], cache.v[layer][:, :, :S]
         elif cache is not None:
             start = cache.pos
             cache.k[layer][:, :, start:start + T] = k
@@ -389,6 +390,17 @@ def token_logprobs(logits, targets):
     return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
+def answer_logprobs(model, x, y, mask):
+    """RL's scoring of sampled answers: (log p(y) where mask is 1, zero elsewhere (B, T) fp32; the logits there (n, V)).
+    The same numbers as token_logprobs(model(x).logits, y) * mask, for less work: the model reads x only up to the last
+    answer token (a batch is padded to its longest row) and its lm_head sees only the answer positions (GRPO's think
+    chain: ~45% of positions are prompt or padding, and the lm_head with its vocab-wide softmax ~40% of a step)."""
+    keep = mask.bool()
+    width = int(keep.any(0).nonzero().max()) + 1 if keep.any() else 1  # columns after the last answer token: padding
+    logits = model(x[:, :width], logits_mask=keep[:, :width]).logits  # (n, V), the answer positions in row-major order
+    return torch.zeros_like(mask, dtype=torch.float32).masked_scatter(keep, token_logprobs(logits, y[keep])), logits
+
+
 def entropy_from_logits(logits):
     """Entropy of each position's next-token distribution, (B, T) (PPO and GRPO log it)."""
     logp = torch.log_softmax(logits.float(), dim=-1)
@@ -407,7 +419,7 @@ def compute_dtype(x):
 
 
 class ModelOutput(NamedTuple):
-    logits: torch.Tensor             # (B, T, vocab), or (B, 1, vocab) with last_logits_only
+    logits: torch.Tensor             # (B, T, vocab), (B, 1, vocab) with last_logits_only, (n, vocab) with logits_mask
     loss: Optional[torch.Tensor]     # mean next-token cross-entropy over positions that carry loss
     aux_loss: torch.Tensor           # MoE load-balancing loss, already scaled by aux_loss_coef (0 when dense)
 
@@ -474,16 +486,16 @@ class MiniGPT(nn.Module):
             cache.pos += T
         return self.norm(x), aux_total
 
-    def decode_step(self, token, cache, position):
+    def decode_step(self, token, cache, position, slots=None):
         """Next-token logits (B, V) for one new token per row, token (B,), at `position` ((1,) long tensor, = cache.pos;
-        the caller advances cache.pos). Every step has the same shapes and no changing Python number: the keys are
-        written into the cache by index and the attention reads all cache.max_len slots, the unfilled (and left-padding)
-        ones masked. So torch.compile makes one graph for a whole generation (gpt-fast's static cache); eager, it
-        gives forward()'s logits."""
-        B, S = token.shape[0], cache.max_len
+        the caller advances cache.pos). No changing Python number: the keys are written into the cache by index and the
+        attention reads the cache's first `slots` ((S,) = arange(S), S > position; default all cache.max_len), the
+        unfilled and left-padding ones masked. So torch.compile makes one graph for a whole generation (gpt-fast's static
+        cache), with S a symbolic size where the caller marks it dynamic; eager, it gives forward()'s logits."""
+        B = token.shape[0]
         pad = cache.pad_lens if cache.pad_lens is not None else torch.zeros(B, dtype=torch.long, device=token.device)
         rope_pos = position - pad                                    # (B,): a row's positions count from its first token
-        slots = torch.arange(S, device=token.device)
+        slots = torch.arange(cache.max_len, device=token.device) if slots is None else slots
         key_mask = ((slots <= position) & (slots >= pad[:, None]))[:, None, None]  # (B, 1, 1, S), True = visible
         x = self.embed(token[:, None])                               # (B, 1, dim)
         dtype = compute_dtype(x)
@@ -492,11 +504,14 @@ class MiniGPT(nn.Module):
             x, _ = layer(x, cos, sin, cache, i, key_mask, position)
         return self.lm_head(self.norm(x))[:, -1]
 
-    def forward(self, idx, targets=None, loss_mask=None, cache=None, last_logits_only=False):
-        """idx, targets, loss_mask: (B, T). A target of -100 or a loss_mask of 0 carries no loss."""
+    def forward(self, idx, targets=None, loss_mask=None, cache=None, last_logits_only=False, logits_mask=None):
+        """idx, targets, loss_mask: (B, T). A target of -100 or a loss_mask of 0 carries no loss. logits_mask (B, T)
+        bool: logits only where it is True, as (n, vocab) in row-major order (RL scores only the answer tokens)."""
         x, aux_loss = self.forward_hidden(idx, cache)
         if last_logits_only:
             x = x[:, -1:, :]  # generation needs only the next token's distribution
+        elif logits_mask is not None:
+            x = x[logits_mask]  # (n, dim): the lm_head and the vocab-wide softmax run on these positions only
         logits = self.lm_head(x)
         loss = None
         if targets is not None:

@@ -31,7 +31,7 @@ import builtin_data
 import train_utils as tu
 from data import EpochSampler, heldout_prompts, load_data, response_targets, rollout_sequences
 from generate import GenerationConfig, TextGenerator
-from model import entropy_from_logits, load_model, load_value_model, token_logprobs, values_at_last_token
+from model import answer_logprobs, entropy_from_logits, load_model, load_value_model, values_at_last_token
 from tokenizer import BPETokenizer
 from tools import AVAILABLE, final_answer
 
@@ -330,8 +330,8 @@ def main(argv=None):
         # 2. group-relative advantages
         advantages, group_std = group_advantages(batch["rewards"], group_size, scale=args.scale_rewards == "group")  # (N,), (P,)
         with torch.no_grad(), tu.autocast(run):  # pi_old is needed only when a batch is used more than once
-            old_logprobs = token_logprobs(raw_policy(batch["x"]).logits, batch["y"]) if args.num_iterations > 1 else None
-            ref_logprobs = token_logprobs(reference(batch["x"]).logits, batch["y"]) if reference is not None else None
+            old_logprobs = answer_logprobs(raw_policy, batch["x"], batch["y"], mask)[0] if args.num_iterations > 1 else None
+            ref_logprobs = answer_logprobs(reference, batch["x"], batch["y"], mask)[0] if reference is not None else None
         N = len(indices)
         normalizer = {"grpo": N, "dr_grpo": N * args.max_new_tokens}.get(args.loss_type, mask.sum().clamp(min=1))
         # 3. --num-iterations optimizer steps over the batch, in micro-batches (gradients add up to the batch's)
@@ -340,9 +340,8 @@ def main(argv=None):
             iteration_loss = 0.0
             for start in range(0, N, args.micro_batch):
                 rows = slice(start, start + args.micro_batch)
-                with tu.autocast(run):
-                    logits = policy(batch["x"][rows]).logits
-                logprobs = token_logprobs(logits, batch["y"][rows])
+                with tu.autocast(run):  # log p of each answer token (B, T), 0 elsewhere; logits (answer tokens, V)
+                    logprobs, logits = answer_logprobs(policy, batch["x"][rows], batch["y"][rows], mask[rows])
                 old = old_logprobs[rows] if old_logprobs is not None else logprobs.detach()
                 ref = ref_logprobs[rows] if ref_logprobs is not None else None
                 loss, clipped = grpo_loss(logprobs, old, advantages[rows], mask[rows], args, normalizer, ref)
@@ -350,7 +349,7 @@ def main(argv=None):
                 iteration_loss += loss.item()
                 with torch.no_grad():
                     part = {"loss": loss.item(), "clipped": clipped.item(),
-                            "entropy": (entropy_from_logits(logits) * mask[rows]).sum().item()}
+                            "entropy": entropy_from_logits(logits).sum().item()}  # logits: answer tokens only
                     if ref is not None:
                         part["kl"] = (k3_kl(logprobs, ref) * mask[rows]).sum().item()
                 for k, v in part.items():

@@ -26,7 +26,7 @@ import builtin_data
 import train_utils as tu
 from data import EpochSampler, load_data, prompt_records, response_targets, rollout_sequences
 from generate import GenerationConfig, TextGenerator
-from model import (entropy_from_logits, load_model, load_value_model, masked_mean, token_logprobs,
+from model import (answer_logprobs, entropy_from_logits, load_model, load_value_model, masked_mean,
                    values_at_last_token)
 from tokenizer import BPETokenizer
 
@@ -214,8 +214,8 @@ def main(argv=None):
         ids, lengths, prompt_lengths = ids.to(run.device), lengths.to(run.device), prompt_lengths.to(run.device)
         x, y, mask = response_targets(ids, lengths, prompt_lengths)  # mask: exactly the generated tokens
         with tu.autocast(run):
-            old_logprobs = token_logprobs(raw_policy(x).logits, y) * mask
-            ref_logprobs = token_logprobs(reference(x).logits, y) * mask
+            old_logprobs = answer_logprobs(raw_policy, x, y, mask)[0]  # (B, T), 0 off the answer tokens
+            ref_logprobs = answer_logprobs(reference, x, y, mask)[0]
             old_values = raw_critic(x)[0] * mask
         scores, accuracy = score(records, ids, lengths, prompt_lengths, responses)
         return {"x": x, "y": y, "mask": mask, "old_logprobs": old_logprobs, "ref_logprobs": ref_logprobs,
@@ -331,10 +331,9 @@ def main(argv=None):
                         rows = order[start:start + minibatch_size]
                         for micro in range(grad_accum):  # --grad-accum splits a minibatch into grad_accum micro-batches
                             sub = rows[micro::grad_accum]
-                            with tu.autocast(run):
-                                logits = policy(batch["x"][sub]).logits
+                            with tu.autocast(run):  # logits: the answer tokens' only, (n, V)
+                                logprobs, logits = answer_logprobs(policy, batch["x"][sub], batch["y"][sub], mask[sub])
                                 values = critic(batch["x"][sub])[0]
-                            logprobs = token_logprobs(logits, batch["y"][sub])
                             pg_loss, clipfrac, approx_kl = policy_loss(logprobs, batch["old_logprobs"][sub],
                                                                        advantages[sub], mask[sub], args.cliprange)
                             vf_loss, vf_clipfrac = value_loss(values, batch["old_values"][sub], returns[sub], mask[sub],
@@ -342,7 +341,7 @@ def main(argv=None):
                             loss = pg_loss + args.vf_coef * vf_loss
                             run.scaler.scale(loss / grad_accum).backward()
                             with torch.no_grad():
-                                entropy = masked_mean(entropy_from_logits(logits), mask[sub])
+                                entropy = entropy_from_logits(logits).mean()  # over the answer tokens
                             for k, v in (("pg_loss", pg_loss), ("value_loss", vf_loss), ("clipfrac", clipfrac),
                                          ("approx_kl", approx_kl), ("entropy", entropy), ("loss", loss),
                                          ("value_clipfrac", vf_clipfrac)):

@@ -131,6 +131,18 @@ def test_compiled_generator_gives_the_same_tokens(gen):
     assert compiled.generate_ids(one, cfg) == gen.generate_ids(one, cfg)
 
 
+def test_compiled_step_reads_a_growing_number_of_slots_from_one_graph(gen):
+    """The compiled step reads only the filled cache slots, their number a symbolic size: one graph serves every step
+    of a generation (a recompile per step would hit dynamo's limit and fall back to eager, silently slow)."""
+    from torch._dynamo.utils import counters
+    compiled = TextGenerator(gen.model, gen.tokenizer, compile=True)
+    cfg = GenerationConfig(max_new_tokens=12, greedy=True, stop_on_eos=False)
+    prompts = [[1] + gen.tokenizer.encode("a b"), [1] + gen.tokenizer.encode("the quick brown fox")]  # batch 2
+    graphs = counters["stats"]["unique_graphs"]
+    assert compiled.generate_ids(prompts, cfg) == gen.generate_ids(prompts, cfg)
+    assert counters["stats"]["unique_graphs"] - graphs == 1  # 11 steps, 7 to 17 slots read, one graph
+
+
 def test_compiled_sampling_for_rl_reads_the_weights_as_they_train(gen):
     """freeze=False (train_grpo/train_ppo --compile-sampling): the compiled step reads the weights an optimizer has
     changed in place since, where freezing would have baked the old ones into the graph."""

@@ -52,12 +52,32 @@ def test_decode_step_with_its_static_cache_matches_forward_on_a_left_padded_batc
     model(idx, cache=static), model(idx, cache=sliced)
     for pair in ([10, 11], [12, 13], [14, 15], [16, 17]):
         token = torch.tensor(pair)
-        step = model.decode_step(token, static, torch.tensor([static.pos]))
+        filled = model.decode_step(token, static, torch.tensor([static.pos]), torch.arange(static.pos + 1))
+        step = model.decode_step(token, static, torch.tensor([static.pos]))  # every slot (the same key written again)
         static.pos += 1
         assert torch.allclose(step, model(token[:, None], cache=sliced).logits[:, -1], atol=1e-5)
+        assert torch.allclose(filled, step, atol=1e-5)  # reading only the filled slots changes nothing
     # and the padded row is the unpadded sequence alone
     alone = model(torch.tensor([[3, 4, 11, 13, 15, 17]])).logits[0, -1]
     assert torch.allclose(step[1], alone, atol=1e-5)
+
+
+def test_answer_logprobs_scores_only_the_answer_tokens_with_the_full_forwards_numbers():
+    """RL's answer_logprobs: log p(y) on the mask, 0 elsewhere, the logits of the masked positions only, the same
+    values and gradients as the whole forward's token_logprobs times the mask (rows of different lengths, padding)."""
+    from model import answer_logprobs, token_logprobs
+    torch.manual_seed(0)
+    model = MiniGPT(tiny())
+    x, y = torch.randint(0, 97, (3, 12)), torch.randint(0, 97, (3, 12))
+    mask = torch.zeros(3, 12)
+    mask[0, 3:7], mask[1, 5:9], mask[2, 2:4] = 1, 1, 1  # columns 9-11: padding in every row
+    logprobs, logits = answer_logprobs(model, x, y, mask)
+    assert logits.shape == (10, 97) and logprobs.shape == (3, 12)
+    full = token_logprobs(model(x).logits, y) * mask
+    assert torch.allclose(logprobs, full, atol=1e-6) and (logprobs[mask == 0] == 0).all()
+    grads = torch.autograd.grad(logprobs.sum(), list(model.parameters()))
+    full_grads = torch.autograd.grad(full.sum(), list(model.parameters()))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, full_grads))
 
 
 def test_loss_mask_and_ignore_index_exclude_positions():
