@@ -135,8 +135,10 @@ class TextGenerator:
         eager_cpu = self.device.type == "cpu" and self.step is None
         cache_dtype = torch.float32 if eager_cpu else compute_dtype(next(self.model.parameters()))
         slots = L + max_new
-        if self.step is not None:  # the compiled step reads every slot: a power of two, so that one graph serves many calls
-            slots = min(max_len, 2 ** math.ceil(math.log2(slots)))
+        if self.step is not None:  # the compiled step's cache: a power of two, so that one graph serves many calls, and
+            # one spare slot: the slots a step reads (a symbolic size) then never equal the whole cache, where the
+            # compiler would specialise a second graph to that size
+            slots = min(max_len, 2 ** math.ceil(math.log2(slots))) + 1
         cache = KVCache(self.model.config, len(prompts), slots, self.device, cache_dtype, pad_lens)
         logits = self.model(idx, cache=cache, last_logits_only=True).logits[:, -1]
         return cache, logits, max_new
@@ -148,7 +150,7 @@ class TextGenerator:
                 # the attention reads the filled slots only; their number, a size marked dynamic, is symbolic in the
                 # one graph (reading all 256 slots of the cache was half of each 64-row decode step in GRPO)
                 slots = torch.arange(cache.pos + 1, device=self.device)
-                torch._dynamo.mark_dynamic(slots, 0)
+                torch._dynamo.maybe_mark_dynamic(slots, 0)  # (maybe_: a size it must specialise gets its own graph)
                 logits = self.step(token, cache, torch.tensor([cache.pos], device=self.device), slots)  # position as a tensor
                 cache.pos, self.step_ran = cache.pos + 1, True
                 return logits

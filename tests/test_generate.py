@@ -141,6 +141,12 @@ def test_compiled_step_reads_a_growing_number_of_slots_from_one_graph(gen):
     graphs = counters["stats"]["unique_graphs"]
     assert compiled.generate_ids(prompts, cfg) == gen.generate_ids(prompts, cfg)
     assert counters["stats"]["unique_graphs"] - graphs == 1  # 11 steps, 7 to 17 slots read, one graph
+    # up to the last position the model has: every slot of max_seq_len filled, still that graph
+    long = [[1] + gen.tokenizer.encode("the quick brown fox")]
+    full = GenerationConfig(max_new_tokens=gen.model.config.max_seq_len - len(long[0]), greedy=True, stop_on_eos=False)
+    graphs = counters["stats"]["unique_graphs"]
+    assert compiled.generate_ids(long, full) == gen.generate_ids(long, full)
+    assert counters["stats"]["unique_graphs"] - graphs == 1  # batch 1: its own graph, one for every step
 
 
 def test_compiled_sampling_for_rl_reads_the_weights_as_they_train(gen):
