@@ -131,6 +131,17 @@ def test_grpo_run_logs_trl_s_metrics_and_resumes_exactly(stage_dirs, tmp_path):
     assert key(a) == key(b)
 
 
+def test_the_loss_plot_is_drawn_at_most_every_30_s_and_at_the_last_eval(stage_dirs, tmp_path, monkeypatch):
+    """Drawing the plot costs ~0.5 s: with an eval at every step of a short run it is drawn at the first eval and at
+    the last (with what the run logged), not at the evals between."""
+    drawn = []
+    monkeypatch.setattr(train_grpo.tu, "plot_metrics", lambda dirs, path, keys: drawn.append(len(rows(dirs[0]))))
+    out = str(tmp_path / "plotted")
+    flags = [f for f in GRPO if f != "--no-plot"]
+    train_grpo.main(flags + ["--init-from", stage_dirs["sft"], "--max-steps", "3", "--eval-interval", "1", "--out-dir", out])
+    assert len(drawn) == 2 and drawn[-1] == len(rows(out))  # step 0 and step 3, the last with every row logged
+
+
 def test_compiled_sampling_gives_the_rollouts_of_eager_sampling(stage_dirs, tmp_path, capsys, monkeypatch):
     """--compile-sampling: the same greedy held-out answers and the same first batch of sampled answers (the sampler
     and its seeded RNG sit outside the compiled step), with the compiled step really used."""
