@@ -401,14 +401,16 @@ def _left_of(op, top, bottom, lang):
     return f"还剩{top}{zh_word}{bottom}。" if lang == "zh" else f"Left: {top} {sign} {bottom}."
 
 
-def worked_steps(op, a, b, lang="en", scratch=False):
+def worked_steps(op, a, b, lang="en", scratch=False, restate=False):
     """The school method for a op b as lines, ones column first. add: any sizes; sub: a >= b (borrows said; a 0
     that lends becomes -1 and borrows in turn, so every line is true arithmetic); mul: b has one digit (carries said).
     Example: worked_steps("add", 478, 356) -> ['8 + 6 = 14, write 4, carry 1.', '7 + 5 + 1 = 13, write 3, carry 1.',
     '4 + 3 + 1 = 8, write 8.', 'So 478 + 356 = 834.']
     scratch (add and sub): each column line also says what is left of the numbers and the answer so far, so the next
     column is always the last digits of what is left, whatever the length: '8 + 6 = 14, write 4, carry 1. Left: 47 +
-    35. So far: 4.' (a scratchpad: Nye et al. 2021; it is what lets 2-digit traces reach 3 digits, BENCHMARKS.md)"""
+    35. So far: 4.' (a scratchpad: Nye et al. 2021; it is what lets 2-digit traces reach 3 digits, BENCHMARKS.md)
+    restate: a first line copies the operands into the trace's notation ('478 + 356:'), so the columns read their digits
+    from that line, the same whatever wording asked: held-out wordings 0.87 / 0.77 -> 0.98 / 0.985 (seeds 1-2, issue 37)."""
     zh = lang == "zh"
     word, zh_word, sign = ARITHMETIC_OPS[op]
     lines, carry = [], 0
@@ -465,6 +467,8 @@ def worked_steps(op, a, b, lang="en", scratch=False):
             else:
                 lines[i] += "".join(" " + piece for piece in (left, f"So far: {so_far}.") if piece)
     lines.append(f"所以{a}{zh_word}{b}等于{result}。" if zh else f"So {a} {sign} {b} = {result}.")
+    if restate:
+        lines.insert(0, f"{a}{zh_word}{b}：" if zh else f"{a} {sign} {b}:")
     return lines
 
 
@@ -510,6 +514,7 @@ def arithmetic_items(split="train", n=2000, seed=0, ops=("add", "sub"), digits=3
             "answer": str(result), "lang": lang, "op": op, "a": a, "b": b,
             "reasoning": "\n".join(worked_steps(op, a, b, lang)), "expression": f"{a} {sign} {b}",
             "scratchpad": "\n".join(worked_steps(op, a, b, lang, scratch=True)),
+            "restated": "\n".join(worked_steps(op, a, b, lang, restate=True)),
             "response": f"{a} {word} {b} is {result}." if lang == "en" else f"{a}{zh_word}{b}等于{result}。"})
     return items
 
@@ -539,12 +544,13 @@ def digit_chores(n=10000, seed=0, digits=(2, 3, 4)):
 def arithmetic_conversation(item, way):
     """One item as an OpenAI-style conversation, answered the `way` a chain trains: 'direct' (the answer sentence),
     'think' (the worked steps as reasoning_content, then the answer), 'scratch' (the same steps, each saying what is
-    left and the answer so far) or 'tool' (a calculator call, its result as a tool message, then the answer)."""
+    left and the answer so far), 'restate' (the steps after a line that copies the operands) or 'tool' (a calculator
+    call, its result as a tool message, then the answer)."""
     user = {"role": "user", "content": item["prompt"]}
     if way == "direct":
         return [user, {"role": "assistant", "content": item["response"]}]
-    if way in ("think", "scratch"):
-        steps = item["reasoning"] if way == "think" else item["scratchpad"]
+    if way in ("think", "scratch", "restate"):
+        steps = {"think": item["reasoning"], "scratch": item["scratchpad"], "restate": item["restated"]}[way]
         return [user, {"role": "assistant", "reasoning_content": steps, "content": item["response"]}]
     if way == "tool":
         call = {"id": "call_0", "type": "function", "function": {
@@ -552,7 +558,7 @@ def arithmetic_conversation(item, way):
         return [user, {"role": "assistant", "content": "", "tool_calls": [call]},
                 {"role": "tool", "tool_call_id": "call_0", "content": tools.calculate(item["expression"])},
                 {"role": "assistant", "content": item["response"]}]
-    raise ValueError(f"way must be 'direct', 'think', 'scratch' or 'tool', got {way!r}")
+    raise ValueError(f"way must be 'direct', 'think', 'scratch', 'restate' or 'tool', got {way!r}")
 
 
 

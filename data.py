@@ -417,14 +417,15 @@ def builtin_records(kind):
 
 # arithmetic-think-1-2: 1 or 2 digits; arithmetic-think-phrased: questions worded many ways (held out: other wordings);
 # arithmetic-think-reworded: GRPO prompts in the held-out wordings only (RL on wordings SFT never saw)
-ARITHMETIC_SOURCE = re.compile(r"arithmetic-(direct|think|scratch|tool)(-phrased|-reworded)?((?:-[1-9])*)")
+ARITHMETIC_SOURCE = re.compile(r"arithmetic-(direct|think|scratch|restate|tool)(-phrased|-reworded)?((?:-[1-9])*)")
 ARITHMETIC_TRAIN_ITEMS = 20000  # distinct operand pairs are ~650k: the model sees few twice
 
 
 def arithmetic_records(source, kind, split, n=None):
     """builtin_data.arithmetic_items as SFT conversations (kind chat) or as prompts with answers (kind prompt), answered
     the way the source names: arithmetic-direct (the answer), -think (worked steps as reasoning, then the answer),
-    -scratch (the same steps with what is left and the answer so far on each line), -tool
+    -scratch (the same steps with what is left and the answer so far on each line), -restate (the same steps after a
+    line that copies the operands: arithmetic-restate-phrased reads unseen wordings as well as seen ones), -tool
     (a calculator call, its result, the answer; the calculator is offered in the system turn). Numbers have 3 digits,
     or the digit counts the source lists (arithmetic-think-1-2: 1 or 2). split 'heldout': operand pairs no training
     split holds. -phrased (arithmetic-think-phrased): each question in one of builtin_data.PHRASINGS' wordings, the

@@ -6,6 +6,7 @@ builtin_data.PHRASINGS, and its held-out wordings, which no `-phrased` training 
 
     python bench/phrasings.py --runs checkpoints/reasoning/seed_1/sft_think checkpoints/reasoning/seed_1/sft_think_phrased
     python bench/phrasings.py --runs RUN --way tool     # the calculator offered, calls run inside the loop
+    python bench/phrasings.py --runs RUN --way restate  # SFT on arithmetic-restate-phrased (200 new tokens)
 """
 import argparse
 import json
@@ -52,12 +53,13 @@ def accuracy(generator, asked, way, max_new_tokens, batch=100):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--runs", nargs="+", required=True)
-    p.add_argument("--way", default="think", choices=["direct", "think", "tool"])
+    p.add_argument("--way", default="think", choices=["direct", "think", "restate", "tool"])
     p.add_argument("--n", type=int, default=200, help="held-out operand pairs per set")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="default: 24 direct, 160 think, 96 tool")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: 24 direct, 160 think, 200 restate "
+                   "(the restating line: a subtraction with two borrows runs past 160), 96 tool")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    max_new = args.max_new_tokens or {"direct": 24, "think": 160, "tool": 96}[args.way]
+    max_new = args.max_new_tokens or {"direct": 24, "think": 160, "restate": 200, "tool": 96}[args.way]
     print(f"{'run':<48}" + "".join(f"{name:>26}" for name in SETS))
     results = {}
     for run in args.runs:

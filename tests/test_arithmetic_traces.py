@@ -82,6 +82,25 @@ def test_the_scratchpad_says_what_is_left_and_the_answer_so_far_on_every_line():
         assert item["scratchpad"] == "\n".join(worked_steps(item["op"], a, b, item["lang"], scratch=True))
 
 
+def test_the_restated_trace_first_copies_the_operands_then_works_the_same_columns():
+    """arithmetic-restate (issue 37): one line that copies the question's operands into the trace's own notation, then
+    the school method's lines unchanged, so the columns read their digits from that line whatever the wording."""
+    from data import arithmetic_records
+    assert worked_steps("add", 478, 356, restate=True) == ["478 + 356:"] + worked_steps("add", 478, 356)
+    assert worked_steps("sub", 742, 356, "zh", restate=True)[0] == "742减356："
+    records = arithmetic_records("arithmetic-restate-phrased", "chat", "train", n=40)
+    items = builtin_data.arithmetic_items("train", 40, phrasing="train", wrap=True)
+    for record, it in zip(records, items, strict=True):
+        user, assistant = record
+        assert user["content"] == it["prompt"] and assistant["content"] == it["response"]
+        first, *rest = assistant["reasoning_content"].split("\n")
+        assert first == (f"{it['a']} {it['expression'].split()[1]} {it['b']}:" if it["lang"] == "en" else
+                         f"{it['a']}{builtin_data.ARITHMETIC_OPS[it['op']][1]}{it['b']}：")
+        assert "\n".join(rest) == it["reasoning"]  # the think way's lines, after the copy
+    assert arithmetic_records("arithmetic-restate-phrased", "prompt", "heldout") == \
+        arithmetic_records("arithmetic-think-phrased", "prompt", "heldout")  # the same held-out questions
+
+
 def test_digit_counts_mix_per_operand_and_partial_credit_counts_digits_in_place():
     items = arithmetic_items("train", 400, digits=(1, 2))
     assert {(len(str(i["a"])), len(str(i["b"]))) for i in items if i["op"] == "add"} == {(1, 1), (1, 2), (2, 1), (2, 2)}
