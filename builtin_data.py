@@ -504,6 +504,7 @@ def arithmetic_items(split="train", n=2000, seed=0, ops=("add", "sub"), digits=3
         lang = "en" if (len(items) // len(ops)) % 2 == 0 else "zh"
         word, zh_word, sign = ARITHMETIC_OPS[op]
         result = _result(op, a, b)
+        steps = worked_steps(op, a, b, lang, restate=True)  # its first line restates the operands; think leaves it out
         # (the default draws nothing more from rng, so the one-way data stays what it was)
         template = PHRASINGS[lang, op][0] if phrasing is None else rng.choice(phrasings(lang, op, phrasing))
         if phrasing == "train" and wrap and rng.random() < 0.5:
@@ -512,9 +513,8 @@ def arithmetic_items(split="train", n=2000, seed=0, ops=("add", "sub"), digits=3
         items.append({
             "prompt": template.format(a=a, b=b),
             "answer": str(result), "lang": lang, "op": op, "a": a, "b": b,
-            "reasoning": "\n".join(worked_steps(op, a, b, lang)), "expression": f"{a} {sign} {b}",
-            "scratchpad": "\n".join(worked_steps(op, a, b, lang, scratch=True)),
-            "restated": "\n".join(worked_steps(op, a, b, lang, restate=True)),
+            "reasoning": "\n".join(steps[1:]), "expression": f"{a} {sign} {b}",
+            "scratchpad": "\n".join(worked_steps(op, a, b, lang, scratch=True)), "restated": "\n".join(steps),
             "response": f"{a} {word} {b} is {result}." if lang == "en" else f"{a}{zh_word}{b}等于{result}。"})
     return items
 
