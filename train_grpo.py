@@ -304,7 +304,7 @@ def main(argv=None):
                 "scaler": run.scaler.state_dict(),  # the fp16 loss scale (empty unless fp16 on CUDA)
             }
             tu.save_run(args, checkpoint, is_best=improved)
-            # the plot (~0.5 s) at most every 30 s, and at the last eval: at an eval every 10 steps it took ~10% of a
+            # the plot (~0.5 s) at most every 30 s, and at the last eval: at an eval every 10 steps it took ~8% of a
             # 150 s budget (BENCHMARKS.md, GRPO steps in the same 150 s)
             last_eval = last_step or stop_now or early_stop or out_of_time
             if evaluate_now and not args.no_plot and (last_eval or time.time() - plotted_at > 30):
