@@ -21,7 +21,7 @@ DONE = $(OUT)/$(1)_$(CONFIG)/done.json
 RESUME = $(if $(wildcard $(@D)/ckpt_latest.pt),--resume)
 
 .PHONY: pipeline chain pretrain sft reward dpo ppo grpo lora generate report eval test upgrade-check clean \
-	reasoning reasoning-direct reasoning-think reasoning-tool reasoning-2to3 reasoning-reworded tool-use \
+	reasoning reasoning-direct reasoning-think reasoning-tool reasoning-2to3 reasoning-reworded reasoning-restate tool-use \
 	reward-hacking
 
 ifeq ($(strip $(SEEDS)),)
@@ -92,6 +92,11 @@ reasoning-reworded:
 	$(REASONING_CHAIN)
 reasoning-tool:
 	$(REASONING_CHAIN)
+
+# Sums asked in wordings SFT never showed (issue 37): pretraining -> SFT on the trace that first copies
+# the operands; then the table of first / other training / held-out wordings (BENCHMARKS.md has it)
+reasoning-restate:
+	$(PY) bench/phrasings.py --chain --seeds $(or $(SEEDS),1) --out $(OUT)/restate
 
 # Tools the model reads instead of memorising (issue 37): pretrain at 512 tokens -> SFT on --data tool-use, then the
 # table: in-template vs held-out tool definitions and wordings, with distractors (BENCHMARKS.md has it)

@@ -7,10 +7,12 @@ builtin_data.PHRASINGS, and its held-out wordings, which no `-phrased` training 
     python bench/phrasings.py --runs checkpoints/reasoning/seed_1/sft_think checkpoints/reasoning/seed_1/sft_think_phrased
     python bench/phrasings.py --runs RUN --way tool     # the calculator offered, calls run inside the loop
     python bench/phrasings.py --runs RUN --way restate  # SFT on arithmetic-restate-phrased (200 new tokens)
+    python bench/phrasings.py --chain --seeds 1 2 3     # train the restate chain per seed, then the table (make reasoning-restate)
 """
 import argparse
 import json
 import os
+import statistics
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,7 +25,24 @@ from generate import GenerationConfig, load_generator  # noqa: E402
 from tools import CALCULATOR_TOOL, final_answer  # noqa: E402
 from train_utils import cli  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reasoning_chains import run_stage  # noqa: E402
+
 SETS = {"first wording": None, "other training wordings": "train", "held-out wordings": "heldout"}
+
+
+def chain(out, seed, timings):
+    """The chain that reads held-out wordings (--chain): pretraining on the built-in text (split digits, the cosine cut
+    halfway: train_pretrain.py's default), then SFT on the trace that first copies the operands
+    (arithmetic-restate-phrased: the columns read the digits from that line, whatever the wording). Returns the SFT
+    run directory."""
+    pre, sft = os.path.join(out, f"seed_{seed}", "pretrain"), os.path.join(out, f"seed_{seed}", "sft_restate")
+    run_stage(f"{seed}/pretrain", pre, ["train_pretrain.py", "--config", "tiny", "--tokenizer-digits", "split",
+                                        "--seed", str(seed), "--out-dir", pre], timings)
+    run_stage(f"{seed}/sft_restate", sft, ["train_sft.py", "--config", "tiny", "--max-steps", "1500", "--lr", "1e-3",
+                                           "--eval-interval", "500", "--init-from", pre, "--data",
+                                           "arithmetic-restate-phrased", "--seed", str(seed), "--out-dir", sft], timings)
+    return sft
 
 
 def questions(phrasing, n, way):
@@ -52,13 +71,23 @@ def accuracy(generator, asked, way, max_new_tokens, batch=100):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    p.add_argument("--runs", nargs="+", required=True)
+    p.add_argument("--runs", nargs="+", default=[])
     p.add_argument("--way", default="think", choices=["direct", "think", "restate", "tool"])
+    p.add_argument("--chain", action="store_true", help="train the restate chain for each --seeds into --out (a "
+                   "finished stage is reused), then measure its SFT runs (--way restate)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1])
+    p.add_argument("--out", default="checkpoints/restate")
     p.add_argument("--n", type=int, default=200, help="held-out operand pairs per set")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: 24 direct, 160 think, 200 restate "
                    "(the restating line: a subtraction with two borrows runs past 160), 96 tool")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    timings = {}
+    if args.chain:
+        args.way, args.runs = "restate", [chain(args.out, seed, timings) for seed in args.seeds]
+        args.json = args.json or os.path.join(args.out, "results.json")
+    if not args.runs:
+        p.error("--runs RUN [RUN ...] or --chain")
     max_new = args.max_new_tokens or {"direct": 24, "think": 160, "restate": 200, "tool": 96}[args.way]
     print(f"{'run':<48}" + "".join(f"{name:>26}" for name in SETS))
     results = {}
@@ -68,9 +97,14 @@ def main(argv=None):
                   for name, phrasing in SETS.items()}
         results[run] = scores
         print(f"{run[-48:]:<48}" + "".join(f"{v:>26.3f}" for v in scores.values()), flush=True)
+    if len(args.runs) > 1:  # mean +- std [lowest, highest] over the runs (the seeds of --chain)
+        cells = [[results[run][name] for run in args.runs] for name in SETS]
+        print(f"{'mean +- std [lowest, highest]':<48}" + "".join(
+            f"{f'{statistics.mean(c):.3f} +- {statistics.stdev(c):.3f} [{min(c):.2f}, {max(c):.2f}]':>26}" for c in cells))
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+            json.dump({"runs": results, "seconds": timings, "max_new_tokens": max_new}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """bench/: each benchmark runs end to end on tiny settings and prints the ratio it exists for (the timings
 themselves are never asserted: they are figures for BENCHMARKS.md, not tests)."""
+import json
 import os
 import re
 import subprocess
@@ -195,10 +196,15 @@ def test_bench_decode_prints_every_ratio_with_compiled_tokens_equal_to_eager():
     assert "greedy rows identical, compiled vs eager: True" in out and "compiled + sample_from" in out, out
 
 
-def test_phrasings_bench_asks_held_out_pairs_three_ways(stage_dirs):
-    out = bench("phrasings.py", "--runs", stage_dirs["sft"], "--n", "4", "--max-new-tokens", "8")
+def test_phrasings_bench_asks_held_out_pairs_three_ways(stage_dirs, tmp_path):
+    """One row per run, then mean +- std over the runs (--chain's seeds), all of it in --json."""
+    out = bench("phrasings.py", "--runs", stage_dirs["sft"], stage_dirs["sft"], "--n", "4", "--max-new-tokens", "8",
+                "--json", str(tmp_path / "r.json"))
     row = re.search(r"sft\S*\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", out, re.M)
     assert row and all(0 <= float(v) <= 1 for v in row.groups()), out
+    assert re.search(r"^mean \+- std.*0\.000 \[", out, re.M), out  # the same run twice: no spread
+    saved = json.load(open(tmp_path / "r.json"))
+    assert list(saved["runs"][stage_dirs["sft"]]) == ["first wording", "other training wordings", "held-out wordings"]
 
 
 def test_tool_use_bench_prints_both_sets_for_every_case(tmp_path):
