@@ -129,6 +129,13 @@ def grpo_loss(logprobs, old_logprobs, advantages, mask, args, normalizer, ref_lo
     return total / normalizer, (clipped.float() * mask).sum()
 
 
+def micro_batches(mask, size):
+    """Row indices of each micro-batch of at most `size` answers, answers of similar lengths together (by where their
+    last answer token sits): a micro-batch is padded to its longest row, and the think chain's answers run from 16 to
+    160 tokens (sorted: 11-18% more steps in 150 s on the think chain)."""
+    return (mask.cumsum(1).argmax(1)).argsort().split(size)
+
+
 def format_reward(text, finished):
     """1 for one complete sentence: the answer ended (<|im_end|>) and has exactly one '.' / '。', at its end."""
     text = text.strip()
@@ -343,8 +350,7 @@ def main(argv=None):
         sums, grad_norm = {}, 0.0
         for iteration in range(args.num_iterations):
             iteration_loss = 0.0
-            for start in range(0, N, args.micro_batch):
-                rows = slice(start, start + args.micro_batch)
+            for rows in micro_batches(mask, args.micro_batch):
                 with tu.autocast(run):  # log p of each answer token (B, T), 0 elsewhere; logits (answer tokens, V)
                     logprobs, logits = answer_logprobs(policy, batch["x"][rows], batch["y"][rows], mask[rows])
                 old = old_logprobs[rows] if old_logprobs is not None else logprobs.detach()

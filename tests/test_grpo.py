@@ -131,6 +131,24 @@ def test_grpo_run_logs_trl_s_metrics_and_resumes_exactly(stage_dirs, tmp_path):
     assert key(a) == key(b)
 
 
+def test_micro_batches_hold_every_answer_once_shortest_first():
+    mask = torch.zeros(5, 10)
+    for row, last in enumerate([9, 2, 6, 4, 7]):
+        mask[row, 1:last + 1] = 1  # row 0 ends at column 9, row 1 at column 2, ...
+    groups = [g.tolist() for g in train_grpo.micro_batches(mask, 2)]
+    assert groups == [[1, 3], [2, 4], [0]]
+
+
+def test_micro_batches_of_answers_sorted_by_length_give_the_whole_batch_s_update(stage_dirs, tmp_path):
+    """The loop trains in micro-batches of answers of similar lengths (less padding): 8 answers 3 at a time take
+    the same steps as all 8 at once."""
+    common = GRPO + ["--init-from", stage_dirs["sft"], "--max-steps", "3", "--eval-interval", "3"]
+    for mb in ("3", "8"):
+        train_grpo.main(common + ["--micro-batch", mb, "--out-dir", str(tmp_path / mb)])
+    losses = [[r[k] for r in rows(tmp_path / mb) if "loss" in r for k in ("loss", "grad_norm")] for mb in ("3", "8")]
+    assert len(losses[0]) == 6 and losses[0][1] > 0.1 and losses[0] == pytest.approx(losses[1], rel=1e-4, abs=1e-6)
+
+
 def test_the_loss_plot_is_drawn_at_most_every_30_s_and_at_the_last_eval(stage_dirs, tmp_path, monkeypatch):
     """Drawing the plot costs ~0.5 s: with an eval at every step of a short run it is drawn at the first eval and at
     the last (with what the run logged), not at the evals between."""
