@@ -100,7 +100,7 @@ def main(argv=None):
     if len(args.runs) > 1:  # mean +- std [lowest, highest] over the runs (the seeds of --chain)
         cells = [[results[run][name] for run in args.runs] for name in SETS]
         print(f"{'mean +- std [lowest, highest]':<48}" + "".join(
-            f"{f'{statistics.mean(c):.3f} +- {statistics.stdev(c):.3f} [{min(c):.2f}, {max(c):.2f}]':>26}" for c in cells))
+            f"  {statistics.mean(c):.3f} +- {statistics.stdev(c):.3f} [{min(c):.3f}, {max(c):.3f}]" for c in cells))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
