@@ -17,16 +17,15 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
 import torch  # noqa: E402
 
 import builtin_data  # noqa: E402
 from data import _with_tools  # noqa: E402
 from generate import GenerationConfig, load_generator  # noqa: E402
+from reasoning_chains import run_stage  # noqa: E402
 from tools import CALCULATOR_TOOL, final_answer  # noqa: E402
 from train_utils import cli  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reasoning_chains import run_stage  # noqa: E402
 
 SETS = {"first wording": None, "other training wordings": "train", "held-out wordings": "heldout"}
 
