@@ -147,6 +147,32 @@ def number_texts(seed=0, n_docs=1500):
     return docs
 
 
+def place_texts(seed=0, n_docs=1500):
+    """Documents on place value for numbers of 1 to 5 digits, with no arithmetic: a number read by place, ones first
+    ('784: ones 4, tens 8, hundreds 7.'), places put together into a number ('ones 0, tens 6, hundreds 12 make
+    1260.', the top place may hold 10-19, lower places may be 0) and one place asked ('The tens digit of 784 is 8.').
+    A child knows this before adding 3-digit numbers; the 2to3 chain (`--data builtin builtin-numbers builtin-places`)
+    shows SFT column sums of up to 2 digits only, named by place, and GRPO must reach 3."""
+    rng, docs = random.Random(f"places {seed}"), []
+    for i in range(n_docs):
+        lang, lines = ("en", "zh")[i % 2], []
+        for _ in range(rng.randint(4, 8)):
+            d = rng.choice((1, 2, 3, 3, 4, 4, 5))
+            x = rng.randint(0 if d == 1 else 10 ** (d - 1), 10 ** d - 1)
+            kind = rng.random()
+            if kind < 0.4:
+                lines.append(places_of(x, lang))
+            elif kind < 0.8:  # places to a number: the top may hold 10-19 (a sum's last column), lower ones 0 (a difference)
+                values = [rng.choice((0, rng.randint(0, 9))) for _ in range(d - 1)] + [rng.randint(0, 19)]
+                lines.append(made_of(values, sum(v * 10 ** k for k, v in enumerate(values)), lang))
+            else:
+                k = rng.randrange(len(str(x)))
+                name, digit = PLACE_NAMES[lang][k], (x // 10 ** k) % 10
+                lines.append(f"{x}的{name}是{digit}。" if lang == "zh" else f"The {name} digit of {x} is {digit}.")
+        docs.append("\n".join(lines))
+    return docs
+
+
 def _split(key):
     """'heldout' for about 2 in 5 questions, by a stable hash of the question (not Python's salted hash). With 1 in 5
     the held-out set had 71 questions: a standard error of 0.06 on its accuracy, more than most effects measured on it."""
@@ -401,7 +427,29 @@ def _left_of(op, top, bottom, lang):
     return f"还剩{top}{zh_word}{bottom}。" if lang == "zh" else f"Left: {top} {sign} {bottom}."
 
 
-def worked_steps(op, a, b, lang="en", scratch=False, restate=False):
+# place value, ones first (issue 36, the 2to3 chain): "784: ones 4, tens 8, hundreds 7." A column line of the trace
+# then reads its digits by the place's name, not by where a digit sits, and the next place is the name that follows
+PLACE_NAMES = {"en": ["ones", "tens", "hundreds", "thousands", "ten thousands"], "zh": ["个位", "十位", "百位", "千位", "万位"]}
+
+
+def place_list(values, lang):
+    """Place names and values, ones first: place_list([0, 6, 12], 'en') -> 'ones 0, tens 6, hundreds 12'."""
+    return ("，" if lang == "zh" else ", ").join(f"{name}{'' if lang == 'zh' else ' '}{v}"
+                                                for name, v in zip(PLACE_NAMES[lang], values))
+
+
+def places_of(n, lang):
+    """A number read by place, ones first: places_of(784, 'en') -> '784: ones 4, tens 8, hundreds 7.'"""
+    return f"{n}：{place_list(_column_digits(n, len(str(n))), lang)}。" if lang == "zh" else \
+        f"{n}: {place_list(_column_digits(n, len(str(n))), lang)}."
+
+
+def made_of(values, n, lang):
+    """A number put together from its places, ones first: 'ones 0, tens 6, hundreds 12 make 1260.'"""
+    return f"{place_list(values, lang)}，合起来是{n}。" if lang == "zh" else f"{place_list(values, lang)} make {n}."
+
+
+def worked_steps(op, a, b, lang="en", scratch=False, restate=False, place=False):
     """The school method for a op b as lines, ones column first. add: any sizes; sub: a >= b (borrows said; a 0
     that lends becomes -1 and borrows in turn, so every line is true arithmetic); mul: b has one digit (carries said).
     Example: worked_steps("add", 478, 356) -> ['8 + 6 = 14, write 4, carry 1.', '7 + 5 + 1 = 13, write 3, carry 1.',
@@ -410,7 +458,10 @@ def worked_steps(op, a, b, lang="en", scratch=False, restate=False):
     column is always the last digits of what is left, whatever the length: '8 + 6 = 14, write 4, carry 1. Left: 47 +
     35. So far: 4.' (a scratchpad: Nye et al. 2021; it is what lets 2-digit traces reach 3 digits, BENCHMARKS.md)
     restate: a first line copies the operands into the trace's notation ('478 + 356:'), so the columns read their digits
-    from that line, the same whatever wording asked: held-out wordings 0.87 / 0.77 -> 0.98 / 0.985 (seeds 1-2, issue 37)."""
+    from that line, the same whatever wording asked: held-out wordings 0.87 / 0.77 -> 0.98 / 0.985 (seeds 1-2, issue 37).
+    place: each operand first read by place ('478: ones 8, tens 7, hundreds 4.'), each column line named by its place
+    ('ones: 8 + 6 = 14, write 4, carry 1.'), and the answer put together from the written places ('ones 4, tens 3,
+    hundreds 8 make 834.'), so a column finds its digits by name: the 2to3 chain (BENCHMARKS.md)."""
     zh = lang == "zh"
     word, zh_word, sign = ARITHMETIC_OPS[op]
     lines, carry = [], 0
@@ -455,6 +506,11 @@ def worked_steps(op, a, b, lang="en", scratch=False, restate=False):
             else:
                 lines.append(f"{product} = {total}, write {written}" + (f", carry {carry}." if carry else "."))
     result = _result(op, a, b)
+    if place:
+        written = [int(re.search(r"(?:write |写)(\d+)", line).group(1)) for line in lines]
+        lines = [places_of(a, lang), places_of(b, lang)] + [
+            f"{name}{'：' if zh else ': '}{line}" for name, line in zip(PLACE_NAMES[lang], lines)] + [
+            made_of(written, result, lang)]
     if scratch and op in ("add", "sub"):
         width = len(lines)
         top, bottom = str(a).zfill(width), str(b).zfill(width)
@@ -515,6 +571,7 @@ def arithmetic_items(split="train", n=2000, seed=0, ops=("add", "sub"), digits=3
             "answer": str(result), "lang": lang, "op": op, "a": a, "b": b,
             "reasoning": "\n".join(steps[1:]), "expression": f"{a} {sign} {b}",
             "scratchpad": "\n".join(worked_steps(op, a, b, lang, scratch=True)), "restated": "\n".join(steps),
+            "placed": "\n".join(worked_steps(op, a, b, lang, place=True)),
             "response": f"{a} {word} {b} is {result}." if lang == "en" else f"{a}{zh_word}{b}等于{result}。"})
     return items
 
@@ -549,8 +606,9 @@ def arithmetic_conversation(item, way):
     user = {"role": "user", "content": item["prompt"]}
     if way == "direct":
         return [user, {"role": "assistant", "content": item["response"]}]
-    if way in ("think", "scratch", "restate"):
-        steps = {"think": item["reasoning"], "scratch": item["scratchpad"], "restate": item["restated"]}[way]
+    if way in ("think", "scratch", "restate", "place"):
+        steps = {"think": item["reasoning"], "scratch": item["scratchpad"], "restate": item["restated"],
+                 "place": item["placed"]}[way]
         return [user, {"role": "assistant", "reasoning_content": steps, "content": item["response"]}]
     if way == "tool":
         call = {"id": "call_0", "type": "function", "function": {
@@ -558,7 +616,7 @@ def arithmetic_conversation(item, way):
         return [user, {"role": "assistant", "content": "", "tool_calls": [call]},
                 {"role": "tool", "tool_call_id": "call_0", "content": tools.calculate(item["expression"])},
                 {"role": "assistant", "content": item["response"]}]
-    raise ValueError(f"way must be 'direct', 'think', 'scratch', 'restate' or 'tool', got {way!r}")
+    raise ValueError(f"way must be 'direct', 'think', 'scratch', 'restate', 'place' or 'tool', got {way!r}")
 
 
 

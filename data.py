@@ -417,7 +417,7 @@ def builtin_records(kind):
 
 # arithmetic-think-1-2: 1 or 2 digits; arithmetic-think-phrased: questions worded many ways (held out: other wordings);
 # arithmetic-think-reworded: GRPO prompts in the held-out wordings only (RL on wordings SFT never saw)
-ARITHMETIC_SOURCE = re.compile(r"arithmetic-(direct|think|scratch|restate|tool)(-phrased|-reworded)?((?:-[1-9])*)")
+ARITHMETIC_SOURCE = re.compile(r"arithmetic-(direct|think|scratch|restate|place|tool)(-phrased|-reworded)?((?:-[1-9])*)")
 ARITHMETIC_TRAIN_ITEMS = 20000  # distinct operand pairs are ~650k: the model sees few twice
 
 
@@ -481,6 +481,10 @@ def load_datasets(specs, kind, seed=0, val_split=0.05, global_ratio=1.0, max_rec
             if kind != "text":
                 raise DataError(f"--data builtin-numbers: documents, for train_pretrain.py; this stage needs {kind}")
             records = builtin_data.number_texts()
+        elif src.path == "builtin-places":  # numbers of 1-5 digits read by place and put together, no arithmetic
+            if kind != "text":
+                raise DataError(f"--data builtin-places: documents, for train_pretrain.py; this stage needs {kind}")
+            records = builtin_data.place_texts()
         elif src.path == "tool-use":  # tools defined and asked many ways, distractors, questions for no tool
             if kind != "chat":
                 raise DataError(f"--data tool-use: conversations, for train_sft.py; this stage needs {kind}")

@@ -375,3 +375,7 @@ def test_the_2to3_chain_s_extra_sources_teach_no_three_digit_sum():
         load_datasets(["digit-chores"], "text")
     with pytest.raises(DataError, match="builtin-numbers: documents"):
         load_datasets(["builtin-numbers"], "chat")
+    places, _, _ = load_datasets(["builtin-places"], "text")
+    assert places and not any("plus" in d or "=" in d or "加" in d for d in places)
+    with pytest.raises(DataError, match="builtin-places: documents"):
+        load_datasets(["builtin-places"], "chat")
