@@ -598,6 +598,31 @@ def digit_chores(n=10000, seed=0, digits=(2, 3, 4)):
     return items
 
 
+def place_chores(n=10000, seed=0, digits=(1, 2, 3, 4, 5)):
+    """Two chores on numbers of 1-5 digits in chat form, with no arithmetic: read two numbers by place ('Read 784 and
+    476 by place.' -> '784: ones 4, tens 8, hundreds 7.\n476: ...', the place trace's first lines) and put places
+    together ('ones 0, tens 6, hundreds 12 make 1260.', its last but one). SFT on 1-2 digit sums alone copies 784 as
+    75; beside these chores it keeps every digit (BENCHMARKS.md). Held-out operand pairs are skipped. [{"prompt",
+    "response"}]"""
+    rng, items = random.Random(f"place chores {seed}"), []
+    while len(items) < n:
+        lang = ("en", "zh")[(len(items) // 2) % 2]
+        if len(items) % 2 == 0:
+            a, b = sorted((rng.randint(10 ** (d - 1), 10 ** d - 1) for d in rng.choices(digits, k=2)), reverse=True)
+            if _held_out("add", a, b) or _held_out("add", b, a) or _held_out("sub", a, b):
+                continue
+            a, b = (a, b) if rng.random() < 0.5 else (b, a)
+            prompt = f"把{a}和{b}按数位读出来。" if lang == "zh" else f"Read {a} and {b} by place."
+            items.append({"prompt": prompt, "response": places_of(a, lang) + "\n" + places_of(b, lang)})
+        else:
+            d = rng.choice(digits)
+            values = [rng.choice((0, rng.randint(0, 9))) for _ in range(d - 1)] + [rng.randint(0, 19)]
+            listed = place_list(values, lang)
+            prompt = f"把{listed}合起来。" if lang == "zh" else f"Put together {listed}."
+            items.append({"prompt": prompt, "response": made_of(values, sum(v * 10 ** k for k, v in enumerate(values)), lang)})
+    return items
+
+
 def arithmetic_conversation(item, way):
     """One item as an OpenAI-style conversation, answered the `way` a chain trains: 'direct' (the answer sentence),
     'think' (the worked steps as reasoning_content, then the answer), 'scratch' (the same steps, each saying what is

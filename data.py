@@ -498,6 +498,11 @@ def load_datasets(specs, kind, seed=0, val_split=0.05, global_ratio=1.0, max_rec
                 raise DataError(f"--data digit-chores: conversations, for train_sft.py; this stage needs {kind}")
             records = [[{"role": "user", "content": it["prompt"]}, {"role": "assistant", "content": it["response"]}]
                        for it in builtin_data.digit_chores()]
+        elif src.path == "place-chores":  # numbers of 1-5 digits read by place and put together, in chat form
+            if kind != "chat":
+                raise DataError(f"--data place-chores: conversations, for train_sft.py; this stage needs {kind}")
+            records = [[{"role": "user", "content": it["prompt"]}, {"role": "assistant", "content": it["response"]}]
+                       for it in builtin_data.place_chores()]
         elif re.fullmatch(r"arithmetic(-[1-9])*", src.path):  # sums made on the fly, with answers a program checks
             if kind != "prompt":
                 raise DataError(f"--data {src.path}: prompts with answers, for train_grpo.py / train_ppo.py; this stage needs {kind}")
