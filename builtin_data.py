@@ -160,8 +160,12 @@ def place_texts(seed=0, n_docs=1500):
             d = rng.choice((1, 2, 3, 3, 4, 4, 5))
             x = rng.randint(0 if d == 1 else 10 ** (d - 1), 10 ** d - 1)
             kind = rng.random()
-            if kind < 0.4:
+            if kind < 0.2:
                 lines.append(places_of(x, lang))
+            elif kind < 0.45:  # two numbers lined up by place
+                e = rng.choice((1, 2, 3, 3, 4, 4, 5))
+                y = rng.randint(0 if e == 1 else 10 ** (e - 1), 10 ** e - 1)
+                lines.append(lined_up(x, y, lang))
             elif kind < 0.8:  # places to a number: the top may hold 10-19 (a sum's last column), lower ones 0 (a difference)
                 values = [rng.choice((0, rng.randint(0, 9))) for _ in range(d - 1)] + [rng.randint(0, 19)]
                 lines.append(made_of(values, sum(v * 10 ** k for k, v in enumerate(values)), lang))
@@ -444,6 +448,15 @@ def places_of(n, lang):
         f"{n}: {place_list(_column_digits(n, len(str(n))), lang)}."
 
 
+def lined_up(a, b, lang):
+    """Two numbers' digits side by side, place by place, ones first (the shorter one's missing places are 0):
+    lined_up(784, 476, 'en') -> '784 and 476: ones 4 and 6, tens 8 and 7, hundreds 7 and 4.'"""
+    width = len(str(max(a, b)))
+    pairs = [f"{name}{x}和{y}" if lang == "zh" else f"{name} {x} and {y}"
+             for name, x, y in zip(PLACE_NAMES[lang], _column_digits(a, width), _column_digits(b, width))]
+    return f"{a}和{b}：{'，'.join(pairs)}。" if lang == "zh" else f"{a} and {b}: {', '.join(pairs)}."
+
+
 def made_of(values, n, lang):
     """A number put together from its places, ones first: 'ones 0, tens 6, hundreds 12 make 1260.'"""
     return f"{place_list(values, lang)}，合起来是{n}。" if lang == "zh" else f"{place_list(values, lang)} make {n}."
@@ -508,7 +521,7 @@ def worked_steps(op, a, b, lang="en", scratch=False, restate=False, place=False)
     result = _result(op, a, b)
     if place:
         written = [int(re.search(r"(?:write |写)(\d+)", line).group(1)) for line in lines]
-        lines = [places_of(a, lang), places_of(b, lang)] + [
+        lines = [lined_up(a, b, lang)] + [
             f"{name}{'：' if zh else ': '}{line}" for name, line in zip(PLACE_NAMES[lang], lines)] + [
             made_of(written, result, lang)]
     if scratch and op in ("add", "sub"):
@@ -612,8 +625,8 @@ def place_chores(n=10000, seed=0, digits=(1, 2, 3, 4, 5)):
             if _held_out("add", a, b) or _held_out("add", b, a) or _held_out("sub", a, b):
                 continue
             a, b = (a, b) if rng.random() < 0.5 else (b, a)
-            prompt = f"把{a}和{b}按数位读出来。" if lang == "zh" else f"Read {a} and {b} by place."
-            items.append({"prompt": prompt, "response": places_of(a, lang) + "\n" + places_of(b, lang)})
+            prompt = f"把{a}和{b}按数位对齐。" if lang == "zh" else f"Line up {a} and {b} by place."
+            items.append({"prompt": prompt, "response": lined_up(a, b, lang)})
         else:
             d = rng.choice(digits)
             values = [rng.choice((0, rng.randint(0, 9))) for _ in range(d - 1)] + [rng.randint(0, 19)]

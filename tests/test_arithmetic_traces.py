@@ -102,29 +102,29 @@ def test_the_restated_trace_first_copies_the_operands_then_works_the_same_column
 
 
 def test_the_place_trace_reads_the_operands_by_place_and_names_every_column():
-    """arithmetic-place (issue 36, the 2to3 chain): each operand read by place (ones first), each column line named by
-    its place and otherwise the school method's line, the answer put together from the written places."""
+    """arithmetic-place (issue 36, the 2to3 chain): the operands lined up by place (ones first), each column line named
+    by its place and otherwise the school method's line, the answer put together from the written places."""
     from data import arithmetic_records
     assert worked_steps("add", 784, 476, place=True) == [
-        "784: ones 4, tens 8, hundreds 7.", "476: ones 6, tens 7, hundreds 4.", "ones: 4 + 6 = 10, write 0, carry 1.",
+        "784 and 476: ones 4 and 6, tens 8 and 7, hundreds 7 and 4.", "ones: 4 + 6 = 10, write 0, carry 1.",
         "tens: 8 + 7 + 1 = 16, write 6, carry 1.", "hundreds: 7 + 4 + 1 = 12, write 12.",
         "ones 0, tens 6, hundreds 12 make 1260.", "So 784 + 476 = 1260."]
     assert worked_steps("sub", 54, 8, "zh", place=True) == [
-        "54：个位4，十位5。", "8：个位8。", "个位：4不够减8，借1：14减8等于6，写6。", "十位：5被借走1，剩4；4减0等于4，写4。",
+        "54和8：个位4和8，十位5和0。", "个位：4不够减8，借1：14减8等于6，写6。", "十位：5被借走1，剩4；4减0等于4，写4。",
         "个位6，十位4，合起来是46。", "所以54减8等于46。"]
     for item in arithmetic_items("train", 300, digits=(1, 2, 3)):
         op, a, b = item["op"], item["a"], item["b"]
         for lang in ("en", "zh"):
             lines, plain = worked_steps(op, a, b, lang, place=True), worked_steps(op, a, b, lang)
             columns = len(plain) - 1
-            assert lines[:2] == [builtin_data.places_of(a, lang), builtin_data.places_of(b, lang)]
-            for name, line, original in zip(builtin_data.PLACE_NAMES[lang][:columns], lines[2:2 + columns], plain[:-1], strict=True):
+            assert lines[0] == builtin_data.lined_up(a, b, lang)
+            for name, line, original in zip(builtin_data.PLACE_NAMES[lang][:columns], lines[1:1 + columns], plain[:-1], strict=True):
                 assert line == f"{name}{'：' if lang == 'zh' else ': '}{original}"
             values = [int(v) for v in re.findall(r"(?:s |位)(\d+)", lines[-2])]
             assert sum(v * 10 ** k for k, v in enumerate(values)) == int(item["answer"]) and len(values) == columns
-            assert lines[-1] == plain[-1] and len(lines) == columns + 4
-    record = arithmetic_records("arithmetic-place-1-2", "chat", "train", n=1)[0]
-    assert record[1]["reasoning_content"].startswith(builtin_data.places_of(arithmetic_items("train", 1, digits=(1, 2))[0]["a"], "en"))
+            assert lines[-1] == plain[-1] and len(lines) == columns + 3
+    record, item = arithmetic_records("arithmetic-place-1-2", "chat", "train", n=1)[0], arithmetic_items("train", 1, digits=(1, 2))[0]
+    assert record[1]["reasoning_content"] == item["placed"] and record[1]["content"] == item["response"]
 
 
 def test_place_texts_read_and_put_together_numbers_by_place_and_do_no_arithmetic():
@@ -132,12 +132,17 @@ def test_place_texts_read_and_put_together_numbers_by_place_and_do_no_arithmetic
     lines = [line for d in docs for line in d.splitlines()]
     assert not any(re.search(r"[+\-*=]|plus|minus|write|加|减|写", line) for line in lines)
     assert {len(n) for line in lines for n in re.findall(r"\d+", line)} >= {1, 2, 3, 4, 5}
-    kinds = {"read": 0, "made": 0, "digit": 0}
+    kinds = {"read": 0, "lined up": 0, "made": 0, "digit": 0}
     for line in lines:
         numbers = [int(n) for n in re.findall(r"\d+", line)]
         if line.endswith(("make %d." % numbers[-1], "合起来是%d。" % numbers[-1])):  # ones first, the number last
             kinds["made"] += 1
             assert sum(v * 10 ** k for k, v in enumerate(numbers[:-1])) == numbers[-1], line
+        elif re.match(r"\d+(?: and |和)\d+[:：]", line):  # two numbers, then their digits in pairs, ones first
+            kinds["lined up"] += 1
+            x, y, pairs = numbers[0], numbers[1], numbers[2:]
+            width = len(str(max(x, y)))
+            assert pairs == [n // 10 ** k % 10 for k in range(width) for n in (x, y)], line
         elif re.match(r"\d+[:：]", line):  # the number first, then its digits ones first
             kinds["read"] += 1
             assert numbers[1:] == [int(c) for c in reversed(str(numbers[0]))], line

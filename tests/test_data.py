@@ -379,3 +379,9 @@ def test_the_2to3_chain_s_extra_sources_teach_no_three_digit_sum():
     assert places and not any("plus" in d or "=" in d or "加" in d for d in places)
     with pytest.raises(DataError, match="builtin-places: documents"):
         load_datasets(["builtin-places"], "chat")
+    chores, _, _ = load_datasets(["place-chores"], "chat")
+    assert all(re.search(r"(?: make |合起来是)\d+[.。]$|^\d+(?: and |和)\d+[:：]", c[1]["content"]) for c in chores)
+    assert not any(re.search(r"[+=]|write|plus|写|加", c[1]["content"]) for c in chores)
+    assert {len(n) for c in chores for n in re.findall(r"\d+", c[0]["content"])} >= {1, 2, 3, 4, 5}
+    with pytest.raises(DataError, match="place-chores: conversations"):
+        load_datasets(["place-chores"], "text")
