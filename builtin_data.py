@@ -149,10 +149,11 @@ def number_texts(seed=0, n_docs=1500):
 
 def place_texts(seed=0, n_docs=1500):
     """Documents on place value for numbers of 1 to 5 digits, with no arithmetic: a number read by place, ones first
-    ('784: ones 4, tens 8, hundreds 7.'), places put together into a number ('ones 0, tens 6, hundreds 12 make
-    1260.', the top place may hold 10-19, lower places may be 0) and one place asked ('The tens digit of 784 is 8.').
-    A child knows this before adding 3-digit numbers; the 2to3 chain (`--data builtin builtin-numbers builtin-places`)
-    shows SFT column sums of up to 2 digits only, named by place, and GRPO must reach 3."""
+    ('784: ones 4, tens 8, hundreds 7.'), two numbers lined up by place ('784 and 476: ones 4 and 6, tens 8 and 7,
+    hundreds 7 and 4.'), places put together into a number ('ones 0, tens 6, hundreds 12 make 1260.', the top place may
+    hold 10-19, lower places may be 0) and one place asked ('The tens digit of 784 is 8.').
+    A child knows this before adding 3-digit numbers: a 2to3 foothold tried (`--data builtin builtin-numbers
+    builtin-places` before SFT on arithmetic-place-1-2; it did not lift 3-digit sums: BENCHMARKS.md)."""
     rng, docs = random.Random(f"places {seed}"), []
     for i in range(n_docs):
         lang, lines = ("en", "zh")[i % 2], []
@@ -469,12 +470,13 @@ def worked_steps(op, a, b, lang="en", scratch=False, restate=False, place=False)
     '4 + 3 + 1 = 8, write 8.', 'So 478 + 356 = 834.']
     scratch (add and sub): each column line also says what is left of the numbers and the answer so far, so the next
     column is always the last digits of what is left, whatever the length: '8 + 6 = 14, write 4, carry 1. Left: 47 +
-    35. So far: 4.' (a scratchpad: Nye et al. 2021; it is what lets 2-digit traces reach 3 digits, BENCHMARKS.md)
+    35. So far: 4.' (a scratchpad: Nye et al. 2021; meant to let 2-digit traces reach 3 digits, it did not: BENCHMARKS.md)
     restate: a first line copies the operands into the trace's notation ('478 + 356:'), so the columns read their digits
     from that line, the same whatever wording asked: held-out wordings 0.87 / 0.77 -> 0.98 / 0.985 (seeds 1-2, issue 37).
-    place: each operand first read by place ('478: ones 8, tens 7, hundreds 4.'), each column line named by its place
-    ('ones: 8 + 6 = 14, write 4, carry 1.'), and the answer put together from the written places ('ones 4, tens 3,
-    hundreds 8 make 834.'), so a column finds its digits by name: the 2to3 chain (BENCHMARKS.md)."""
+    place: the operands first lined up by place ('478 and 356: ones 8 and 6, tens 7 and 5, hundreds 4 and 3.'), each
+    column line named by its place ('ones: 8 + 6 = 14, write 4, carry 1.'), and the answer put together from the
+    written places ('ones 4, tens 3, hundreds 8 make 834.'), so a column could find its digits by name (a 2to3
+    foothold tried; it did not lift 3-digit sums: BENCHMARKS.md)."""
     zh = lang == "zh"
     word, zh_word, sign = ARITHMETIC_OPS[op]
     lines, carry = [], 0
@@ -612,10 +614,10 @@ def digit_chores(n=10000, seed=0, digits=(2, 3, 4)):
 
 
 def place_chores(n=10000, seed=0, digits=(1, 2, 3, 4, 5)):
-    """Two chores on numbers of 1-5 digits in chat form, with no arithmetic: read two numbers by place ('Read 784 and
-    476 by place.' -> '784: ones 4, tens 8, hundreds 7.\n476: ...', the place trace's first lines) and put places
-    together ('ones 0, tens 6, hundreds 12 make 1260.', its last but one). SFT on 1-2 digit sums alone copies 784 as
-    75; beside these chores it keeps every digit (BENCHMARKS.md). Held-out operand pairs are skipped. [{"prompt",
+    """Two chores on numbers of 1-5 digits in chat form, with no arithmetic: line up two numbers by place ('Line up 784
+    and 476 by place.' -> '784 and 476: ones 4 and 6, tens 8 and 7, hundreds 7 and 4.', the place trace's first line) and put places
+    together ('ones 0, tens 6, hundreds 12 make 1260.', its last but one). SFT learns the chores on 3-5 digit numbers,
+    but not to use them inside a 3-digit sum (BENCHMARKS.md). Held-out operand pairs are skipped. [{"prompt",
     "response"}]"""
     rng, items = random.Random(f"place chores {seed}"), []
     while len(items) < n:

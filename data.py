@@ -425,7 +425,8 @@ def arithmetic_records(source, kind, split, n=None):
     """builtin_data.arithmetic_items as SFT conversations (kind chat) or as prompts with answers (kind prompt), answered
     the way the source names: arithmetic-direct (the answer), -think (worked steps as reasoning, then the answer),
     -scratch (the same steps with what is left and the answer so far on each line), -restate (the same steps after a
-    line that copies the operands: arithmetic-restate-phrased reads unseen wordings as well as seen ones), -tool
+    line that copies the operands: arithmetic-restate-phrased reads unseen wordings as well as seen ones), -place (the
+    operands lined up by place, the columns named by place: a 2to3 foothold tried, builtin_data.worked_steps), -tool
     (a calculator call, its result, the answer; the calculator is offered in the system turn). Numbers have 3 digits,
     or the digit counts the source lists (arithmetic-think-1-2: 1 or 2). split 'heldout': operand pairs no training
     split holds. -phrased (arithmetic-think-phrased): each question in one of builtin_data.PHRASINGS' wordings, the
