@@ -82,12 +82,14 @@ def process_logits(logits, cfg, seen=None):
     return logits
 
 
-def sample_from(probs, generator=None):
+def sample_from(probs, generator=None, u=None):
     """One token per row of probs (B, V), drawn by inverting the row's cumulative distribution at one uniform number:
     exact, and on CPU ~30x faster than torch.multinomial, which draws an exponential per vocabulary entry (64 rows of
-    2,048: 2 ms -> 65 us a step, a third of GRPO's sampling time). Never picks a token of probability 0."""
+    2,048: 2 ms -> 65 us a step, a third of GRPO's sampling time). Never picks a token of probability 0.
+    u (B, 1): the uniform numbers, drawn by the caller (a compiled step cannot draw from a torch.Generator)."""
     cdf = probs.float().cumsum(-1)
-    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device) * cdf[:, -1:]
+    u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device) if u is None else u
+    u = u * cdf[:, -1:]
     index = torch.searchsorted(cdf, u, right=True).squeeze(1)  # the first token whose cdf exceeds u
     return torch.where(index < probs.shape[1], index, probs.argmax(-1))  # u rounded up to the total: the likeliest
 
@@ -111,7 +113,10 @@ class TextGenerator:
         # kernels from C++ instead of Python. (Skipping dynamo's guards on the modules saved ~0.05 ms a step but let a
         # second model of the same class run the first one's graph: KeyError with int8 after bf16.)
         options = {"freezing": freeze, "cpp_wrapper": True}
-        self.step = torch.compile(model.decode_step, dynamic=False, options=options) if compile else None
+        self.step = torch.compile(self._step_and_pick, dynamic=False, options=options) if compile else None
+        # the compiled step also picks the next token (argmax, or temperature + sample_from at the caller's uniform
+        # numbers) where the settings need nothing else, so the logits never go through ~10 eager ops a step
+        self.pick_in_step = True
         self.step_ran = False  # whether the compiled step has run once (compiled fine)
         # serve.py's continuous batching changes the batch and the cache at every step: it calls the whole model,
         # compiled with dynamic shapes (dynamic=True: one graph for every cache length instead of one per step)
@@ -128,6 +133,12 @@ class TextGenerator:
             kept = f"kept the last {L} prompt tokens, " if L < longest else ""
             print(f"warning: a {longest}-token prompt and {asked} new tokens exceed max_seq_len {max_len}: "
                   f"{kept}generating at most {max_new}", file=sys.stderr)
+        # rows with the same prompt (GRPO's answers to one question, beam search's beams) share one prefill: each
+        # distinct prompt runs once and its keys/values are copied to its rows (the tool chain's 64 rows are 8
+        # questions after a ~130-token tool list: 8x less prefill)
+        distinct = {}
+        rows = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+        prompts = [list(p) for p in distinct]
         pad_lens = torch.tensor([L - len(p) for p in prompts], device=self.device)
         idx = torch.tensor([[self.tokenizer.pad_id] * (L - len(p)) + p for p in prompts], device=self.device)
         # the cache in the dtype the keys are computed in (bf16 under autocast or for a bf16 model: no rounding), except
@@ -141,26 +152,50 @@ class TextGenerator:
             slots = min(max_len, 2 ** math.ceil(math.log2(slots))) + 1
         cache = KVCache(self.model.config, len(prompts), slots, self.device, cache_dtype, pad_lens)
         logits = self.model(idx, cache=cache, last_logits_only=True).logits[:, -1]
+        if len(prompts) < len(rows):
+            index = torch.tensor(rows, device=self.device)
+            cache.reorder(index)
+            logits = logits[index]
         return cache, logits, max_new
 
-    def _decode(self, token, cache):
-        """Next-token logits (B, V) after feeding one token per row, token (B,), through the cache."""
+    def _step_and_pick(self, token, cache, position, slots, u=None, temperature=None):
+        """The step torch.compile compiles: model.decode_step's logits (B, V), and the next token picked from them,
+        the argmax (u None) or drawn at temperature with sample_from at the uniform numbers u (B, 1)."""
+        logits = self.model.decode_step(token, cache, position, slots)
+        if u is None:
+            return logits, logits.argmax(-1)
+        return logits, sample_from((logits.float() / temperature).softmax(-1), u=u)
+
+    @staticmethod
+    def _pick(logits, cfg, seen, generator):
+        """The next token (B,) from logits (B, V) as cfg says (the eager way, any settings)."""
+        scores = process_logits(logits, cfg, seen)
+        return scores.argmax(-1) if cfg.greedy else sample_from(scores.softmax(-1), generator)
+
+    def _decode(self, token, cache, cfg=None, generator=None):
+        """Feed one token per row, token (B,), through the cache. Returns (next-token logits (B, V), the next token
+        (B,) picked as cfg says, or None where the caller must pick it: no cfg, or settings the compiled step does not
+        take (top-k, top-p, repetition penalty))."""
         if self.step is not None:
             try:
                 # the attention reads the filled slots only; their number, a size marked dynamic, is symbolic in the
                 # one graph (reading all 256 slots of the cache was half of each 64-row decode step in GRPO)
                 slots = torch.arange(cache.pos + 1, device=self.device)
                 torch._dynamo.maybe_mark_dynamic(slots, 0)  # (maybe_: a size it must specialise gets its own graph)
-                logits = self.step(token, cache, torch.tensor([cache.pos], device=self.device), slots)  # position as a tensor
+                plain = cfg is not None and self.pick_in_step and cfg.top_k == 0 and cfg.top_p == 1 and cfg.repetition_penalty == 1
+                u = None if not plain or cfg.greedy else \
+                    torch.rand(token.shape[0], 1, generator=generator, device=self.device)  # sample_from's draw, same order
+                temperature = torch.tensor(max(cfg.temperature, 1e-5)) if u is not None else None
+                logits, picked = self.step(token, cache, torch.tensor([cache.pos], device=self.device), slots, u, temperature)
                 cache.pos, self.step_ran = cache.pos + 1, True
-                return logits
+                return logits, picked if plain else None
             except Exception as e:  # no C++ compiler, an op the compiler cannot take...: go on without it
                 if self.step_ran:
                     raise  # it compiled and ran before: this is not a compile failure
                 print(f"warning: torch.compile failed, decoding without it ({type(e).__name__}: "
                       f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})", file=sys.stderr)
                 self.step = None
-        return self.model(token[:, None], cache=cache, last_logits_only=True).logits[:, -1]
+        return self.model(token[:, None], cache=cache, last_logits_only=True).logits[:, -1], None
 
     @torch.no_grad()
     def stream_ids(self, prompts, cfg):
@@ -168,24 +203,25 @@ class TextGenerator:
         generator = torch.Generator(device=self.device).manual_seed(cfg.seed) if cfg.seed is not None else None
         cache, logits, max_new = self._prefill(prompts, cfg.max_new_tokens)
         B, V = logits.shape
-        seen = torch.zeros(B, V, dtype=torch.bool, device=self.device)  # tokens in each row, for repetition penalty
-        for i, p in enumerate(prompts):
-            seen[i, p] = True
+        seen = None  # tokens in each row, for repetition penalty
+        if cfg.repetition_penalty != 1.0:
+            seen = torch.zeros(B, V, dtype=torch.bool, device=self.device)
+            for i, p in enumerate(prompts):
+                seen[i, p] = True
         done = torch.zeros(B, dtype=torch.bool, device=self.device)
-        for _ in range(max_new):
-            scores = process_logits(logits, cfg, seen)
-            if cfg.greedy:
-                next_token = scores.argmax(-1)
-            else:
-                next_token = sample_from(scores.softmax(-1), generator)
+        next_token = self._pick(logits, cfg, seen, generator)
+        for step in range(max_new):
             next_token = torch.where(done, torch.full_like(next_token, self.tokenizer.pad_id), next_token)
-            seen[torch.arange(B), next_token] = True
+            if seen is not None:
+                seen[torch.arange(B), next_token] = True
             yield next_token
             if cfg.stop_on_eos:
                 done |= next_token == self.tokenizer.eos_id
-            if bool(done.all()):
+            if bool(done.all()) or step == max_new - 1:
                 return
-            logits = self._decode(next_token, cache)
+            logits, next_token = self._decode(next_token, cache, cfg, generator)  # compiled, it picks the next token too
+            if next_token is None:
+                next_token = self._pick(logits, cfg, seen, generator)
 
     @staticmethod
     def _cut_at_stop(text, cfg):
@@ -269,22 +305,24 @@ class TextGenerator:
         cache, logits, room = self._prefill(prompts, cfg.max_new_tokens + max_tool_calls * tool_room)
         B, V = logits.shape
         eos, pad = self.tokenizer.eos_id, self.tokenizer.pad_id
-        seen = torch.zeros(B, V, dtype=torch.bool, device=self.device)
-        for i, p in enumerate(prompts):
-            seen[i, p] = True
+        seen = None  # tokens in each row, for repetition penalty
+        if cfg.repetition_penalty != 1.0:
+            seen = torch.zeros(B, V, dtype=torch.bool, device=self.device)
+            for i, p in enumerate(prompts):
+                seen[i, p] = True
         rows, by_model, calls = [[] for _ in prompts], [[] for _ in prompts], [[] for _ in prompts]
         queued = [[] for _ in prompts]  # the tools' tokens still to feed, per row
         turn_start, written, done = [0] * B, [0] * B, [False] * B
+        picked = None  # the next tokens when the compiled step picked them
         for _ in range(room):
-            scores = process_logits(logits, cfg, seen)
-            for i in range(B):  # a constraint is consulted only once the row's turn holds <tool_call>
-                turn = rows[i][turn_start[i]:]
-                if constraints and constraints[i] and not queued[i] and not done[i] and call_id in turn:
-                    scores[i] = keep_to_offered(scores[i], constraints[i], self.tokenizer.decode(turn))
-            if cfg.greedy:
-                sampled = scores.argmax(-1).tolist()
-            else:
-                sampled = sample_from(scores.softmax(-1), generator).tolist()
+            if picked is None:
+                scores = process_logits(logits, cfg, seen)
+                for i in range(B):  # a constraint is consulted only once the row's turn holds <tool_call>
+                    turn = rows[i][turn_start[i]:]
+                    if constraints and constraints[i] and not queued[i] and not done[i] and call_id in turn:
+                        scores[i] = keep_to_offered(scores[i], constraints[i], self.tokenizer.decode(turn))
+                picked = scores.argmax(-1) if cfg.greedy else sample_from(scores.softmax(-1), generator)
+            sampled = picked.tolist()
             tokens = []
             for i in range(B):
                 if done[i]:
@@ -312,8 +350,10 @@ class TextGenerator:
             if all(done):
                 break
             next_token = torch.tensor(tokens, device=self.device)
-            seen[torch.arange(B), next_token] = True
-            logits = self._decode(next_token, cache)
+            if seen is not None:
+                seen[torch.arange(B), next_token] = True
+            # constraints are applied to the logits here, in Python: then the compiled step only decodes
+            logits, picked = self._decode(next_token, cache, None if constraints else cfg, generator)
         return rows, by_model, calls
 
     @torch.no_grad()
@@ -347,7 +387,7 @@ class TextGenerator:
             cache.reorder(torch.tensor(rows, device=self.device))
             beams, scores = new_beams, torch.tensor(new_scores, device=self.device)
             last = torch.tensor([b[-1] for b in beams], device=self.device)
-            logits = self._decode(last, cache)
+            logits, _ = self._decode(last, cache)
         else:
             finished += [(s / max(1, len(b)) ** cfg.length_penalty, b) for s, b in zip(scores.tolist(), beams)]
         return max(finished, key=lambda f: f[0])[1] if finished else []

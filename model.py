@@ -200,7 +200,8 @@ class KVCache:
         self.pad_lens = pad_lens if pad_lens is not None and bool(pad_lens.any()) else None
 
     def reorder(self, index):
-        """Keep rows `index` (beam search reorders beams after each step)."""
+        """Keep rows `index`, in that order, any row any number of times (beam search reorders beams after each step;
+        rows with the same prompt get copies of its one prefill)."""
         self.k = [k[index] for k in self.k]
         self.v = [v[index] for v in self.v]
         if self.pad_lens is not None:

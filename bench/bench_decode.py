@@ -8,7 +8,8 @@ Decoding speed against what this machine's memory allows, every ratio measured i
 2. batched decoding, tiny and small, batch 8 and 64, bf16 weights: tokens/s eager and compiled, against batch x limit.
 3. RL sampling in GRPO's think-chain shape (64 rows, prompts of 40-70 tokens, 160 tokens sampled at temperature 1,
    an fp32 policy under bf16 autocast, compiled without freezing as train_grpo.py --compile-sampling does):
-   torch.multinomial (the sampler before sample_from) and sample_from, eager and compiled.
+   torch.multinomial (the sampler before sample_from) and sample_from, eager and compiled, and compiled with the
+   draw inside the compiled step (TextGenerator.pick_in_step, the default).
 
     python bench/bench_decode.py                                # all three, ~5 min on 2 cores
     python bench/bench_decode.py --parts batch1 --rounds 5
@@ -145,12 +146,13 @@ def rl_sampling(args, out):
     for sampler_name, sampler in (("multinomial", multinomial), ("sample_from", sample_from)):
         for mode, gen in gens.items():
             def run(gen=gen, sampler=sampler):
-                generate.sample_from = sampler
+                generate.sample_from, gen.pick_in_step = sampler, False  # the draw in eager ops, after the step
                 try:
                     return runner(gen, prompts, gcfg, autocast=True)()
                 finally:
-                    generate.sample_from = sample_from
+                    generate.sample_from, gen.pick_in_step = sample_from, True
             runners[f"{mode} + {sampler_name}"] = run
+    runners["compiled, draw in the step"] = runner(gens["compiled"], prompts, gcfg, autocast=True)
     firsts = {k: first_call(run)[1] for k, run in runners.items()}
     same = runner(gens["eager"], prompts, greedy, autocast=True)() == runner(gens["compiled"], prompts, greedy, autocast=True)()
     seconds = timed_runs(runners, args.rounds)

@@ -194,6 +194,7 @@ def test_bench_decode_prints_every_ratio_with_compiled_tokens_equal_to_eager():
     assert [r[0] for r in batch1] == ["fp32", "bf16", "int8"] and all(float(r[1]) > 0 for r in batch1), out
     assert all(r[3] == "" for r in batch1), out  # neither "(compiled tokens differ ...)" nor "(did not compile ...)"
     assert "greedy rows identical, compiled vs eager: True" in out and "compiled + sample_from" in out, out
+    assert re.search(r"^compiled, draw in the step\s+[\d.]+\s+[\d.]+\s+[\d.]+", out, re.M), out
 
 
 def test_phrasings_bench_asks_held_out_pairs_three_ways(stage_dirs, tmp_path):

@@ -39,6 +39,21 @@ def test_batch_of_different_lengths_matches_one_by_one(gen):
     assert gen.generate([], cfg) == [] and gen.generate([], GenerationConfig(num_beams=2)) == []  # was a max() error
 
 
+def test_rows_with_the_same_prompt_share_one_prefill(gen, monkeypatch):
+    """GRPO asks each question num_generations times: the prompt runs once and its keys/values are copied, and every
+    row then decodes as if it had been prefilled on its own."""
+    a, b = ([1] + gen.tokenizer.encode(t) for t in ("the quick brown fox", "lazy"))
+    batch_sizes = []
+    forward = gen.model.forward
+    monkeypatch.setattr(gen.model, "forward", lambda idx, **kw: batch_sizes.append(idx.shape[0]) or forward(idx, **kw))
+    cache, logits, _ = gen._prefill([a, b, a, a], 8)
+    assert batch_sizes == [2] and logits.shape[0] == 4 and cache.k[0].shape[0] == 4 and cache.pad_lens.tolist() == [0, 3, 0, 0]
+    assert torch.equal(logits[0], logits[2]) and torch.equal(cache.v[-1][0], cache.v[-1][3])
+    monkeypatch.undo()
+    cfg = GenerationConfig(max_new_tokens=8, greedy=True, stop_on_eos=False)
+    assert gen.generate_ids([a, b, a, a], cfg) == [gen.generate_ids([p], cfg)[0] for p in (a, b, a, a)]
+
+
 def test_seed_makes_sampling_reproducible(gen):
     cfg = GenerationConfig(max_new_tokens=12, temperature=1.0, seed=123, stop_on_eos=False)
     assert gen.generate("hello", cfg) == gen.generate("hello", cfg)
@@ -164,6 +179,23 @@ def test_compiled_sampling_for_rl_reads_the_weights_as_they_train(gen):
             p.add_(torch.randn_like(p))  # a (large) optimizer step, in place
     after = eager.generate_ids(prompts, cfg)
     assert after != before and compiled.generate_ids(prompts, cfg) == after
+
+
+def test_the_compiled_step_draws_the_next_token_as_the_eager_ops_would(gen):
+    """pick_in_step: the compiled step also applies the temperature and draws (sample_from at uniform numbers drawn
+    from the same generator in the same order), so only the first token (from the prompt's logits) is picked eagerly;
+    the tokens are those of the eager pick after the compiled step, and of the eager model."""
+    import copy
+    compiled = TextGenerator(copy.deepcopy(gen.model), gen.tokenizer, compile=True, freeze=False)
+    cfg = GenerationConfig(max_new_tokens=8, temperature=0.8, seed=3, stop_on_eos=False)
+    prompts = [[1] + gen.tokenizer.encode(t) for t in ("the quick", "hello world, the", "lazy")]
+    eager_picks = []
+    compiled._pick = lambda *a: eager_picks.append(1) or TextGenerator._pick(*a)
+    in_step = compiled.generate_ids(prompts, cfg)
+    assert len(eager_picks) == 1 and compiled.step_ran
+    compiled.pick_in_step = False
+    assert compiled.generate_ids(prompts, cfg) == in_step == gen.generate_ids(prompts, cfg)
+    assert len(eager_picks) == 1 + 8
 
 
 def test_a_step_that_cannot_compile_falls_back_to_eager_with_one_warning(gen, capsys):
