@@ -135,7 +135,7 @@ class TextGenerator:
                   f"{kept}generating at most {max_new}", file=sys.stderr)
         # rows with the same prompt (GRPO's answers to one question, beam search's beams) share one prefill: each
         # distinct prompt runs once and its keys/values are copied to its rows (the tool chain's 64 rows are 8
-        # questions after a ~130-token tool list: 8x less prefill)
+        # questions after a ~100-token tool list: 8x less prefill)
         distinct = {}
         rows = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
         prompts = [list(p) for p in distinct]
