@@ -185,7 +185,7 @@ class TextGenerator:
                 plain = cfg is not None and self.pick_in_step and cfg.top_k == 0 and cfg.top_p == 1 and cfg.repetition_penalty == 1
                 u = None if not plain or cfg.greedy else \
                     torch.rand(token.shape[0], 1, generator=generator, device=self.device)  # sample_from's draw, same order
-                temperature = torch.tensor(max(cfg.temperature, 1e-5)) if u is not None else None
+                temperature = torch.tensor(max(cfg.temperature, 1e-5), device=self.device) if u is not None else None
                 logits, picked = self.step(token, cache, torch.tensor([cache.pos], device=self.device), slots, u, temperature)
                 cache.pos, self.step_ran = cache.pos + 1, True
                 return logits, picked if plain else None
