@@ -126,6 +126,11 @@ def pretrain_texts(seed=0, n_stories=1500, n_sums=1200, n_fact_sheets=100, n_wor
     return [_fix_articles(d) for d in docs]
 
 
+def _random_number(rng, digits):
+    """A number of exactly `digits` digits (one digit: 0-9)."""
+    return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10 ** digits - 1)
+
+
 def number_texts(seed=0, n_docs=1500):
     """Documents that mention and repeat numbers of 1 to 4 digits (codes, rooms, pages), with no arithmetic: the
     built-in pretraining corpus has no number longer than 2 digits, and a model that never read one reads 784 as 78.
@@ -140,8 +145,7 @@ def number_texts(seed=0, n_docs=1500):
     for i in range(n_docs):
         lines = []
         for _ in range(rng.randint(4, 8)):
-            d = rng.choice((1, 2, 3, 3, 4))
-            x = rng.randint(0 if d == 1 else 10 ** (d - 1), 10 ** d - 1)
+            x = _random_number(rng, rng.choice((1, 2, 3, 3, 4)))
             lines.append(rng.choice(zh if i % 2 else en).format(n=rng.choice(names), x=x))
         docs.append("\n".join(lines))
     return docs
@@ -159,17 +163,14 @@ def place_texts(seed=0, n_docs=1500):
         lang, lines = ("en", "zh")[i % 2], []
         for _ in range(rng.randint(4, 8)):
             d = rng.choice((1, 2, 3, 3, 4, 4, 5))
-            x = rng.randint(0 if d == 1 else 10 ** (d - 1), 10 ** d - 1)
+            x = _random_number(rng, d)
             kind = rng.random()
             if kind < 0.2:
                 lines.append(places_of(x, lang))
             elif kind < 0.45:  # two numbers lined up by place
-                e = rng.choice((1, 2, 3, 3, 4, 4, 5))
-                y = rng.randint(0 if e == 1 else 10 ** (e - 1), 10 ** e - 1)
-                lines.append(lined_up(x, y, lang))
+                lines.append(lined_up(x, _random_number(rng, rng.choice((1, 2, 3, 3, 4, 4, 5))), lang))
             elif kind < 0.8:  # places to a number: the top may hold 10-19 (a sum's last column), lower ones 0 (a difference)
-                values = [rng.choice((0, rng.randint(0, 9))) for _ in range(d - 1)] + [rng.randint(0, 19)]
-                lines.append(made_of(values, sum(v * 10 ** k for k, v in enumerate(values)), lang))
+                lines.append(made_of([rng.choice((0, rng.randint(0, 9))) for _ in range(d - 1)] + [rng.randint(0, 19)], lang))
             else:
                 k = rng.randrange(len(str(x)))
                 name, digit = PLACE_NAMES[lang][k], (x // 10 ** k) % 10
@@ -445,8 +446,8 @@ def place_list(values, lang):
 
 def places_of(n, lang):
     """A number read by place, ones first: places_of(784, 'en') -> '784: ones 4, tens 8, hundreds 7.'"""
-    return f"{n}：{place_list(_column_digits(n, len(str(n))), lang)}。" if lang == "zh" else \
-        f"{n}: {place_list(_column_digits(n, len(str(n))), lang)}."
+    listed = place_list(_column_digits(n, len(str(n))), lang)
+    return f"{n}：{listed}。" if lang == "zh" else f"{n}: {listed}."
 
 
 def lined_up(a, b, lang):
@@ -458,8 +459,10 @@ def lined_up(a, b, lang):
     return f"{a}和{b}：{'，'.join(pairs)}。" if lang == "zh" else f"{a} and {b}: {', '.join(pairs)}."
 
 
-def made_of(values, n, lang):
-    """A number put together from its places, ones first: 'ones 0, tens 6, hundreds 12 make 1260.'"""
+def made_of(values, lang):
+    """A number put together from its places, ones first: made_of([0, 6, 12], 'en') -> 'ones 0, tens 6, hundreds 12
+    make 1260.'"""
+    n = sum(v * 10 ** k for k, v in enumerate(values))
     return f"{place_list(values, lang)}，合起来是{n}。" if lang == "zh" else f"{place_list(values, lang)} make {n}."
 
 
@@ -525,7 +528,7 @@ def worked_steps(op, a, b, lang="en", scratch=False, restate=False, place=False)
         written = [int(re.search(r"(?:write |写)(\d+)", line).group(1)) for line in lines]
         lines = [lined_up(a, b, lang)] + [
             f"{name}{'：' if zh else ': '}{line}" for name, line in zip(PLACE_NAMES[lang], lines)] + [
-            made_of(written, result, lang)]
+            made_of(written, lang)]
     if scratch and op in ("add", "sub"):
         width = len(lines)
         top, bottom = str(a).zfill(width), str(b).zfill(width)
@@ -566,8 +569,7 @@ def arithmetic_items(split="train", n=2000, seed=0, ops=("add", "sub"), digits=3
         # several counts: each operand picks its own, so a digit's place is not fixed by its position in the prompt
         # (7 plus 45, 38 plus 6): a model must find the ones digit before the operator, whatever the lengths
         da, db = (counts[0], counts[0]) if len(counts) == 1 else (rng.choice(counts), rng.choice(counts))
-        number = lambda d: rng.randint(0 if d == 1 else 10 ** (d - 1), 10 ** d - 1)  # noqa: E731
-        a, b = (rng.randint(10, 99), rng.randint(2, 9)) if op == "mul" else (number(da), number(db))
+        a, b = (rng.randint(10, 99), rng.randint(2, 9)) if op == "mul" else (_random_number(rng, da), _random_number(rng, db))
         if op == "sub" and a < b:
             a, b = b, a
         if _held_out(op, a, b) != (split == "heldout"):
@@ -586,7 +588,6 @@ def arithmetic_items(split="train", n=2000, seed=0, ops=("add", "sub"), digits=3
             "answer": str(result), "lang": lang, "op": op, "a": a, "b": b,
             "reasoning": "\n".join(steps[1:]), "expression": f"{a} {sign} {b}",
             "scratchpad": "\n".join(worked_steps(op, a, b, lang, scratch=True)), "restated": "\n".join(steps),
-            "placed": "\n".join(worked_steps(op, a, b, lang, place=True)),
             "response": f"{a} {word} {b} is {result}." if lang == "en" else f"{a}{zh_word}{b}等于{result}。"})
     return items
 
@@ -634,7 +635,7 @@ def place_chores(n=10000, seed=0, digits=(1, 2, 3, 4, 5)):
             values = [rng.choice((0, rng.randint(0, 9))) for _ in range(d - 1)] + [rng.randint(0, 19)]
             listed = place_list(values, lang)
             prompt = f"把{listed}合起来。" if lang == "zh" else f"Put together {listed}."
-            items.append({"prompt": prompt, "response": made_of(values, sum(v * 10 ** k for k, v in enumerate(values)), lang)})
+            items.append({"prompt": prompt, "response": made_of(values, lang)})
     return items
 
 
@@ -647,8 +648,9 @@ def arithmetic_conversation(item, way):
     if way == "direct":
         return [user, {"role": "assistant", "content": item["response"]}]
     if way in ("think", "scratch", "restate", "place"):
-        steps = {"think": item["reasoning"], "scratch": item["scratchpad"], "restate": item["restated"],
-                 "place": item["placed"]}[way]
+        # the place trace is made only when asked for (a foothold tried: every other chain's items would pay for it)
+        steps = "\n".join(worked_steps(item["op"], item["a"], item["b"], item["lang"], place=True)) if way == "place" \
+            else {"think": item["reasoning"], "scratch": item["scratchpad"], "restate": item["restated"]}[way]
         return [user, {"role": "assistant", "reasoning_content": steps, "content": item["response"]}]
     if way == "tool":
         call = {"id": "call_0", "type": "function", "function": {

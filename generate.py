@@ -166,6 +166,15 @@ class TextGenerator:
             return logits, logits.argmax(-1)
         return logits, sample_from((logits.float() / temperature).softmax(-1), u=u)
 
+    def _seen(self, prompts, V, cfg):
+        """(B, V) bool: the tokens each row holds, for the repetition penalty; None without one (nothing to track)."""
+        if cfg.repetition_penalty == 1.0:
+            return None
+        seen = torch.zeros(len(prompts), V, dtype=torch.bool, device=self.device)
+        for i, p in enumerate(prompts):
+            seen[i, p] = True
+        return seen
+
     @staticmethod
     def _pick(logits, cfg, seen, generator):
         """The next token (B,) from logits (B, V) as cfg says (the eager way, any settings)."""
@@ -203,11 +212,7 @@ class TextGenerator:
         generator = torch.Generator(device=self.device).manual_seed(cfg.seed) if cfg.seed is not None else None
         cache, logits, max_new = self._prefill(prompts, cfg.max_new_tokens)
         B, V = logits.shape
-        seen = None  # tokens in each row, for repetition penalty
-        if cfg.repetition_penalty != 1.0:
-            seen = torch.zeros(B, V, dtype=torch.bool, device=self.device)
-            for i, p in enumerate(prompts):
-                seen[i, p] = True
+        seen = self._seen(prompts, V, cfg)
         done = torch.zeros(B, dtype=torch.bool, device=self.device)
         next_token = self._pick(logits, cfg, seen, generator)
         for step in range(max_new):
@@ -305,11 +310,7 @@ class TextGenerator:
         cache, logits, room = self._prefill(prompts, cfg.max_new_tokens + max_tool_calls * tool_room)
         B, V = logits.shape
         eos, pad = self.tokenizer.eos_id, self.tokenizer.pad_id
-        seen = None  # tokens in each row, for repetition penalty
-        if cfg.repetition_penalty != 1.0:
-            seen = torch.zeros(B, V, dtype=torch.bool, device=self.device)
-            for i, p in enumerate(prompts):
-                seen[i, p] = True
+        seen = self._seen(prompts, V, cfg)
         rows, by_model, calls = [[] for _ in prompts], [[] for _ in prompts], [[] for _ in prompts]
         queued = [[] for _ in prompts]  # the tools' tokens still to feed, per row
         turn_start, written, done = [0] * B, [0] * B, [False] * B

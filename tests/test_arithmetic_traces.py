@@ -124,7 +124,8 @@ def test_the_place_trace_reads_the_operands_by_place_and_names_every_column():
             assert sum(v * 10 ** k for k, v in enumerate(values)) == int(item["answer"]) and len(values) == columns
             assert lines[-1] == plain[-1] and len(lines) == columns + 3
     record, item = arithmetic_records("arithmetic-place-1-2", "chat", "train", n=1)[0], arithmetic_items("train", 1, digits=(1, 2))[0]
-    assert record[1]["reasoning_content"] == item["placed"] and record[1]["content"] == item["response"]
+    placed = "\n".join(worked_steps(item["op"], item["a"], item["b"], item["lang"], place=True))
+    assert record[1]["reasoning_content"] == placed and record[1]["content"] == item["response"]
     traces = [r[1]["reasoning_content"] for r in arithmetic_records("arithmetic-place-1-2", "chat", "train", n=500)]
     assert not any("hundreds" in t or "百位" in t for t in traces)  # no third column reaches SFT
 
