@@ -30,6 +30,21 @@ def test_chunked_prefill_matches_full_forward():
     assert torch.allclose(torch.cat(parts, 1), model(idx).logits, atol=1e-5)
 
 
+def test_chunked_prefill_in_bf16_takes_the_shifted_causal_attention():
+    """On CPU in bf16 a chunk after cached keys goes through grouped_attention with its causal mask shifted by the
+    cached length (every cached key visible): the same logits as the whole forward's, up to bf16 rounding."""
+    torch.manual_seed(0)
+    model = MiniGPT(tiny()).eval()
+    idx = torch.randint(0, 97, (2, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        whole = model(idx).logits.float()
+        cache = KVCache(model.config, 2, 16, "cpu", torch.bfloat16)
+        parts = torch.cat([model(idx[:, :5], cache=cache).logits, model(idx[:, 5:], cache=cache).logits], 1).float()
+    assert (parts - whole).abs().max() < 0.05 and (parts.argmax(-1) == whole.argmax(-1)).float().mean() > 0.9
+    # without the shift the chunk's first query would see only the first key: far from the whole forward
+    assert (parts[:, 5:] - model(idx[:, 5:]).logits).abs().max() > 0.1
+
+
 def test_left_padded_rows_match_unpadded_rows():
     torch.manual_seed(0)
     model = MiniGPT(tiny()).eval()
@@ -78,6 +93,33 @@ def test_answer_logprobs_scores_only_the_answer_tokens_with_the_full_forwards_nu
     grads = torch.autograd.grad(logprobs.sum(), list(model.parameters()))
     full_grads = torch.autograd.grad(full.sum(), list(model.parameters()))
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, full_grads))
+
+
+def test_answer_logprobs_computes_a_prefix_every_row_shares_once(monkeypatch):
+    """A prefix all rows share (the tool chain's system prompt) runs once, on one row, and its keys and values are
+    copied to every row: the same log-probs and gradients as the whole rows, in fp32."""
+    import model as model_module
+    from model import answer_logprobs
+    torch.manual_seed(0)
+    model = MiniGPT(tiny(max_seq_len=96))
+    x, y = torch.randint(0, 97, (4, 80)), torch.randint(0, 97, (4, 80))
+    x[:, :40] = x[0, :40]  # 40 shared columns, then each row its own question and answer
+    mask = torch.zeros(4, 80)
+    for row in range(4):
+        mask[row, 45 + row:60 + 3 * row] = 1
+    assert model_module.shared_prefix_length(x, mask.bool()) == 40
+    calls = []
+    forward_hidden = model.forward_hidden
+    monkeypatch.setattr(model, "forward_hidden", lambda idx, cache=None: calls.append(tuple(idx.shape)) or forward_hidden(idx, cache))
+    shared, _ = answer_logprobs(model, x, y, mask)
+    shared_grads = torch.autograd.grad(shared.sum(), list(model.parameters()))
+    assert calls == [(1, 40), (4, 69 - 40)]  # the prefix once; then each row from column 40 to the last answer token (68)
+    monkeypatch.setattr(model_module, "SHARED_PREFIX_MIN", 10 ** 9)  # whole rows
+    whole, _ = answer_logprobs(model, x, y, mask)
+    whole_grads = torch.autograd.grad(whole.sum(), list(model.parameters()))
+    assert calls[-1] == (4, 69)
+    assert torch.allclose(shared, whole, atol=1e-5) and (shared[mask == 0] == 0).all()
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(shared_grads, whole_grads))
 
 
 def test_loss_mask_and_ignore_index_exclude_positions():
