@@ -399,7 +399,8 @@ def answer_logprobs(model, x, y, mask):
     The same numbers as token_logprobs(model(x).logits, y) * mask, for less work: the model reads x only up to the last
     answer token (a batch is padded to its longest row) and its lm_head sees only the answer positions (a 32-row
     micro-batch of GRPO's think chain, prompt ~28 and answers ~105 tokens: 100-129 -> 78-80 ms on a Zen 4), and a prefix
-    every row shares runs once (the tool chain's 32-row micro-batch, 100 of ~180 tokens shared: 340 -> 150 ms, 1 thread)."""
+    every row shares runs once (a 32-row micro-batch of the tool chain's shape, 100 of ~180 tokens shared: 223-248 -> 122-129
+    ms, 2 threads)."""
     keep = mask.bool()
     width = int(keep.any(0).nonzero().max()) + 1 if keep.any() else 1  # columns after the last answer token: padding
     x, scored = x[:, :width], keep[:, :width]
@@ -414,7 +415,7 @@ def answer_logprobs(model, x, y, mask):
     return torch.zeros_like(mask, dtype=torch.float32).masked_scatter(keep, token_logprobs(logits, y[keep])), logits
 
 
-# A prefix every row shares (the tool chain's system prompt: ~100 of its ~170 tokens a row) is computed once when it is
+# A prefix every row shares (the tool chain's tool list: ~91 of its 214-255 tokens a row) is computed once when it is
 # this long; shorter ones (a chat template's first tokens) are not worth a second forward call.
 SHARED_PREFIX_MIN = 32
 
