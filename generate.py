@@ -178,7 +178,11 @@ class TextGenerator:
     @staticmethod
     def _pick(logits, cfg, seen, generator):
         """The next token (B,) from logits (B, V) as cfg says (the eager way, any settings)."""
-        scores = process_logits(logits, cfg, seen)
+        return TextGenerator._choose(process_logits(logits, cfg, seen), cfg, generator)
+
+    @staticmethod
+    def _choose(scores, cfg, generator):
+        """The next token (B,) from processed scores (B, V): the argmax, or drawn from their softmax."""
         return scores.argmax(-1) if cfg.greedy else sample_from(scores.softmax(-1), generator)
 
     def _decode(self, token, cache, cfg=None, generator=None):
@@ -322,7 +326,7 @@ class TextGenerator:
                     turn = rows[i][turn_start[i]:]
                     if constraints and constraints[i] and not queued[i] and not done[i] and call_id in turn:
                         scores[i] = keep_to_offered(scores[i], constraints[i], self.tokenizer.decode(turn))
-                picked = scores.argmax(-1) if cfg.greedy else sample_from(scores.softmax(-1), generator)
+                picked = self._choose(scores, cfg, generator)
             sampled = picked.tolist()
             tokens = []
             for i in range(B):
