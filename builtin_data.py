@@ -587,7 +587,7 @@ def arithmetic_items(split="train", n=2000, seed=0, ops=("add", "sub"), digits=3
             "prompt": template.format(a=a, b=b),
             "answer": str(result), "lang": lang, "op": op, "a": a, "b": b,
             "reasoning": "\n".join(steps[1:]), "expression": f"{a} {sign} {b}",
-            "scratchpad": "\n".join(worked_steps(op, a, b, lang, scratch=True)), "restated": "\n".join(steps),
+            "restated": "\n".join(steps),
             "response": f"{a} {word} {b} is {result}." if lang == "en" else f"{a}{zh_word}{b}等于{result}。"})
     return items
 
@@ -648,9 +648,11 @@ def arithmetic_conversation(item, way):
     if way == "direct":
         return [user, {"role": "assistant", "content": item["response"]}]
     if way in ("think", "scratch", "restate", "place"):
-        # the place trace is made only when asked for (a foothold tried: every other chain's items would pay for it)
-        steps = "\n".join(worked_steps(item["op"], item["a"], item["b"], item["lang"], place=True)) if way == "place" \
-            else {"think": item["reasoning"], "scratch": item["scratchpad"], "restate": item["restated"]}[way]
+        # the scratchpad and place traces are made only when asked for (footholds tried: every other chain's items
+        # would pay for them)
+        kind = {"scratch": dict(scratch=True), "place": dict(place=True)}.get(way)
+        steps = "\n".join(worked_steps(item["op"], item["a"], item["b"], item["lang"], **kind)) if kind \
+            else {"think": item["reasoning"], "restate": item["restated"]}[way]
         return [user, {"role": "assistant", "reasoning_content": steps, "content": item["response"]}]
     if way == "tool":
         call = {"id": "call_0", "type": "function", "function": {

@@ -79,7 +79,10 @@ def test_the_scratchpad_says_what_is_left_and_the_answer_so_far_on_every_line():
             assert so_far == (int(item["answer"]) % 10 ** (i + 1) if i < width - 1 else int(item["answer"])), line
             if i < width - 1:
                 assert f"Left: {str(a).zfill(width)[:width - i - 1]} " in line
-        assert item["scratchpad"] == "\n".join(worked_steps(item["op"], a, b, item["lang"], scratch=True))
+    from data import arithmetic_records  # what SFT on arithmetic-scratch reads: these scratchpads
+    records, items = arithmetic_records("arithmetic-scratch-1-2", "chat", "train", n=50), arithmetic_items("train", 50, digits=(1, 2))
+    for record, item in zip(records, items, strict=True):
+        assert record[1]["reasoning_content"] == "\n".join(worked_steps(item["op"], item["a"], item["b"], item["lang"], scratch=True))
 
 
 def test_the_restated_trace_first_copies_the_operands_then_works_the_same_columns():
