@@ -254,6 +254,51 @@ def digit_credit(response, answer):
     return sum(a == b for a, b in zip(got, want)) / max(len(got), len(want))
 
 
+def restate_credit(response, question):
+    """Partial credit for reading the question: the share of its two operands that the reasoning's first line copies
+    whole, in order (the restate trace's '784 + 476:'). GRPO's --rewards restate: a foothold where SFT reads a longer
+    number than it was shown as a shorter one. Example: restate_credit("<think>\n74 + 476:\n4 + 6 = 10, write 0 ...",
+    "What is 784 plus 476?") -> 0.5. The copy counts only where a column line follows it: ungated, GRPO learned to
+    write the copy and stop (BENCHMARKS.md)."""
+    wanted = re.findall(r"\d+", question)[:2]
+    body = response.split("<think>", 1)[-1].split("</think>", 1)[0].strip()
+    if not re.search(r"write|写", body):  # a copy with no column after it earns nothing (else GRPO stops there)
+        return 0.0
+    got = re.findall(r"\d+", body.splitlines()[0])
+    return sum(g == w for g, w in zip(got, wanted)) / 2 if len(wanted) == 2 else 0.0
+
+
+_EQUATION = re.compile(r"(\d+(?:\s*(?:\+|-|加|减)\s*\d+)+)\s*(?:=|等于)\s*(\d+)")
+
+
+def _column_equation(line):
+    """A column line's last equation before its 'write', spaces dropped: '7 + 5 + 1 = 13, write 3, carry 1.' ->
+    '7+5+1=13'; '4 - 1 = 3 (lent 1); 3 < 6, borrow 1: 13 - 6 = 7, write 7.' -> '13-6=7'; None without one."""
+    found = _EQUATION.findall(re.split(r"write|写", line)[0])
+    return re.sub(r"\s", "", f"{found[-1][0]}={found[-1][1]}") if found else None
+
+
+def column_credit(response, question, answer):
+    """Partial credit per column: the share of a sum's or difference's columns (ones first) whose line in the reasoning
+    works the right digits with the right carry or borrow and writes a true equation, the way worked_steps does; a
+    program checks each step, no trace is shown. GRPO's --rewards columns, the 2to3 chain's second foothold (a model
+    that reads 784 right must still work a third column it never saw). op from the answer; 0.0 for other questions.
+    Example: column_credit("<think>\n784 + 476:\n4 + 6 = 10, write 0, carry 1.\n8 + 7 = 15, write 15.\n...",
+    "What is 784 plus 476?", "1260") -> 1/3 (the tens line forgot the carry)"""
+    numbers = [int(x) for x in re.findall(r"\d+", question)[:2]]
+    if len(numbers) < 2 or not str(answer).isdigit():
+        return 0.0
+    a, b = numbers
+    op = "add" if a + b == int(answer) else "sub" if a - b == int(answer) else None
+    if op is None:
+        return 0.0
+    lang = "zh" if re.search(r"[\u4e00-\u9fff]", question) else "en"
+    wanted = [_column_equation(line) for line in worked_steps(op, a, b, lang)[:-1]]  # the column lines, not 'So ...'
+    body = response.split("<think>", 1)[-1].split("</think>", 1)[0]
+    written = [_column_equation(line) for line in body.splitlines() if re.search(r"write|写", line)]
+    return sum(w == g for w, g in zip(wanted, written)) / len(wanted)
+
+
 def arithmetic_prompts(n=4000, seed=0, digits=(2, 3)):
     """Sums of two numbers of `digits` digits (each sum picks one), asked in English and Chinese, made on the fly
     (nobody wrote them, and a program checks every answer): [{"prompt", "answer", "lang"}]. `--data arithmetic` (2-3
@@ -639,18 +684,46 @@ def place_chores(n=10000, seed=0, digits=(1, 2, 3, 4, 5)):
     return items
 
 
+def restate_chores(n=10000, seed=0, digits=(1, 2, 3, 4, 5), place=False):
+    """One chore on a sum or difference of numbers of 1-5 digits, in chat form, with no arithmetic: the question
+    written with numbers and a sign, not worked out ('Write it with numbers and a sign, do not work it out: What is 784
+    plus 476?' -> '784 + 476', the restate trace's first line without its colon). Held-out operand pairs are skipped.
+    [{"prompt", "response"}]"""
+    rng, items = random.Random(f"restate chores {seed}" + (" place" if place else "")), []
+    while len(items) < n:
+        lang, op = ("en", "zh")[(len(items) // 2) % 2], ("add", "sub")[len(items) % 2]
+        a, b = (_random_number(rng, d) for d in rng.choices(digits, k=2))
+        if op == "sub" and a < b:
+            a, b = b, a
+        if _held_out(op, a, b):
+            continue
+        word, zh_word, sign = ARITHMETIC_OPS[op]
+        question = PHRASINGS[lang, op][0].format(a=a, b=b)
+        if place:  # the place trace's first line: the operands lined up by place
+            prompt = f"把这道题的数按数位对齐，不用算：{question}" if lang == "zh" else \
+                f"Line up the numbers of this question by place, do not work it out: {question}"
+            items.append({"prompt": prompt, "response": lined_up(a, b, lang)})
+            continue
+        prompt = f"用数字和符号写出来，不用算：{question}" if lang == "zh" else \
+            f"Write it with numbers and a sign, do not work it out: {question}"
+        items.append({"prompt": prompt, "response": f"{a}{zh_word}{b}" if lang == "zh" else f"{a} {sign} {b}"})
+    return items
+
+
 def arithmetic_conversation(item, way):
     """One item as an OpenAI-style conversation, answered the `way` a chain trains: 'direct' (the answer sentence),
     'think' (the worked steps as reasoning_content, then the answer), 'scratch' (the same steps, each saying what is
-    left and the answer so far), 'restate' (the steps after a line that copies the operands) or 'tool' (a calculator
+    left and the answer so far), 'restate' (the steps after a line that copies the operands), 'restate-scratch' (both)
+    or 'tool' (a calculator
     call, its result as a tool message, then the answer)."""
     user = {"role": "user", "content": item["prompt"]}
     if way == "direct":
         return [user, {"role": "assistant", "content": item["response"]}]
-    if way in ("think", "scratch", "restate", "place"):
+    if way in ("think", "scratch", "restate", "restate-scratch", "place"):
         # the scratchpad and place traces are made only when asked for (footholds tried: every other chain's items
         # would pay for them)
-        kind = {"scratch": dict(scratch=True), "place": dict(place=True)}.get(way)
+        kind = {"scratch": dict(scratch=True), "place": dict(place=True),
+                "restate-scratch": dict(scratch=True, restate=True)}.get(way)
         steps = "\n".join(worked_steps(item["op"], item["a"], item["b"], item["lang"], **kind)) if kind \
             else {"think": item["reasoning"], "restate": item["restated"]}[way]
         return [user, {"role": "assistant", "reasoning_content": steps, "content": item["response"]}]
@@ -660,7 +733,8 @@ def arithmetic_conversation(item, way):
         return [user, {"role": "assistant", "content": "", "tool_calls": [call]},
                 {"role": "tool", "tool_call_id": "call_0", "content": tools.calculate(item["expression"])},
                 {"role": "assistant", "content": item["response"]}]
-    raise ValueError(f"way must be 'direct', 'think', 'scratch', 'restate', 'place' or 'tool', got {way!r}")
+    raise ValueError(f"way must be 'direct', 'think', 'scratch', 'restate', 'restate-scratch', 'place' or 'tool', "
+                     f"got {way!r}")
 
 
 

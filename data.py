@@ -417,7 +417,7 @@ def builtin_records(kind):
 
 # arithmetic-think-1-2: 1 or 2 digits; arithmetic-think-phrased: questions worded many ways (held out: other wordings);
 # arithmetic-think-reworded: GRPO prompts in the held-out wordings only (RL on wordings SFT never saw)
-ARITHMETIC_SOURCE = re.compile(r"arithmetic-(direct|think|scratch|restate|place|tool)(-phrased|-reworded)?((?:-[1-9])*)")
+ARITHMETIC_SOURCE = re.compile(r"arithmetic-(direct|think|scratch|restate-scratch|restate|place|tool)(-phrased|-reworded)?((?:-[1-9])*)")
 ARITHMETIC_TRAIN_ITEMS = 20000  # distinct operand pairs are ~650k: the model sees few twice
 
 
@@ -425,7 +425,8 @@ def arithmetic_records(source, kind, split, n=None):
     """builtin_data.arithmetic_items as SFT conversations (kind chat) or as prompts with answers (kind prompt), answered
     the way the source names: arithmetic-direct (the answer), -think (worked steps as reasoning, then the answer),
     -scratch (the same steps with what is left and the answer so far on each line), -restate (the same steps after a
-    line that copies the operands: arithmetic-restate-phrased reads unseen wordings as well as seen ones), -place (the
+    line that copies the operands: arithmetic-restate-phrased reads unseen wordings as well as seen ones),
+    -restate-scratch (the copy, then the scratchpad's lines: a 2to3 foothold tried), -place (the
     operands lined up by place, the columns named by place: a 2to3 foothold tried, builtin_data.worked_steps), -tool
     (a calculator call, its result, the answer; the calculator is offered in the system turn). Numbers have 3 digits,
     or the digit counts the source lists (arithmetic-think-1-2: 1 or 2). split 'heldout': operand pairs no training
@@ -504,6 +505,16 @@ def load_datasets(specs, kind, seed=0, val_split=0.05, global_ratio=1.0, max_rec
                 raise DataError(f"--data place-chores: conversations, for train_sft.py; this stage needs {kind}")
             records = [[{"role": "user", "content": it["prompt"]}, {"role": "assistant", "content": it["response"]}]
                        for it in builtin_data.place_chores()]
+        elif src.path == "restate-chores":  # a sum of 1-5 digit numbers written with numbers and a sign, not worked
+            if kind != "chat":
+                raise DataError(f"--data restate-chores: conversations, for train_sft.py; this stage needs {kind}")
+            records = [[{"role": "user", "content": it["prompt"]}, {"role": "assistant", "content": it["response"]}]
+                       for it in builtin_data.restate_chores()]
+        elif src.path == "lineup-chores":  # a sum of 1-5 digit numbers lined up by place, not worked
+            if kind != "chat":
+                raise DataError(f"--data lineup-chores: conversations, for train_sft.py; this stage needs {kind}")
+            records = [[{"role": "user", "content": it["prompt"]}, {"role": "assistant", "content": it["response"]}]
+                       for it in builtin_data.restate_chores(place=True)]
         elif re.fullmatch(r"arithmetic(-[1-9])*", src.path):  # sums made on the fly, with answers a program checks
             if kind != "prompt":
                 raise DataError(f"--data {src.path}: prompts with answers, for train_grpo.py / train_ppo.py; this stage needs {kind}")

@@ -35,7 +35,7 @@ from model import answer_logprobs, entropy_from_logits, load_model, load_value_m
 from tokenizer import BPETokenizer
 from tools import AVAILABLE, final_answer
 
-REWARDS = ("correct", "format", "model", "digits")
+REWARDS = ("correct", "format", "model", "digits", "restate", "columns")
 
 
 # ----------------------------------------------------------------------------- 1. flags
@@ -64,8 +64,12 @@ def parse_args(argv=None):
     p.add_argument("--rewards", nargs="+", default=["correct", "format"], choices=REWARDS,
                    help="correct: 1 if the answer is right (builtin_data.check_answer_strictly); format: 1 for one "
                         "finished sentence; model: a reward model's score; digits: the share of the answer's digits "
-                        "right, in place (builtin_data.digit_credit), partial credit where whole answers are rare")
-    p.add_argument("--reward-weights", type=float, nargs="+", default=None, help="one per --rewards (default 1, 0.25, 1)")
+                        "right, in place (builtin_data.digit_credit), partial credit where whole answers are rare; "
+                        "restate: the share of the operands the reasoning's first line copies "
+                        "(builtin_data.restate_credit); "
+                        "columns: the share of column lines that work the right digits (builtin_data.column_credit)")
+    p.add_argument("--reward-weights", type=float, nargs="+", default=None,
+                   help="one per --rewards (default: correct 1, format 0.25, model 1, digits 1, restate 0.25, columns 0.5)")
     p.add_argument("--reward-model", default=None, help="reward model run directory, for --rewards model")
     p.add_argument("--eval-batch", type=int, default=128, help="held-out prompts answered greedily at each eval")
     p.add_argument("--tools", nargs="+", default=[], choices=sorted(AVAILABLE),
@@ -76,7 +80,7 @@ def parse_args(argv=None):
     tu.check_flags(args, at_least=dict(num_generations=2, prompts_per_step=1, micro_batch=1, num_iterations=1,
                                        max_new_tokens=1, eval_batch=1, beta=0, max_tool_calls=0),
                    above=dict(temperature=0, epsilon=0, epsilon_high=0))
-    defaults = {"correct": 1.0, "format": 0.25, "model": 1.0, "digits": 1.0}
+    defaults = {"correct": 1.0, "format": 0.25, "model": 1.0, "digits": 1.0, "restate": 0.25, "columns": 0.5}
     args.reward_weights = args.reward_weights or [defaults[r] for r in args.rewards]
     if len(args.reward_weights) != len(args.rewards):
         raise ValueError(f"--reward-weights: {len(args.reward_weights)} weights for {len(args.rewards)} --rewards")
@@ -160,8 +164,8 @@ def main(argv=None):
     held_out = None if args.val_data else heldout_prompts(args.data)  # built-in data: questions never trained on
     val_prompts = held_out or val_prompts
     val_prompts = (val_prompts or train_prompts)[:args.eval_batch]
-    if {"correct", "digits"} & set(args.rewards) and any(p["answer"] is None for p in train_prompts):
-        raise ValueError("--rewards correct/digits needs prompts with an 'answer' field (the built-in and arithmetic "
+    if {"correct", "digits", "columns"} & set(args.rewards) and any(p["answer"] is None for p in train_prompts):
+        raise ValueError("--rewards correct/digits/columns needs prompts with an 'answer' field (the built-in and arithmetic "
                          "data have them; files in the 'prompt' format may)")
     offered = [AVAILABLE[name] for name in args.tools] or None  # --tools: offered to every prompt that offers none
     # prompts that leave no room for --max-new-tokens in --seq-len are cut from the left (the latest turn is kept)
@@ -207,6 +211,12 @@ def main(argv=None):
                 values = [builtin_data.digit_credit(t, r["answer"]) for t, r in zip(texts, records)]
             elif name == "format":
                 values = [format_reward(t, f) for t, f in zip(texts, finished)]
+            elif name == "columns":
+                values = [builtin_data.column_credit(tokenizer.decode(r), p["prompt"][-1]["content"], p["answer"])
+                          for r, p in zip(responses, records)]
+            elif name == "restate":
+                values = [builtin_data.restate_credit(tokenizer.decode(r), p["prompt"][-1]["content"])
+                          for r, p in zip(responses, records)]
             else:
                 with tu.autocast(run):
                     values = values_at_last_token(reward_model(ids, prompt_lengths)[0], lengths).tolist()

@@ -224,3 +224,46 @@ def test_reworded_source_asks_training_pairs_in_the_held_out_wordings_and_only_a
         arithmetic_records("arithmetic-think-phrased", "prompt", "heldout")
     with pytest.raises(DataError, match="prompts for RL"):
         arithmetic_records("arithmetic-think-reworded", "chat", "train", n=10)
+
+
+def test_reading_and_column_credit_check_each_step_against_the_question():
+    """GRPO's --rewards restate and columns (the 2to3 chain's footholds): a program checks that the reasoning's first
+    line copies both operands and that each column line works the right digits with the right carry or borrow; no
+    trace is compared, so a true trace in any of the chains' notations scores 1 and each wrong step costs its share."""
+    q, a = "What is 784 plus 476?", "1260"
+    assert builtin_data.restate_credit("<think>\n784 + 476:\n4 + 6 = 10, write 0", q) == 1.0
+    assert builtin_data.restate_credit("<think>\n74 + 476:\n4 + 6 = 10, write 0", q) == 0.5  # 784 read as 74
+    assert builtin_data.restate_credit("<think>\n784 + 476.\n</think>\n\n1260", q) == 0.0  # no column: no credit
+    assert builtin_data.restate_credit("<think>\n4 + 6 = 10, write 0", q) == 0.0 and builtin_data.restate_credit("", q) == 0.0
+    for op, x, y in [("add", 784, 476), ("sub", 702, 476), ("add", 99, 5), ("sub", 1000, 1)]:
+        for lang in ("en", "zh"):
+            question = builtin_data.PHRASINGS[lang, op][0].format(a=x, b=y)
+            answer = str(x + y if op == "add" else x - y)
+            for kind in (dict(), dict(restate=True), dict(scratch=True, restate=True), dict(place=True)):
+                trace = "<think>\n" + "\n".join(worked_steps(op, x, y, lang, **kind)) + "\n</think>\n\nok"
+                assert builtin_data.column_credit(trace, question, answer) == 1.0, (question, kind)
+    two = "<think>\n784 + 476:\n4 + 6 = 10, write 0, carry 1.\n8 + 7 = 15, write 15.\nSo 784 + 476 = 150.\n</think>"
+    assert builtin_data.column_credit(two, q, a) == pytest.approx(1 / 3)  # the tens forgot the carry, no hundreds
+    wrong_digits = "<think>\n4 + 6 = 10, write 0, carry 1.\n7 + 7 + 1 = 15, write 5, carry 1.\n8 + 4 + 1 = 13, write 13."
+    assert builtin_data.column_credit(wrong_digits, q, a) == pytest.approx(1 / 3)  # the tens read from the hundreds
+    assert builtin_data.column_credit(two, "Where does Mira live?", "Oakton") == 0.0
+
+
+def test_reading_chores_write_the_question_without_working_it():
+    """restate-chores / lineup-chores: a sum or difference of 1-5 digit numbers written with numbers and a sign (or
+    lined up by place), never worked out, never a held-out operand pair."""
+    for place in (False, True):
+        chores = builtin_data.restate_chores(400, place=place)
+        for c in chores:
+            x, y = (int(n) for n in re.findall(r"\d+", c["prompt"].split("：")[-1].split(": ")[-1])[:2])
+            assert not builtin_data._held_out("add" if "plus" in c["prompt"] or "加" in c["prompt"] else "sub", x, y)
+            assert re.match(rf"{x}( [+-] |加|减|和| and ){y}", c["response"]), c
+            assert not re.search(r"=|write|写|等于|So |所以", c["response"]), c
+        assert {len(n) for c in chores for n in re.findall(r"\d+", c["response"])[:2]} >= {1, 2, 3, 4, 5}
+    from data import DataError, load_datasets
+    records, _, _ = load_datasets(["restate-chores", "lineup-chores"], "chat")
+    assert any(" and " in r[1]["content"] for r in records) and any(" + " in r[1]["content"] for r in records)
+    with pytest.raises(DataError, match="restate-chores: conversations"):
+        load_datasets(["restate-chores"], "text")
+    scratch, _, _ = load_datasets(["arithmetic-restate-scratch-1-2"], "chat")
+    assert all(len(r[1]["reasoning_content"].splitlines()) <= 4 for r in scratch)  # the copy, two columns, "So ..."

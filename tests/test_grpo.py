@@ -204,13 +204,15 @@ def test_grpo_runs_with_a_likelihood_reward_model_as_its_only_reward(stage_dirs,
     assert "rewards/model/mean" in trained[0] and trained[0]["reward"] == pytest.approx(trained[0]["rewards/model/mean"])
 
 
-def test_grpo_partial_credit_reward_is_the_share_of_digits_in_place(stage_dirs, tmp_path):
-    """--rewards digits (the foothold measured for 3-digit sums): each answer's reward is builtin_data.digit_credit."""
+def test_grpo_partial_credit_rewards_add_up_with_their_default_weights(stage_dirs, tmp_path):
+    """--rewards digits restate columns (the footholds measured for 3-digit sums): each answer's reward is
+    builtin_data.digit_credit + 0.25 x restate_credit + 0.5 x column_credit, each logged."""
     out = str(tmp_path / "digits")
     train_grpo.main(GRPO + ["--init-from", stage_dirs["sft"], "--data", "arithmetic-think-1-2", "--rewards", "digits",
-                            "--max-steps", "1", "--eval-interval", "1", "--out-dir", out])
+                            "restate", "columns", "--max-steps", "1", "--eval-interval", "1", "--out-dir", out])
     trained = [r for r in rows(out) if "reward" in r][0]
-    assert 0 <= trained["rewards/digits/mean"] <= 1 and trained["reward"] == pytest.approx(trained["rewards/digits/mean"])
+    parts = [trained[f"rewards/{name}/mean"] for name in ("digits", "restate", "columns")]
+    assert all(0 <= p <= 1 for p in parts) and trained["reward"] == pytest.approx(parts[0] + 0.25 * parts[1] + 0.5 * parts[2])
 
 
 def test_grpo_inspect_shows_one_group_with_rewards_and_advantages(stage_dirs, tmp_path, capsys):
