@@ -254,6 +254,12 @@ def digit_credit(response, answer):
     return sum(a == b for a, b in zip(got, want)) / max(len(got), len(want))
 
 
+def _reasoning(response):
+    """What a response reasons between <think> and </think> (all of it where it opened none: a step written outside
+    the block still counts for the step rewards)."""
+    return response.split("<think>", 1)[-1].split("</think>", 1)[0]
+
+
 def restate_credit(response, question):
     """Partial credit for reading the question: the share of its two operands that the reasoning's first line copies
     whole, in order (the restate trace's '784 + 476:'). GRPO's --rewards restate: a foothold where SFT reads a longer
@@ -261,7 +267,7 @@ def restate_credit(response, question):
     "What is 784 plus 476?") -> 0.5. The copy counts only where a column line follows it: ungated, GRPO learned to
     write the copy and stop (BENCHMARKS.md)."""
     wanted = re.findall(r"\d+", question)[:2]
-    body = response.split("<think>", 1)[-1].split("</think>", 1)[0].strip()
+    body = _reasoning(response).strip()
     if not re.search(r"write|写", body):  # a copy with no column after it earns nothing (else GRPO stops there)
         return 0.0
     got = re.findall(r"\d+", body.splitlines()[0])
@@ -294,8 +300,7 @@ def column_credit(response, question, answer):
         return 0.0
     lang = "zh" if re.search(r"[\u4e00-\u9fff]", question) else "en"
     wanted = [_column_equation(line) for line in worked_steps(op, a, b, lang)[:-1]]  # the column lines, not 'So ...'
-    body = response.split("<think>", 1)[-1].split("</think>", 1)[0]
-    written = [_column_equation(line) for line in body.splitlines() if re.search(r"write|写", line)]
+    written = [_column_equation(line) for line in _reasoning(response).splitlines() if re.search(r"write|写", line)]
     return sum(w == g for w, g in zip(wanted, written)) / len(wanted)
 
 
@@ -697,7 +702,7 @@ def restate_chores(n=10000, seed=0, digits=(1, 2, 3, 4, 5), place=False):
             a, b = b, a
         if _held_out(op, a, b):
             continue
-        word, zh_word, sign = ARITHMETIC_OPS[op]
+        _, zh_word, sign = ARITHMETIC_OPS[op]
         question = PHRASINGS[lang, op][0].format(a=a, b=b)
         if place:  # the place trace's first line: the operands lined up by place
             prompt = f"把这道题的数按数位对齐，不用算：{question}" if lang == "zh" else \

@@ -419,6 +419,14 @@ def builtin_records(kind):
 # arithmetic-think-reworded: GRPO prompts in the held-out wordings only (RL on wordings SFT never saw)
 ARITHMETIC_SOURCE = re.compile(r"arithmetic-(direct|think|scratch|restate-scratch|restate|place|tool)(-phrased|-reworded)?((?:-[1-9])*)")
 ARITHMETIC_TRAIN_ITEMS = 20000  # distinct operand pairs are ~650k: the model sees few twice
+# --data NAME -> the builtin_data function that makes its chores ([{"prompt", "response"}]), SFT data on numbers that
+# works no sum: 2to3 footholds tried (BENCHMARKS.md)
+CHAT_CHORES = {
+    "digit-chores": builtin_data.digit_chores,      # what is left of two 2-4 digit numbers without their last digits
+    "place-chores": builtin_data.place_chores,      # numbers of 1-5 digits read by place and put together
+    "restate-chores": builtin_data.restate_chores,  # a sum of 1-5 digit numbers written with numbers and a sign
+    "lineup-chores": lambda: builtin_data.restate_chores(place=True),  # the same sum lined up by place
+}
 
 
 def arithmetic_records(source, kind, split, n=None):
@@ -495,26 +503,11 @@ def load_datasets(specs, kind, seed=0, val_split=0.05, global_ratio=1.0, max_rec
             if kind != "text":
                 raise DataError(f"--data builtin-made-up: documents, for train_pretrain.py; this stage needs {kind}")
             records = builtin_data.made_up_texts()
-        elif src.path == "digit-chores":  # what is left of two 2-4 digit numbers without their last digits
+        elif src.path in CHAT_CHORES:  # chores on numbers in chat form, no arithmetic worked (the 2to3 footholds)
             if kind != "chat":
-                raise DataError(f"--data digit-chores: conversations, for train_sft.py; this stage needs {kind}")
+                raise DataError(f"--data {src.path}: conversations, for train_sft.py; this stage needs {kind}")
             records = [[{"role": "user", "content": it["prompt"]}, {"role": "assistant", "content": it["response"]}]
-                       for it in builtin_data.digit_chores()]
-        elif src.path == "place-chores":  # numbers of 1-5 digits read by place and put together, in chat form
-            if kind != "chat":
-                raise DataError(f"--data place-chores: conversations, for train_sft.py; this stage needs {kind}")
-            records = [[{"role": "user", "content": it["prompt"]}, {"role": "assistant", "content": it["response"]}]
-                       for it in builtin_data.place_chores()]
-        elif src.path == "restate-chores":  # a sum of 1-5 digit numbers written with numbers and a sign, not worked
-            if kind != "chat":
-                raise DataError(f"--data restate-chores: conversations, for train_sft.py; this stage needs {kind}")
-            records = [[{"role": "user", "content": it["prompt"]}, {"role": "assistant", "content": it["response"]}]
-                       for it in builtin_data.restate_chores()]
-        elif src.path == "lineup-chores":  # a sum of 1-5 digit numbers lined up by place, not worked
-            if kind != "chat":
-                raise DataError(f"--data lineup-chores: conversations, for train_sft.py; this stage needs {kind}")
-            records = [[{"role": "user", "content": it["prompt"]}, {"role": "assistant", "content": it["response"]}]
-                       for it in builtin_data.restate_chores(place=True)]
+                       for it in CHAT_CHORES[src.path]()]
         elif re.fullmatch(r"arithmetic(-[1-9])*", src.path):  # sums made on the fly, with answers a program checks
             if kind != "prompt":
                 raise DataError(f"--data {src.path}: prompts with answers, for train_grpo.py / train_ppo.py; this stage needs {kind}")

@@ -201,7 +201,8 @@ def main(argv=None):
     @torch.no_grad()
     def score(records, ids, lengths, prompt_lengths, responses):
         """(rewards (N,) weighted over --rewards, {reward name: (N,)}, held-out style accuracy (N,) by check_answer)."""
-        texts = [final_answer(tokenizer.decode(r)) for r in responses]  # the answer after any reasoning or tool turns
+        decoded = [tokenizer.decode(r) for r in responses]
+        texts = [final_answer(t) for t in decoded]  # the answer after any reasoning or tool turns
         finished = [tokenizer.eos_id in r for r in responses]
         per_reward = {}
         for name in args.rewards:
@@ -212,11 +213,10 @@ def main(argv=None):
             elif name == "format":
                 values = [format_reward(t, f) for t, f in zip(texts, finished)]
             elif name == "columns":
-                values = [builtin_data.column_credit(tokenizer.decode(r), p["prompt"][-1]["content"], p["answer"])
-                          for r, p in zip(responses, records)]
+                values = [builtin_data.column_credit(t, p["prompt"][-1]["content"], p["answer"])
+                          for t, p in zip(decoded, records)]
             elif name == "restate":
-                values = [builtin_data.restate_credit(tokenizer.decode(r), p["prompt"][-1]["content"])
-                          for r, p in zip(responses, records)]
+                values = [builtin_data.restate_credit(t, p["prompt"][-1]["content"]) for t, p in zip(decoded, records)]
             else:
                 with tu.autocast(run):
                     values = values_at_last_token(reward_model(ids, prompt_lengths)[0], lengths).tolist()

@@ -21,9 +21,12 @@ def clean_env(**extra):
     return {**{k: v for k, v in os.environ.items() if k not in dropped}, **extra}
 
 
+def exercises_command(*args):
+    return [sys.executable, "-m", "pytest", "exercises", "-q", "-p", "no:cacheprovider", *args]
+
+
 def run_exercises(*args):
-    cmd = [sys.executable, "-m", "pytest", "exercises", "-q", "-p", "no:cacheprovider", *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=clean_env())
+    return subprocess.run(exercises_command(*args), cwd=ROOT, capture_output=True, text=True, timeout=900, env=clean_env())
 
 
 def counts(output):
@@ -67,9 +70,8 @@ def test_every_stub_fails_every_test_with_one_readable_line(solution_run):
 
 def test_dash_k_name_selects_exactly_that_exercises_tests():
     # one collecting pytest per exercise, all at once (one after another they took ~35 s of the suite)
-    cmd = [sys.executable, "-m", "pytest", "exercises", "-q", "-p", "no:cacheprovider", "--collect-only", "-k"]
-    runs = [subprocess.Popen(cmd + [name], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env=clean_env()) for name in start.ORDER]
+    runs = [subprocess.Popen(exercises_command("--collect-only", "-k", name), cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, env=clean_env()) for name in start.ORDER]
     for i, (name, run) in enumerate(zip(start.ORDER, runs), 1):
         ids = [line for line in run.communicate(timeout=900)[0].splitlines() if "::" in line]
         assert ids and all(line.startswith(f"exercises/test_{i:02d}_{name}.py::") for line in ids), (name, ids)
