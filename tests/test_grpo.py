@@ -149,6 +149,31 @@ def test_micro_batches_of_answers_sorted_by_length_give_the_whole_batch_s_update
     assert len(losses[0]) == 6 and losses[0][1] > 0.1 and losses[0] == pytest.approx(losses[1], rel=1e-4, abs=1e-6)
 
 
+def test_answers_whose_group_scored_the_same_are_not_run_and_the_update_is_unchanged(stage_dirs, tmp_path, monkeypatch):
+    """Without a KL term an answer with advantage 0 adds nothing to the gradient: the loop runs only the others and
+    takes the same steps as when it runs every answer (and every answer runs when there is a KL term)."""
+    assert train_grpo.answers_to_run(torch.tensor([0.5, 0.0, -0.5]), every=False).tolist() == [0, 2]
+    assert train_grpo.answers_to_run(torch.tensor([0.5, 0.0, -0.5]), every=True).tolist() == [0, 1, 2]
+    run_rows = []
+    real = train_grpo.answer_logprobs
+    monkeypatch.setattr(train_grpo, "answer_logprobs", lambda model, x, *a: run_rows.append(len(x)) or real(model, x, *a))
+    common = GRPO + ["--init-from", stage_dirs["sft"], "--max-steps", "4", "--eval-interval", "4", "--eval-batch", "1"]
+    train_grpo.main(common + ["--out-dir", str(tmp_path / "skip")])
+    skipped_run = sum(run_rows)
+    monkeypatch.setattr(train_grpo, "answers_to_run", lambda advantages, every: torch.arange(len(advantages)))
+    run_rows.clear()
+    train_grpo.main(common + ["--out-dir", str(tmp_path / "every")])
+    every_run = sum(run_rows)
+    steps = [[r[k] for r in rows(tmp_path / d) if "loss" in r for k in ("loss", "grad_norm")] for d in ("skip", "every")]
+    zero_std = [r["frac_reward_zero_std"] for r in rows(tmp_path / "every") if "loss" in r]
+    assert len(steps[0]) == 8 and max(steps[0]) > 0.1 and 0 < sum(zero_std) < 4  # some groups scored alike, some not
+    assert steps[0] == pytest.approx(steps[1], rel=1e-4, abs=1e-6)
+    # the weights too: a step where no answer runs still moves AdamW by its moments, as a zero gradient does
+    weights = [torch.load(tmp_path / d / "ckpt_latest.pt", weights_only=True)["model"] for d in ("skip", "every")]
+    assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-6) for k in weights[1])
+    assert skipped_run < every_run
+
+
 def test_the_loss_plot_is_drawn_at_most_every_30_s_and_at_the_last_eval(stage_dirs, tmp_path, monkeypatch):
     """Drawing the plot costs ~0.5 s: with an eval at every step of a short run it is drawn at the first eval and at
     the last (with what the run logged), not at the evals between."""
