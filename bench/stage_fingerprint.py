@@ -5,6 +5,7 @@ if every logged number is identical, to the last bit.
 
     python bench/stage_fingerprint.py --record bench/fingerprint.json     # before the change
     python bench/stage_fingerprint.py --check bench/fingerprint.json      # after it: exit 1 on any difference
+    python bench/stage_fingerprint.py --compare before.json after.json    # two records, nothing run
 
 Each stage runs a few dozen steps in this process (pretrain, SFT, LoRA SFT, reward model, DPO, PPO, GRPO,
 distillation), one after another as `make pipeline` chains them. Timings and memory are left out (they differ run to
@@ -103,7 +104,13 @@ def main(argv=None):
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--record", metavar="FILE", help="run every stage and write their logged numbers to FILE")
     what.add_argument("--check", metavar="FILE", help="run every stage and compare with FILE; exit 1 on a difference")
+    what.add_argument("--compare", nargs=2, metavar=("RECORDED", "MEASURED"),
+                      help="compare two records (each from --record), running nothing; exit 1 on a difference")
     args = p.parse_args(argv)
+    if args.compare:
+        with open(args.compare[1]) as f:
+            other = json.load(f)
+        return compare(args.compare[0], other["stages"], other["machine"])
     torch.set_num_threads(torch.get_num_threads())
     with tempfile.TemporaryDirectory() as root:
         measured = fingerprint(root)
@@ -114,17 +121,22 @@ def main(argv=None):
         print(f"recorded {sum(map(len, measured.values()))} logged rows of {len(measured)} stages in {args.record} "
               f"({here['cpu']}, torch {here['torch']})")
         return 0
-    with open(args.check) as f:
+    return compare(args.check, measured, here)
+
+
+def compare(path, measured, here):
+    """Print each difference between the record in `path` and `measured` (made on machine `here`); 1 if any."""
+    with open(path) as f:
         record = json.load(f)
     if record["machine"] != here:
-        raise ValueError(f"{args.check}: recorded on {record['machine']}, this is {here}: float rounding differs between "
+        raise ValueError(f"{path}: recorded on {record['machine']}, this is {here}: float rounding differs between "
                          f"machines, so record again here (on the commit before the change) and compare that")
     diff = differences(record["stages"], measured)
     for line in diff[:40]:
         print(line)
     rows = sum(map(len, measured.values()))
     print(f"{'identical' if not diff else f'{len(diff)} differences'}: {rows} logged rows of {len(measured)} stages "
-          f"against {args.check}")
+          f"against {path}")
     return 1 if diff else 0
 
 

@@ -123,9 +123,11 @@ def test_stage_fingerprint_is_identical_run_to_run_and_names_a_changed_number(tm
         data = json.load(f)
     row = next(r for r in data["stages"]["dpo"] if "loss" in r)
     row["loss"] += 1e-7
-    with open(record, "w") as f:
+    changed = str(tmp_path / "changed.json")
+    with open(changed, "w") as f:
         json.dump(data, f)
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "stage_fingerprint.py"), "--check", record],
+    # the comparison --check makes after its run, on two records (a third run of every stage took ~10 s)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "stage_fingerprint.py"), "--compare", changed, record],
                        cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert r.returncode == 1 and "dpo row" in r.stdout and f"(step {row['step']}) loss:" in r.stdout, r.stdout
 

@@ -53,7 +53,8 @@ DISTILL = FAST + ["--max-steps", "4", "--eval-interval", "2", "--alpha", "0.6", 
 
 def test_distillation_logs_the_loss_it_optimises_and_top_k_of_every_token_is_the_live_teacher(stage_dirs, tmp_path):
     live, topk = str(tmp_path / "live"), str(tmp_path / "topk")
-    teacher = ["--teacher", stage_dirs["pretrain"]]
+    # 300 documents: --teacher-topk computes the teacher's top-k at every position of every training sample first
+    teacher = ["--teacher", stage_dirs["pretrain"], "--data", "builtin:1:300"]
     train_distill.main(DISTILL + teacher + ["--out-dir", live])
     train_distill.main(DISTILL + teacher + ["--out-dir", topk, "--teacher-topk", "512"])  # the whole 512-token vocab
     trained = [r for r in rows(live) if "train_loss" in r]
