@@ -18,6 +18,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -34,13 +35,14 @@ def runs(args):
                               for name in ("reward_weak", "ppo_hacking", "ppo_curve"))
     common = ["--config", args.config, "--init-from", sft, "--seed", str(args.seed)]
     last = args.stage_args  # last on each line, so they win over the flags above
+    ppo_last = shlex.split(args.ppo_args) + last
     return {
         "weak reward model": (weak, ["train_reward.py", *common, "--no-likelihood", "--out-dir", weak, *last]),
         "hacking": (hacking, ["train_ppo.py", *common, "--reward-model", weak, "--no-adaptive-kl", "--kl-coef", "0",
-                              "--max-steps", str(args.hacking_steps), "--eval-interval", "5", "--out-dir", hacking, *last]),
+                              "--max-steps", str(args.hacking_steps), "--eval-interval", "5", "--out-dir", hacking, *ppo_last]),
         "default": (default, ["train_ppo.py", *common, "--reward-model", reward, "--eval-interval", "10",
                               *(["--max-steps", str(args.default_steps)] if args.default_steps else []), "--out-dir", default,
-                              *last]),
+                              *ppo_last]),
     }
 
 
@@ -79,6 +81,8 @@ def main(argv=None):
     p.add_argument("--default-steps", type=int, default=None, help="PPO updates of the default run (default: train_ppo.py's)")
     p.add_argument("--stage-args", nargs=argparse.REMAINDER, default=[],
                    help="flags added to every command (last on the line), e.g. --stage-args --dtype float32")
+    p.add_argument("--ppo-args", default="", help="flags added to both PPO commands only, as one string, e.g. "
+                   "--ppo-args='--rollout-batch 16' (as the Makefile's PPO_ARGS)")
     p.add_argument("--out", default=os.path.join(ROOT, "bench"), help="folder for the figure and results")
     args = p.parse_args(argv)
     for stage in ("sft", "reward"):

@@ -177,7 +177,8 @@ def test_reward_hacking_runs_both_ppo_runs_and_plots_proxy_and_gold_against_kl(s
     # flags every stage takes, last on each command line: two steps of everything, small batches, fp32
     tiny = ["--max-steps", "2", "--eval-interval", "2", "--batch-size", "4", "--seq-len", "64", "--eval-iters", "2",
             "--dtype", "float32", "--warmup-steps", "0"]
-    out = bench("reward_hacking.py", "--runs", str(runs), "--out", str(tmp_path), "--stage-args", *tiny, tmp=tmp_path,
+    ppo = "--ppo-args=--rollout-batch 4 --minibatch-size 2 --ppo-epochs 1 --max-new-tokens 6 --eval-batch 4"
+    out = bench("reward_hacking.py", "--runs", str(runs), "--out", str(tmp_path), ppo, "--stage-args", *tiny, tmp=tmp_path,
                 timeout=600)
     assert "gold accuracy" in out and os.path.isfile(tmp_path / "reward_hacking.png")
     results = json.load(open(tmp_path / "reward_hacking_results.json"))
@@ -186,6 +187,7 @@ def test_reward_hacking_runs_both_ppo_runs_and_plots_proxy_and_gold_against_kl(s
     assert all({"kl", "proxy", "gold"} <= set(p) for c in curves for p in c)
     weak = json.load(open(runs / "ppo_hacking_tiny" / "config.json"))["args"]
     assert weak["kl_coef"] == 0 and not weak["adaptive_kl"] and weak["reward_model"].endswith("reward_weak_tiny")
+    assert weak["rollout_batch"] == 4 and weak["max_new_tokens"] == 6  # --ppo-args reach the PPO runs
     assert not json.load(open(runs / "reward_weak_tiny" / "config.json"))["args"]["likelihood"]
 
 
