@@ -167,6 +167,7 @@ def test_answers_whose_group_scored_the_same_are_not_run_and_the_update_is_uncha
     steps = [[r[k] for r in rows(tmp_path / d) if "loss" in r for k in ("loss", "grad_norm")] for d in ("skip", "every")]
     zero_std = [r["frac_reward_zero_std"] for r in rows(tmp_path / "every") if "loss" in r]
     assert len(steps[0]) == 8 and max(steps[0]) > 0.1 and 0 < sum(zero_std) < 4  # some groups scored alike, some not
+    assert 1.0 in zero_std  # and a step where every group did, so no answer ran
     assert steps[0] == pytest.approx(steps[1], rel=1e-4, abs=1e-6)
     # the weights too: a step where no answer runs still moves AdamW by its moments, as a zero gradient does
     weights = [torch.load(tmp_path / d / "ckpt_latest.pt", weights_only=True)["model"] for d in ("skip", "every")]
