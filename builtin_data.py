@@ -268,19 +268,20 @@ def restate_credit(response, question):
     write the copy and stop (BENCHMARKS.md)."""
     wanted = re.findall(r"\d+", question)[:2]
     body = _reasoning(response).strip()
-    if not re.search(r"write|写", body):  # a copy with no column after it earns nothing (else GRPO stops there)
+    if not _WRITE.search(body):  # a copy with no column after it earns nothing (else GRPO stops there)
         return 0.0
     got = re.findall(r"\d+", body.splitlines()[0])
     return sum(g == w for g, w in zip(got, wanted)) / 2 if len(wanted) == 2 else 0.0
 
 
 _EQUATION = re.compile(r"(\d+(?:\s*(?:\+|-|加|减)\s*\d+)+)\s*(?:=|等于)\s*(\d+)")
+_WRITE = re.compile(r"write|写")  # the word of a column line ('..., write 4, carry 1.' / '...，写4，进1。')
 
 
 def _column_equation(line):
     """A column line's last equation before its 'write', spaces dropped: '7 + 5 + 1 = 13, write 3, carry 1.' ->
     '7+5+1=13'; '4 - 1 = 3 (lent 1); 3 < 6, borrow 1: 13 - 6 = 7, write 7.' -> '13-6=7'; None without one."""
-    found = _EQUATION.findall(re.split(r"write|写", line)[0])
+    found = _EQUATION.findall(_WRITE.split(line)[0])
     return re.sub(r"\s", "", f"{found[-1][0]}={found[-1][1]}") if found else None
 
 
@@ -300,7 +301,7 @@ def column_credit(response, question, answer):
         return 0.0
     lang = "zh" if re.search(r"[\u4e00-\u9fff]", question) else "en"
     wanted = [_column_equation(line) for line in worked_steps(op, a, b, lang)[:-1]]  # the column lines, not 'So ...'
-    written = [_column_equation(line) for line in _reasoning(response).splitlines() if re.search(r"write|写", line)]
+    written = [_column_equation(line) for line in _reasoning(response).splitlines() if _WRITE.search(line)]
     return sum(w == g for w, g in zip(wanted, written)) / len(wanted)
 
 
@@ -719,8 +720,7 @@ def arithmetic_conversation(item, way):
     """One item as an OpenAI-style conversation, answered the `way` a chain trains: 'direct' (the answer sentence),
     'think' (the worked steps as reasoning_content, then the answer), 'scratch' (the same steps, each saying what is
     left and the answer so far), 'restate' (the steps after a line that copies the operands), 'restate-scratch' (both)
-    or 'tool' (a calculator
-    call, its result as a tool message, then the answer)."""
+    or 'tool' (a calculator call, its result as a tool message, then the answer)."""
     user = {"role": "user", "content": item["prompt"]}
     if way == "direct":
         return [user, {"role": "assistant", "content": item["response"]}]

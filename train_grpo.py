@@ -35,7 +35,8 @@ from model import answer_logprobs, entropy_from_logits, load_model, load_value_m
 from tokenizer import BPETokenizer
 from tools import AVAILABLE, final_answer
 
-REWARDS = ("correct", "format", "model", "digits", "restate", "columns")
+# --rewards and each one's weight unless --reward-weights says otherwise
+REWARD_WEIGHTS = {"correct": 1.0, "format": 0.25, "model": 1.0, "digits": 1.0, "restate": 0.25, "columns": 0.5}
 
 
 # ----------------------------------------------------------------------------- 1. flags
@@ -61,7 +62,7 @@ def parse_args(argv=None):
     p.add_argument("--beta", type=float, default=0.0, help="KL to the reference (0, TRL's default, loads no reference)")
     p.add_argument("--scale-rewards", default=None, choices=["group", "none"],
                    help="divide advantages by the group's std (default: group; none for dr_grpo, as Dr. GRPO argues)")
-    p.add_argument("--rewards", nargs="+", default=["correct", "format"], choices=REWARDS,
+    p.add_argument("--rewards", nargs="+", default=["correct", "format"], choices=list(REWARD_WEIGHTS),
                    help="correct: 1 if the answer is right (builtin_data.check_answer_strictly); format: 1 for one "
                         "finished sentence; model: a reward model's score; digits: the share of the answer's digits "
                         "right, in place (builtin_data.digit_credit), partial credit where whole answers are rare; "
@@ -69,7 +70,7 @@ def parse_args(argv=None):
                         "(builtin_data.restate_credit); "
                         "columns: the share of column lines that work the right digits (builtin_data.column_credit)")
     p.add_argument("--reward-weights", type=float, nargs="+", default=None,
-                   help="one per --rewards (default: correct 1, format 0.25, model 1, digits 1, restate 0.25, columns 0.5)")
+                   help="one per --rewards (default: " + ", ".join(f"{k} {v:g}" for k, v in REWARD_WEIGHTS.items()) + ")")
     p.add_argument("--reward-model", default=None, help="reward model run directory, for --rewards model")
     p.add_argument("--eval-batch", type=int, default=128, help="held-out prompts answered greedily at each eval")
     p.add_argument("--tools", nargs="+", default=[], choices=sorted(AVAILABLE),
@@ -80,8 +81,7 @@ def parse_args(argv=None):
     tu.check_flags(args, at_least=dict(num_generations=2, prompts_per_step=1, micro_batch=1, num_iterations=1,
                                        max_new_tokens=1, eval_batch=1, beta=0, max_tool_calls=0),
                    above=dict(temperature=0, epsilon=0, epsilon_high=0))
-    defaults = {"correct": 1.0, "format": 0.25, "model": 1.0, "digits": 1.0, "restate": 0.25, "columns": 0.5}
-    args.reward_weights = args.reward_weights or [defaults[r] for r in args.rewards]
+    args.reward_weights = args.reward_weights or [REWARD_WEIGHTS[r] for r in args.rewards]
     if len(args.reward_weights) != len(args.rewards):
         raise ValueError(f"--reward-weights: {len(args.reward_weights)} weights for {len(args.rewards)} --rewards")
     if "model" in args.rewards and not args.reward_model:
