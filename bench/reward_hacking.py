@@ -96,7 +96,9 @@ def main(argv=None):
             continue
         print(f"== {name}: python {' '.join(argv)}", flush=True)
         started = time.time()
-        subprocess.run([sys.executable, *argv, "--overwrite", "--no-plot"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        r = subprocess.run([sys.executable, *argv, "--overwrite", "--no-plot"], cwd=ROOT, stdout=subprocess.DEVNULL)
+        if r.returncode:  # its own one-line error is already on stderr
+            raise ValueError(f"{run_dir}: {argv[0]} failed (exit {r.returncode}), see its message above")
         minutes[name] = (time.time() - started) / 60
     hacking_dir, default_dir = planned["hacking"][0], planned["default"][0]
     curves = {"weak reward model, no KL penalty": curve(hacking_dir),

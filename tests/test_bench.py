@@ -177,6 +177,14 @@ def test_reward_hacking_runs_both_ppo_runs_and_plots_proxy_and_gold_against_kl(s
     # flags every stage takes, last on each command line: two steps of everything, small batches, fp32
     tiny = ["--max-steps", "2", "--eval-interval", "2", "--batch-size", "4", "--seq-len", "64", "--eval-iters", "2",
             "--dtype", "float32", "--warmup-steps", "0"]
+    # a flag PPO does not know: PPO's own one-line error, then the bench's, no traceback (the weak model is kept)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "reward_hacking.py"), "--runs", str(runs), "--out",
+                        str(tmp_path), "--ppo-args=--no-such-flag", "--stage-args", *tiny], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "unrecognized arguments: --no-such-flag" in r.stderr
+    failed = f"error: {runs / 'ppo_hacking_tiny'}: train_ppo.py failed (exit 2), see its message above"
+    assert r.stderr.strip().splitlines()[-1] == failed
     ppo = "--ppo-args=--rollout-batch 4 --minibatch-size 2 --ppo-epochs 1 --max-new-tokens 6 --eval-batch 4"
     out = bench("reward_hacking.py", "--runs", str(runs), "--out", str(tmp_path), ppo, "--stage-args", *tiny, tmp=tmp_path,
                 timeout=600)
